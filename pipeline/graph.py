@@ -1,0 +1,96 @@
+"""The shared graph: ingest -> chunk -> strategy -> verify citations."""
+
+from __future__ import annotations
+
+from langgraph.graph import END, START, StateGraph
+from langgraph.graph.state import CompiledStateGraph
+from langgraph.runtime import Runtime
+
+from longdoc.pipeline.chunking import chunk_documents
+from longdoc.pipeline.citations import CitationVerifier
+from longdoc.pipeline.ingest import load_documents
+from longdoc.pipeline.models import TraceEvent
+from longdoc.pipeline.state import GraphState, RunContext
+
+
+async def ingest(state: GraphState, runtime: Runtime[RunContext]) -> dict:
+    """Read every input file into a ``Document``."""
+    settings = runtime.context.settings
+    documents = load_documents(
+        state["paths"],
+        password=runtime.context.password,
+        max_file_mb=settings.max_file_mb,
+        max_pages=settings.max_pages,
+    )
+    return {
+        "documents": documents,
+        "trace": [
+            TraceEvent(
+                node="ingest",
+                message=f"read {len(documents)} document(s)",
+                data={"documents": [
+                    {"source": d.source, "chars": len(d.text), "pages": len(d.pages)}
+                    for d in documents
+                ]},
+            )
+        ],
+    }
+
+
+async def chunk(state: GraphState, runtime: Runtime[RunContext]) -> dict:
+    """Split the documents into token-bounded chunks with source spans."""
+    settings = runtime.context.settings
+    chunks = chunk_documents(
+        state["documents"], chunk_tokens=settings.chunk_tokens, overlap=settings.chunk_overlap
+    )
+    return {
+        "chunks": chunks,
+        "trace": [
+            TraceEvent(
+                node="chunk",
+                message=f"{len(chunks)} chunk(s) of <= {settings.chunk_tokens} tokens",
+                data={"tokens": sum(c.tokens for c in chunks)},
+            )
+        ],
+    }
+
+
+async def verify(state: GraphState, runtime: Runtime[RunContext]) -> dict:
+    """Keep the quotes found in the sources; if none, find the evidence sentence in code."""
+    draft = state["draft"]
+    verifier = CitationVerifier(state["documents"])
+    citations, dropped = verifier.verify_all(draft.quotes)
+    located = 0
+    if not citations and draft.found:
+        citations, _ = verifier.verify_all(
+            verifier.locate_evidence(draft.answer, state["question"])
+        )
+        located = len(citations)
+    return {
+        "citations": citations,
+        "dropped_quotes": dropped,
+        "trace": [
+            TraceEvent(
+                node="verify",
+                message=f"{len(citations)} citation(s) verified, {dropped} quote(s) dropped",
+                data={"offered": len(draft.quotes), "located_in_code": located},
+            )
+        ],
+    }
+
+
+def build_graph(strategy: str) -> CompiledStateGraph:
+    """The full pipeline with ``strategy``'s subgraph in the middle."""
+    from longdoc.agents import STRATEGIES
+
+    graph = StateGraph(GraphState, context_schema=RunContext)
+    graph.add_node("ingest", ingest)
+    graph.add_node("chunk", chunk)
+    graph.add_node(strategy, STRATEGIES[strategy]())
+    graph.add_node("verify", verify)
+    graph.add_edge(START, "ingest")
+    graph.add_edge("ingest", "chunk")
+    graph.add_edge("chunk", strategy)
+    graph.add_edge(strategy, "verify")
+    graph.add_edge("verify", END)
+    return graph.compile()

@@ -1,0 +1,152 @@
+"""The one LLM client: async OpenAI-compatible chat with concurrency, retries and a cache."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import sqlite3
+import time
+from pathlib import Path
+from typing import Any
+
+import openai
+from pydantic import BaseModel
+
+from longdoc.pipeline.errors import BackendError
+from longdoc.pipeline.models import CallRecord
+from longdoc.pipeline.settings import Settings
+
+Message = dict[str, str]
+
+
+class Endpoint(BaseModel):
+    """Where a served model answers, and how large its context window is."""
+
+    base_url: str
+    model: str
+    api_key: str = "not-needed"
+    context_window: int
+
+
+class ResponseCache:
+    """Completed responses on disk (SQLite), keyed by model, messages and parameters."""
+
+    def __init__(self, path: Path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(path, check_same_thread=False, timeout=30)
+        self._db.execute(
+            "CREATE TABLE IF NOT EXISTS responses (key TEXT PRIMARY KEY, value TEXT NOT NULL)"
+        )
+        self._db.commit()
+
+    @staticmethod
+    def key(request: dict[str, Any]) -> str:
+        blob = json.dumps(request, sort_keys=True, ensure_ascii=False)
+        return hashlib.sha256(blob.encode()).hexdigest()
+
+    def get(self, key: str) -> dict[str, Any] | None:
+        row = self._db.execute("SELECT value FROM responses WHERE key = ?", (key,)).fetchone()
+        return json.loads(row[0]) if row else None
+
+    def put(self, key: str, value: dict[str, Any]) -> None:
+        self._db.execute(
+            "INSERT OR REPLACE INTO responses (key, value) VALUES (?, ?)", (key, json.dumps(value))
+        )
+        self._db.commit()
+
+    def close(self) -> None:
+        self._db.close()
+
+
+class LLMClient:
+    """Chat completions against one endpoint, recording every call's cost per graph node.
+
+    Retries with exponential backoff on 429, 5xx, timeouts and connection errors are the
+    openai client's own (``max_retries``); ``concurrency`` bounds requests in flight.
+    """
+
+    def __init__(self, endpoint: Endpoint, settings: Settings, cache: ResponseCache | None = None):
+        self.endpoint = endpoint
+        self.settings = settings
+        self.cache = cache
+        self.calls: list[CallRecord] = []
+        self._client = openai.AsyncOpenAI(
+            base_url=endpoint.base_url,
+            api_key=endpoint.api_key,
+            timeout=settings.timeout_s,
+            max_retries=settings.max_retries,
+        )
+        self._semaphore = asyncio.Semaphore(settings.concurrency)
+
+    async def chat(
+        self, messages: list[Message], *, node: str, max_tokens: int | None = None
+    ) -> str:
+        """The model's reply to ``messages``; ``node`` names the graph node for accounting."""
+        params: dict[str, Any] = {
+            "temperature": self.settings.temperature,
+            "seed": self.settings.seed,
+            "max_tokens": max_tokens or self.settings.max_answer_tokens,
+        }
+        key = ResponseCache.key({"model": self.endpoint.model, "messages": messages, **params})
+        if self.cache is not None and self.settings.use_cache:
+            hit = self.cache.get(key)
+            if hit is not None:
+                self.calls.append(CallRecord(node=node, cached=True))
+                return hit["text"]
+        async with self._semaphore:
+            started = time.perf_counter()
+            try:
+                response = await self._client.chat.completions.create(
+                    model=self.endpoint.model, messages=messages, **params  # type: ignore[arg-type]
+                )
+            except openai.APITimeoutError as exc:
+                raise BackendError(
+                    f"model server timed out after {self.settings.timeout_s:g}s "
+                    f"({self.settings.max_retries} retries)"
+                ) from exc
+            except openai.APIConnectionError as exc:
+                raise BackendError(
+                    f"cannot reach the model server at {self.endpoint.base_url}: {exc}"
+                ) from exc
+            except openai.APIStatusError as exc:
+                raise BackendError(
+                    f"model server answered HTTP {exc.status_code}: {_short(exc.message)}"
+                ) from exc
+            except (openai.APIError, ValueError) as exc:
+                raise BackendError(f"model server sent an unreadable response: {_short(exc)}") \
+                    from exc
+            latency = time.perf_counter() - started
+        text = _reply_text(response)
+        usage = response.usage
+        self.calls.append(
+            CallRecord(
+                node=node,
+                prompt_tokens=usage.prompt_tokens if usage else 0,
+                completion_tokens=usage.completion_tokens if usage else 0,
+                latency_s=round(latency, 4),
+            )
+        )
+        if self.cache is not None and self.settings.use_cache:
+            self.cache.put(key, {"text": text})
+        return text
+
+    async def close(self) -> None:
+        await self._client.close()
+
+
+def _reply_text(response: Any) -> str:
+    """The text of a chat completion, or a BackendError if the server sent garbage."""
+    try:
+        content = response.choices[0].message.content
+    except (AttributeError, IndexError, TypeError) as exc:
+        raise BackendError(f"model server returned a malformed response: {_short(str(response))}") \
+            from exc
+    if not isinstance(content, str):
+        raise BackendError("model server returned a response with no text")
+    return content
+
+
+def _short(text: object, limit: int = 200) -> str:
+    text = " ".join(str(text).split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"

@@ -1,0 +1,133 @@
+"""Domain models shared by every stage: documents, chunks, citations, usage, answers."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+Task = Literal["qa", "summary"]
+
+
+class Page(BaseModel):
+    """One page of a document: ``text[start:end]`` of the document is the page's text."""
+
+    number: int = Field(description="1-based page number")
+    start: int
+    end: int
+
+
+class Document(BaseModel):
+    """Extracted text of one source file, with page offsets and a content hash."""
+
+    source: str = Field(description="The path the document was read from")
+    text: str
+    pages: list[Page] = Field(default_factory=list, description="Empty for plain text files")
+    metadata: dict[str, str] = Field(default_factory=dict)
+    sha256: str = Field(description="Hash of the extracted text")
+
+    def page_at(self, offset: int) -> int | None:
+        """The page number holding character ``offset``, or None for unpaged text."""
+        for page in self.pages:
+            if page.start <= offset < page.end:
+                return page.number
+        return self.pages[-1].number if self.pages and offset >= self.pages[-1].end else None
+
+
+class Chunk(BaseModel):
+    """A contiguous span of one document: ``document.text[start:end] == text``."""
+
+    id: str = Field(description="Stable id: '<document index>:<chunk index>'")
+    source: str
+    doc_index: int
+    index: int
+    start: int
+    end: int
+    text: str
+    tokens: int
+    page_start: int | None = None
+    page_end: int | None = None
+
+
+class Quote(BaseModel):
+    """A quote a strategy offers as evidence, before it is located in the source."""
+
+    text: str
+    source: str | None = Field(default=None, description="Restrict the search to this source")
+    origin: Literal["model", "located"] = Field(
+        default="model", description="'model' if the model wrote it, 'located' if found in code"
+    )
+
+
+class Citation(BaseModel):
+    """A verified quote: ``extract(source).text[start:end] == quote``."""
+
+    source: str
+    page: int | None
+    start: int
+    end: int
+    quote: str
+    origin: Literal["model", "located"] = "model"
+
+
+class CallRecord(BaseModel):
+    """One LLM request: which graph node made it and what it cost."""
+
+    node: str
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    latency_s: float = 0.0
+    cached: bool = False
+
+
+class NodeUsage(BaseModel):
+    """LLM cost of one graph node (or of a whole run); cache hits cost no LLM call."""
+
+    llm_calls: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cache_hits: int = 0
+    latency_s: float = 0.0
+
+    def add(self, call: CallRecord) -> None:
+        if call.cached:
+            self.cache_hits += 1
+            return
+        self.llm_calls += 1
+        self.prompt_tokens += call.prompt_tokens
+        self.completion_tokens += call.completion_tokens
+        self.latency_s = round(self.latency_s + call.latency_s, 4)
+
+
+class Usage(NodeUsage):
+    """Totals over a run's LLM requests, and the same per graph node."""
+
+    by_node: dict[str, NodeUsage] = Field(default_factory=dict)
+
+    @classmethod
+    def from_calls(cls, calls: list[CallRecord]) -> Usage:
+        usage = cls()
+        for call in calls:
+            usage.add(call)
+            usage.by_node.setdefault(call.node, NodeUsage()).add(call)
+        return usage
+
+
+class TraceEvent(BaseModel):
+    """One step of a run, for reviewers: which node did what, with any details."""
+
+    node: str
+    message: str
+    data: dict[str, Any] = Field(default_factory=dict)
+
+
+class Answer(BaseModel):
+    """What ``ask``/``summarize`` return, and what ``--json`` prints."""
+
+    answer: str
+    strategy: str
+    citations: list[Citation] = Field(default_factory=list)
+    usage: Usage = Field(default_factory=Usage)
+    elapsed_s: float = 0.0
+    dropped_quotes: int = Field(default=0, description="Quotes that could not be located")
+    trace: list[TraceEvent] = Field(default_factory=list)

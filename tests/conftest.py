@@ -1,0 +1,96 @@
+"""Shared fixtures: the simulated server, settings for it, real data, the real model."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from longdoc.pipeline.backends import Backend
+from longdoc.pipeline.llm import Endpoint
+from longdoc.pipeline.settings import Settings
+from longdoc.pipeline.simserver import Responder, SimServer
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+SAMPLES = REPO / "samples"
+
+
+@pytest.fixture(autouse=True)
+def _isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No test reads the user's LONGDOC_* variables, config file or cache."""
+    for key in list(os.environ):
+        if key.startswith("LONGDOC_"):
+            monkeypatch.delenv(key)
+    monkeypatch.setenv("LONGDOC_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.chdir(tmp_path)
+
+
+@pytest.fixture
+def shared_data() -> Path:
+    if not SHARED_DATA.is_dir():
+        pytest.skip("../shared/data is absent (it ships only with the development repo)")
+    return SHARED_DATA
+
+
+@pytest.fixture
+def sim() -> Iterator[callable]:
+    """Start simulated servers: ``sim(responder) -> SimServer``; all stopped after the test."""
+    servers: list[SimServer] = []
+
+    def start(responder: Responder, **kwargs: object) -> SimServer:
+        server = SimServer(responder, **kwargs).start()  # type: ignore[arg-type]
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        server.stop()
+
+
+def sim_settings(server: SimServer, tmp_path: Path, **overrides: object) -> Settings:
+    """Settings that point the openai backend at a simulated server."""
+    values: dict[str, object] = {
+        "backend": "openai", "base_url": server.base_url, "cache_dir": tmp_path / "cache",
+        "max_retries": 0, "timeout_s": 10,
+    }
+    values.update(overrides)
+    return Settings(**values)
+
+
+def sim_env(server: SimServer) -> dict[str, str]:
+    """Environment for a ``longdoc`` subprocess that talks to a simulated server."""
+    return {**os.environ, "LONGDOC_BACKEND": "openai", "LONGDOC_BASE_URL": server.base_url,
+            "LONGDOC_MAX_RETRIES": "0"}
+
+
+@pytest.fixture(scope="session")
+def real_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Endpoint]:
+    """The real embedded llama.cpp server with SmolLM2-135M, started once per session."""
+    settings = Settings(cache_dir=tmp_path_factory.mktemp("real-cache"))
+    backend = Backend(settings)
+    endpoint = backend.start()
+    yield endpoint
+    backend.stop()
+
+
+def real_settings(endpoint: Endpoint, tmp_path: Path, **overrides: object) -> Settings:
+    """Settings that use the session's real embedded server (no response cache)."""
+    values: dict[str, object] = {
+        "backend": "openai", "base_url": endpoint.base_url, "model": endpoint.model,
+        "context_window": endpoint.context_window, "cache_dir": tmp_path / "cache",
+        "use_cache": False,
+    }
+    values.update(overrides)
+    return Settings(**values)
+
+
+def haystack(shared: Path, words: int, needle: str, depth: float = 0.5) -> str:
+    """Real inaugural-address prose of about ``words`` words with ``needle`` at ``depth``."""
+    text = " ".join(
+        p.read_text() for p in sorted((shared / "inaugural").glob("*.txt"))[:10]
+    ).split()[:words]
+    cut = int(len(text) * depth)
+    return " ".join(text[:cut]) + "\n\n" + needle + "\n\n" + " ".join(text[cut:])

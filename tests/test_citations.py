@@ -1,0 +1,84 @@
+from __future__ import annotations
+
+import hashlib
+
+from longdoc.pipeline.citations import (
+    CitationVerifier,
+    answer_keys,
+    find_evidence,
+    locate,
+    normalize,
+)
+from longdoc.pipeline.models import Document, Page, Quote
+
+TEXT = (
+    "The committee met on Tuesday.  It approved a budget of $4.2 million\nfor the new "
+    "library. “We are delighted,” said the chair. The secret passkey is 48213. Remember it."
+)
+
+
+def doc(text: str = TEXT, source: str = "a.txt", pages: list[Page] | None = None) -> Document:
+    return Document(source=source, text=text, pages=pages or [],
+                    sha256=hashlib.sha256(text.encode()).hexdigest())
+
+
+def test_normalize_maps_back_to_original() -> None:
+    norm = normalize("A  B\n“C”")
+    assert norm.text == 'a b "c"'
+    assert [norm.index[i] for i in range(len(norm.text))] == [0, 1, 3, 4, 5, 6, 7]
+
+
+def test_locate_exact_normalized_and_fuzzy() -> None:
+    assert locate("The secret passkey is 48213.", TEXT) == (
+        TEXT.index("The secret"), TEXT.index("48213.") + 6)
+    span = locate("it approved a budget of $4.2 million for the new library", TEXT)
+    assert span is not None
+    assert TEXT[span[0]:span[1]] == "It approved a budget of $4.2 million\nfor the new library"
+    span = locate('"We are delighted," said the chair', TEXT)
+    assert span is not None and TEXT[span[0]:span[1]].startswith("We are delighted,” said")
+    span = locate("It aproved a budget of $4.2 milion for the new library", TEXT)
+    assert span is not None and "budget" in TEXT[span[0]:span[1]]
+
+
+def test_locate_rejects_invented_and_tiny_quotes() -> None:
+    assert locate("The committee rejected every proposal outright.", TEXT) is None
+    assert locate("the", TEXT) is None
+    assert locate("", TEXT) is None
+
+
+def test_answer_keys_weights() -> None:
+    keys = answer_keys("The passkey is 48213, said Alice.", "What is the passkey?")
+    assert keys["48213"] == 3
+    assert keys["alice"] == 2
+    assert "passkey" not in keys
+
+
+def test_find_evidence_prefers_the_sentence_with_the_answer() -> None:
+    span = find_evidence("It is 48213. Remember the committee and the library.",
+                         "What is the secret passkey?", TEXT)
+    assert span is not None
+    assert TEXT[span[0]:span[1]] == "The secret passkey is 48213."
+    assert find_evidence("zebra", "What?", TEXT) is None
+
+
+def test_verifier_citations_have_exact_offsets_and_pages() -> None:
+    pages = [Page(number=1, start=0, end=60), Page(number=2, start=60, end=len(TEXT))]
+    verifier = CitationVerifier([doc(pages=pages), doc("Other text entirely here.", "b.txt")])
+    citations, dropped = verifier.verify_all([
+        Quote(text="the secret passkey is 48213"),
+        Quote(text="The secret passkey is 48213."),  # overlaps the first: de-duplicated
+        Quote(text="a sentence nobody wrote anywhere"),
+    ])
+    assert dropped == 1
+    assert len(citations) == 1
+    c = citations[0]
+    assert (c.source, c.page) == ("a.txt", 2)
+    assert TEXT[c.start:c.end] == c.quote
+
+
+def test_locate_evidence_in_code() -> None:
+    verifier = CitationVerifier([doc()])
+    quotes = verifier.locate_evidence("48213", "What is the passkey?")
+    assert [q.origin for q in quotes] == ["located"]
+    citations, _ = verifier.verify_all(quotes)
+    assert citations[0].quote == "The secret passkey is 48213."
