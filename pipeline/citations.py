@@ -17,7 +17,9 @@ from longdoc.pipeline.models import Citation, Document, Quote
 
 _FOLD = str.maketrans({"‘": "'", "’": "'", "“": '"', "”": '"', "–": "-", "—": "-", "\u00a0": " "})
 _WORD = re.compile(r"\w+", re.UNICODE)
-_SENTENCE = re.compile(r"[^.!?。！？\n]+(?:[.!?。！？]+[\"')\]]*|\n|$)")
+# A sentence runs to . ! ? (and closing quotes) or a blank line; single newlines are
+# line wraps (PDF text), not sentence ends.
+_SENTENCE = re.compile(r"(?:[^.!?。！？\n]|\n(?![ \t]*\n))+(?:[.!?。！？]+[\"')\]]*|\n[ \t]*\n|$)")
 MIN_QUOTE_CHARS = 8
 FUZZY_MIN_SCORE = 90.0
 _STOPWORDS = frozenset(
@@ -67,12 +69,14 @@ def locate(quote: str, text: str, norm: Normalized | None = None) -> tuple[int, 
     if pos >= 0:
         return pos, pos + len(quote)
     norm = norm or normalize(text)
-    needle = normalize(quote).text.rstrip(" .")
+    full = normalize(quote).text
+    needle = full.rstrip(" .")  # models end fragments with a period the source lacks
     if len(needle) < MIN_QUOTE_CHARS:
         return None
-    pos = norm.text.find(needle)
-    if pos >= 0:
-        return _span(norm, pos, pos + len(needle))
+    for candidate in (full, needle):
+        pos = norm.text.find(candidate)
+        if pos >= 0:
+            return _span(norm, pos, pos + len(candidate))
     alignment = fuzz.partial_ratio_alignment(needle, norm.text, score_cutoff=FUZZY_MIN_SCORE)
     if alignment is None or alignment.dest_end - alignment.dest_start < MIN_QUOTE_CHARS:
         return None

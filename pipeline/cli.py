@@ -12,7 +12,6 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 from rich.markup import escape
-from rich.table import Table
 
 from longdoc.pipeline.errors import LongdocError
 from longdoc.pipeline.settings import Backend, load_settings
@@ -63,13 +62,12 @@ def ask(
         print(result.model_dump_json(exclude=exclude))
         return
     out.print(f"[bold]Answer[/bold] ({result.strategy}): {escape(result.answer)}")
-    if result.citations:
-        table = Table("#", "source", "page", "chars", "quote", show_lines=False)
-        for i, c in enumerate(result.citations, 1):
-            table.add_row(str(i), c.source, str(c.page or "-"), f"{c.start}-{c.end}",
-                          escape(c.quote))
-        out.print(table)
-    else:
+    for i, c in enumerate(result.citations, 1):
+        page = f", page {c.page}" if c.page else ""
+        quote = " ".join(c.quote.split())
+        out.print(f"[cyan][{i}][/cyan] {escape(c.source)}{page}, chars {c.start}-{c.end}: "
+                  f"[italic]\"{escape(quote)}\"[/italic]")
+    if not result.citations:
         out.print("[yellow]No verified citation.[/yellow]")
     u = result.usage
     out.print(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+
 from langgraph.graph import END, START, StateGraph
 from langgraph.graph.state import CompiledStateGraph
 from langgraph.runtime import Runtime
@@ -58,10 +60,13 @@ async def chunk(state: GraphState, runtime: Runtime[RunContext]) -> dict:
 async def verify(state: GraphState, runtime: Runtime[RunContext]) -> dict:
     """Keep the quotes found in the sources; if none, find the evidence sentence in code."""
     draft = state["draft"]
+    if not draft.found:
+        return {"citations": [], "dropped_quotes": 0, "trace": [TraceEvent(
+            node="verify", message="no answer found: nothing to cite")]}
     verifier = CitationVerifier(state["documents"])
     citations, dropped = verifier.verify_all(draft.quotes)
     located = 0
-    if not citations and draft.found:
+    if not citations:
         citations, _ = verifier.verify_all(
             verifier.locate_evidence(draft.answer, state["question"])
         )
@@ -79,6 +84,22 @@ async def verify(state: GraphState, runtime: Runtime[RunContext]) -> dict:
     }
 
 
+def strategy_node(subgraph: CompiledStateGraph) -> Callable[..., Awaitable[dict]]:
+    """Run a strategy's subgraph and pass on only what it produced.
+
+    (Added directly as a node, a subgraph would return the whole trace it was given,
+    and the parent's ``operator.add`` reducer would append it a second time.)
+    """
+
+    async def run(state: GraphState, runtime: Runtime[RunContext]) -> dict:
+        seen = len(state.get("trace", []))
+        result = await subgraph.ainvoke(state, context=runtime.context)
+        produced = {k: v for k, v in result.items() if k not in state or k == "draft"}
+        return {**produced, "trace": result.get("trace", [])[seen:]}
+
+    return run
+
+
 def build_graph(strategy: str) -> CompiledStateGraph:
     """The full pipeline with ``strategy``'s subgraph in the middle."""
     from longdoc.agents import STRATEGIES
@@ -86,7 +107,7 @@ def build_graph(strategy: str) -> CompiledStateGraph:
     graph = StateGraph(GraphState, context_schema=RunContext)
     graph.add_node("ingest", ingest)
     graph.add_node("chunk", chunk)
-    graph.add_node(strategy, STRATEGIES[strategy]())
+    graph.add_node(strategy, strategy_node(STRATEGIES[strategy]()))
     graph.add_node("verify", verify)
     graph.add_edge(START, "ingest")
     graph.add_edge("ingest", "chunk")

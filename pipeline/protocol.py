@@ -16,9 +16,10 @@ _ANSWER_LABEL = re.compile(r"^\s*[*_#\s]*(?:final\s+)?answer\s*[*_]*\s*[:\-]\s*[
 _PARAGRAPH_BREAK = re.compile(r"\n\s*\n")
 _QUOTED = re.compile(r"\"([^\"]{20,})\"|“([^”]{20,})”")
 _NOT_FOUND = re.compile(
-    r"^(?:none|n/?a|no answer|unknown|not (?:found|mentioned|stated|given|provided|specified)"
-    r"|(?:the )?(?:document|text|context|passage)s? (?:does|do) not (?:contain|mention|say|state"
-    r"|provide|specify)|there is no (?:information|mention))",
+    r"^\W*(?:none|n/?a|unknown|no)\W*$"
+    r"|\b(?:not (?:found|mentioned|stated|given|provided|specified|available)|no answer"
+    r"|(?:does|do) not (?:contain|mention|say|state|provide|specify)|there is no (?:information"
+    r"|mention))\b",
     re.I,
 )
 
@@ -57,5 +58,5 @@ def parse_answer(reply: str) -> ParsedReply:
     return ParsedReply(
         answer=answer,
         quotes=[Quote(text=q) for q in unique],
-        found=bool(answer) and not _NOT_FOUND.match(answer),
+        found=bool(answer) and not _NOT_FOUND.search(answer),
     )

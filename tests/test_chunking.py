@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import hashlib
+import itertools
 
 import pytest
 
@@ -40,11 +41,11 @@ def test_chunks_cover_the_document_and_overlap() -> None:
     chunks = chunk_document(doc, chunk_tokens=300, overlap=40)
     assert chunks[0].start == 0
     assert chunks[-1].end == len(doc.text.rstrip())
-    for prev, nxt in zip(chunks, chunks[1:], strict=False):
+    for prev, nxt in itertools.pairwise(chunks):
         assert not document_gap(doc.text, prev.end, nxt.start), "gap between chunks"
         assert nxt.start > prev.start, "no progress"
         assert count_tokens(doc.text[nxt.start:prev.end]) <= 40 + 5
-    assert sum(nxt.start < prev.end for prev, nxt in zip(chunks, chunks[1:], strict=False)) > 3
+    assert sum(nxt.start < prev.end for prev, nxt in itertools.pairwise(chunks)) > 3
 
 
 def test_chunks_end_at_sentence_or_paragraph_boundaries() -> None:

@@ -31,6 +31,7 @@ def test_markdown_labels_and_inline_quotes() -> None:
 @pytest.mark.parametrize("reply", [
     "Answer: not found.", "NONE", "The document does not mention a passkey.",
     "Not mentioned in the text.", "There is no information about that.",
+    'The answer to the question is: "not found"',
 ])
 def test_not_found(reply: str) -> None:
     assert not parse_answer(reply).found
