@@ -1,0 +1,133 @@
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from longdoc.pipeline.backends import Backend, EmbeddedServer, default_gguf, vllm_command
+from longdoc.pipeline.errors import BackendError
+from longdoc.pipeline.settings import Settings
+
+
+def test_vllm_command_with_and_without_cli() -> None:
+    settings = Settings(vllm_model="Qwen/Qwen2.5-7B-Instruct", vllm_max_model_len=32768,
+                        vllm_gpu_memory_utilization=0.85, vllm_tensor_parallel_size=2,
+                        vllm_extra_args=["--dtype", "bfloat16"])
+    command = vllm_command(settings, 8123, has_cli=True)
+    assert command[:3] == ["vllm", "serve", "Qwen/Qwen2.5-7B-Instruct"]
+    joined = " ".join(command)
+    for part in ("--host 127.0.0.1", "--port 8123", "--max-model-len 32768",
+                 "--gpu-memory-utilization 0.85", "--tensor-parallel-size 2",
+                 "--enable-prefix-caching", "--dtype bfloat16"):
+        assert part in joined
+    fallback = vllm_command(settings, 8123, has_cli=False)
+    assert fallback[1:5] == ["-m", "vllm.entrypoints.openai.api_server", "--model",
+                             "Qwen/Qwen2.5-7B-Instruct"]
+
+
+def test_vllm_backend_without_vllm_is_a_clear_error(tmp_path: Path) -> None:
+    import importlib.util
+
+    if importlib.util.find_spec("vllm") is not None:
+        pytest.skip("vLLM is installed here")
+    with pytest.raises(BackendError, match="needs vLLM"):
+        Backend(Settings(backend="vllm", vllm_model="m", cache_dir=tmp_path)).start()
+
+
+def test_openai_backend_reads_the_window_or_asks_for_it(sim, tmp_path: Path) -> None:
+    server = sim(lambda m: "x", context_window=4096)
+    endpoint = Backend(Settings(backend="openai", base_url=server.base_url,
+                                cache_dir=tmp_path)).start()
+    assert (endpoint.model, endpoint.context_window) == ("sim-model", 4096)
+    overridden = Backend(Settings(backend="openai", base_url=server.base_url,
+                                  context_window=2048, cache_dir=tmp_path)).start()
+    assert overridden.context_window == 2048
+    with pytest.raises(BackendError, match="LONGDOC_BASE_URL"):
+        Backend(Settings(backend="openai", cache_dir=tmp_path)).start()
+
+
+def test_openai_backend_with_unknown_window(tmp_path: Path) -> None:
+    from longdoc.pipeline.simserver import SimServer
+
+    class NoWindow(SimServer):
+        pass
+
+    server = NoWindow(lambda m: "x").start()
+    server.context_window = 0
+    try:
+        with pytest.raises(BackendError, match="LONGDOC_CONTEXT_WINDOW"):
+            Backend(Settings(backend="openai", base_url=server.base_url,
+                             cache_dir=tmp_path)).start()
+    finally:
+        server.stop()
+
+
+def test_embedded_model_file_is_found() -> None:
+    path = default_gguf()
+    assert path.name == "SmolLM2-135M-Instruct.Q4_1.gguf" and path.stat().st_size > 50e6
+
+
+def test_embedded_missing_model_file(tmp_path: Path) -> None:
+    settings = Settings(model_path=tmp_path / "nope.gguf", cache_dir=tmp_path)
+    with pytest.raises(BackendError, match="model file not found"):
+        Backend(settings).start()
+
+
+def test_embedded_command_disables_logits_all(tmp_path: Path) -> None:
+    command = EmbeddedServer(Settings(cache_dir=tmp_path, n_threads=2)).command()
+    joined = " ".join(command)
+    assert "--logits_all false" in joined and "--host 127.0.0.1" in joined
+    assert "--n_ctx 8192" in joined and "--n_threads 2" in joined
+
+
+def test_server_that_dies_reports_its_log(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.gguf"
+    bad.write_bytes(b"not a gguf file at all")
+    settings = Settings(model_path=bad, cache_dir=tmp_path, server_start_timeout_s=60)
+    with pytest.raises(BackendError, match="exited with code"):
+        Backend(settings).start()
+
+
+@pytest.mark.real_model
+def test_embedded_server_starts_and_stops(tmp_path: Path) -> None:
+    backend = Backend(Settings(cache_dir=tmp_path))
+    endpoint = backend.start()
+    assert endpoint.context_window == 8192
+    assert httpx.get(f"{endpoint.base_url}/models").status_code == 200
+    process = backend.server.process
+    backend.stop()
+    assert process.poll() is not None
+    with pytest.raises(httpx.HTTPError):
+        httpx.get(f"{endpoint.base_url}/models", timeout=2)
+
+
+@pytest.mark.real_model
+def test_serve_stops_its_server_on_ctrl_c(tmp_path: Path) -> None:
+    env = {**os.environ, "LONGDOC_CACHE_DIR": str(tmp_path)}
+    proc = subprocess.Popen([sys.executable, "-m", "longdoc", "serve"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        line = proc.stdout.readline()
+        assert line.startswith("serving"), line + proc.stderr.read()
+        base_url = line.split(" at ")[1].split()[0]
+        assert httpx.get(f"{base_url}/models").status_code == 200
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=30)
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            try:
+                httpx.get(f"{base_url}/models", timeout=1)
+            except httpx.HTTPError:
+                break
+            time.sleep(0.5)
+        else:
+            pytest.fail("the model server outlived `longdoc serve`")
+        assert "Traceback" not in proc.stderr.read()
+    finally:
+        proc.kill()
