@@ -162,9 +162,8 @@ class EmbeddedServer(ManagedServer):
             "--n_ctx", str(self.settings.n_ctx),
             "--logits_all", "false",
         ]
-        if self.settings.n_threads:
-            command += ["--n_threads", str(self.settings.n_threads)]
-        return command
+        threads = self.settings.n_threads or os.cpu_count() or 1
+        return [*command, "--n_threads", str(threads), "--n_threads_batch", str(threads)]
 
     def context_window(self, models: list[dict[str, Any]]) -> int:
         return self.settings.n_ctx

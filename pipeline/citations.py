@@ -131,21 +131,23 @@ def find_evidence(
 ) -> tuple[int, int] | None:
     """The sentence of ``text[start:end]`` that best supports ``answer``, found in code.
 
-    A sentence qualifies only if it contains a key string of the answer (a number, a
-    name, a rare word); the highest total key weight wins, then most question words.
-    Returns None when nothing qualifies.
+    A sentence qualifies only if it contains one of the answer's strongest key strings
+    (one of its numbers if it has any, else one of its names, else a rare word); the
+    highest total key weight wins, then most question words. None if nothing qualifies.
     """
     keys = answer_keys(answer, question)
     if not keys:
         return None
     patterns = [(re.compile(rf"(?<!\w){re.escape(k)}(?!\w)"), w) for k, w in keys.items()]
+    strongest = max(keys.values())
     q_words = _content_words(question)
     best, best_score = None, (0, 0)
     for s, e in sentences(text, start, end):
         sentence = text[s:e].casefold()
-        weight = sum(w for pattern, w in patterns if pattern.search(sentence))
-        if weight == 0:
+        weights = [w for pattern, w in patterns if pattern.search(sentence)]
+        if strongest not in weights:  # e.g. an answer with a number needs one of its numbers
             continue
+        weight = sum(weights)
         score = (weight, len(q_words & _content_words(sentence)))
         if score > best_score:
             best, best_score = (s, e), score

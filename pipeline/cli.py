@@ -22,7 +22,7 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-out = Console()
+out = Console(soft_wrap=True)  # never hard-wrap quotes in piped output
 err = Console(stderr=True)
 
 PathsArg = Annotated[list[Path], typer.Argument(help="PDF, .txt or .md files", show_default=False)]
@@ -86,8 +86,8 @@ def extract(
     """Print the text longdoc extracts; citation offsets index this text."""
     from longdoc.pipeline.ingest import load_document
 
-    settings = load_settings()
     try:
+        settings = load_settings()
         docs = [
             load_document(p, password=password, max_file_mb=settings.max_file_mb,
                           max_pages=settings.max_pages)

@@ -12,7 +12,11 @@ _LABEL = r"(?:quote|evidence|supporting (?:sentence|quote|text)|source|citation)
 _QUOTE_LINE = re.compile(
     rf"^\s*[*_#>\-\s]*{_LABEL}\s*[*_]*\s*[:\-]\s*[*_]*\s*(.*)$", re.I | re.M
 )
-_ANSWER_LABEL = re.compile(r"^\s*[*_#\s]*(?:final\s+)?answer\s*[*_]*\s*[:\-]\s*[*_]*\s*", re.I)
+_ANSWER_LABEL = re.compile(
+    r"^\s*[*_#\s]*(?:(?:the\s+)?(?:final\s+)?answer(?:\s+to\s+(?:the|your)\s+question)?"
+    r"(?:\s+is)?)\s*[*_]*\s*[:\-]\s*[*_]*\s*",
+    re.I,
+)
 _PARAGRAPH_BREAK = re.compile(r"\n\s*\n")
 _QUOTED = re.compile(r"\"([^\"]{20,})\"|“([^”]{20,})”")
 _NOT_FOUND = re.compile(

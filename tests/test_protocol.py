@@ -40,3 +40,8 @@ def test_not_found(reply: str) -> None:
 def test_empty_reply() -> None:
     parsed = parse_answer("   ")
     assert parsed.answer == "" and not parsed.found
+
+
+def test_answer_preamble_is_stripped() -> None:
+    assert parse_answer("The answer to the question is: It rose to 60.").answer == "It rose to 60."
+    assert parse_answer("Final answer - 42").answer == "42"

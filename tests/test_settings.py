@@ -1,0 +1,144 @@
+"""Settings: defaults < TOML file < LONGDOC_* environment < explicit overrides.
+
+The autouse fixture in conftest strips LONGDOC_* variables, sets LONGDOC_CACHE_DIR and
+makes tmp_path the working directory, so ``./longdoc.toml`` here means tmp_path.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from longdoc.pipeline.errors import InputError
+from longdoc.pipeline.settings import Settings, load_settings
+
+
+def write_toml(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path
+
+
+def test_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("LONGDOC_CACHE_DIR")
+    settings = load_settings()
+    assert settings.backend == "embedded"
+    assert settings.base_url is None
+    assert settings.chunk_tokens == 2000
+    assert settings.chunk_overlap == 200
+    assert settings.concurrency == 4
+    assert settings.max_retries == 3
+    assert settings.timeout_s == 300.0
+    assert settings.use_cache is True
+    assert settings.strategy == "direct"
+    assert settings.truncate is False
+    assert settings.vllm_extra_args == []
+    assert settings.cache_dir == Path.home() / ".cache" / "longdoc"
+
+
+def test_env_override(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LONGDOC_CHUNK_TOKENS", "500")
+    monkeypatch.setenv("LONGDOC_TRUNCATE", "true")
+    monkeypatch.setenv("LONGDOC_VLLM_EXTRA_ARGS", '["--enforce-eager"]')
+    settings = load_settings()
+    assert settings.chunk_tokens == 500
+    assert settings.truncate is True
+    assert settings.vllm_extra_args == ["--enforce-eager"]
+    assert settings.cache_dir == tmp_path / "cache"
+
+
+def test_toml_from_longdoc_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    config = write_toml(tmp_path / "elsewhere.toml", 'chunk_tokens = 700\nbackend = "openai"\n')
+    monkeypatch.setenv("LONGDOC_CONFIG", str(config))
+    settings = load_settings()
+    assert (settings.chunk_tokens, settings.backend) == (700, "openai")
+
+
+def test_toml_from_working_directory(tmp_path: Path) -> None:
+    write_toml(tmp_path / "longdoc.toml", "chunk_tokens = 800\n")
+    assert load_settings().chunk_tokens == 800
+
+
+def test_longdoc_config_wins_over_working_directory_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    write_toml(tmp_path / "longdoc.toml", "chunk_tokens = 800\n")
+    monkeypatch.setenv("LONGDOC_CONFIG", str(write_toml(tmp_path / "other.toml",
+                                                         "chunk_tokens = 900\n")))
+    assert load_settings().chunk_tokens == 900
+
+
+def test_precedence(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    write_toml(tmp_path / "longdoc.toml",
+               "chunk_tokens = 300\nchunk_overlap = 10\nmax_pages = 7\n")
+    monkeypatch.setenv("LONGDOC_CHUNK_TOKENS", "500")
+    monkeypatch.setenv("LONGDOC_CHUNK_OVERLAP", "20")
+    settings = load_settings(chunk_tokens=900)
+    assert settings.chunk_tokens == 900  # override > env > TOML
+    assert settings.chunk_overlap == 20  # env > TOML
+    assert settings.max_pages == 7  # TOML > default
+    assert settings.concurrency == 4  # default
+
+
+def test_none_overrides_are_ignored(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    write_toml(tmp_path / "longdoc.toml", 'backend = "vllm"\n')
+    monkeypatch.setenv("LONGDOC_TRUNCATE", "true")
+    settings = load_settings(backend=None, truncate=None, strategy=None)
+    assert settings.backend == "vllm"
+    assert settings.truncate is True
+    assert settings.strategy == "direct"
+
+
+def test_unknown_toml_key_rejected(tmp_path: Path) -> None:
+    write_toml(tmp_path / "longdoc.toml", "chunk_tokenz = 500\n")
+    with pytest.raises(InputError, match="chunk_tokenz") as info:
+        load_settings()
+    assert info.value.exit_code == 2
+
+
+def test_missing_config_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LONGDOC_CONFIG", str(tmp_path / "absent.toml"))
+    with pytest.raises(InputError, match=r"config file not found: .*absent\.toml"):
+        load_settings()
+
+
+def test_toml_syntax_error(tmp_path: Path) -> None:
+    write_toml(tmp_path / "longdoc.toml", "chunk_tokens = [\n")
+    with pytest.raises(InputError, match=r"longdoc\.toml is not valid TOML"):
+        load_settings()
+
+
+@pytest.mark.parametrize(
+    ("env", "field"),
+    [
+        ({"LONGDOC_CHUNK_TOKENS": "10"}, "chunk_tokens"),  # below ge=50
+        ({"LONGDOC_CONCURRENCY": "0"}, "concurrency"),
+        ({"LONGDOC_TIMEOUT_S": "soon"}, "timeout_s"),
+        ({"LONGDOC_BACKEND": "gpt"}, "backend"),
+        ({"LONGDOC_VLLM_EXTRA_ARGS": "--not-json"}, "vllm_extra_args"),
+    ],
+)
+def test_invalid_env_value_names_the_field(
+    env: dict[str, str], field: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    with pytest.raises(InputError, match=field):
+        load_settings()
+
+
+def test_invalid_toml_value_names_the_field(tmp_path: Path) -> None:
+    write_toml(tmp_path / "longdoc.toml", 'max_retries = "many"\n')
+    with pytest.raises(InputError, match="invalid setting max_retries"):
+        load_settings()
+
+
+def test_invalid_override_names_the_field() -> None:
+    with pytest.raises(InputError, match="invalid setting chunk_overlap"):
+        load_settings(chunk_overlap=-1)
+
+
+def test_settings_class_is_usable_directly(tmp_path: Path) -> None:
+    settings = Settings(backend="openai", base_url="http://x/v1", cache_dir=tmp_path)
+    assert settings.base_url == "http://x/v1"
+    assert settings.cache_dir == tmp_path
