@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import sys
 import time
@@ -148,5 +149,21 @@ def serve(backend: BackendOpt = None) -> None:
 
 
 def main() -> None:
-    """Entry point of the ``longdoc`` script."""
-    app()
+    """Entry point of the ``longdoc`` script.
+
+    Expected failures exit 2 or 3 from the commands. Ctrl-C exits 130 (servers are
+    stopped by their context managers); an unexpected error prints one line and where
+    to find the traceback (``LONGDOC_DEBUG=1``) instead of a bare traceback.
+    """
+    try:
+        app(standalone_mode=True)
+    except KeyboardInterrupt:
+        err.print("interrupted")
+        sys.exit(130)
+    except Exception as exc:
+        if os.environ.get("LONGDOC_DEBUG"):
+            raise
+        err.print(f"[red]internal error:[/red] {escape(type(exc).__name__)}: {escape(str(exc))} "
+                  "(rerun with LONGDOC_DEBUG=1 for the traceback; please report it)",
+                  highlight=False, soft_wrap=True)
+        sys.exit(1)

@@ -316,3 +316,19 @@ def test_config_reflects_environment(runs: Runs) -> None:
     assert config["max_retries"] == 0
     assert config["concurrency"] == 4  # untouched default
 
+
+
+def test_unexpected_error_is_one_line_without_traceback(monkeypatch, capsys) -> None:
+    import longdoc.pipeline.cli as cli
+
+    def broken(**_: object) -> None:
+        raise RuntimeError("settings exploded")
+
+    monkeypatch.setattr(cli, "load_settings", broken)
+    monkeypatch.setattr(sys, "argv", ["longdoc", "config"])
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main()
+    assert exit_info.value.code == 1
+    err = capsys.readouterr().err
+    assert "internal error: RuntimeError: settings exploded" in err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1
