@@ -7,7 +7,9 @@ from collections.abc import Callable
 from langgraph.graph.state import CompiledStateGraph
 
 from longdoc.agents.direct import build_direct
+from longdoc.agents.mapreduce import build_mapreduce
 
 STRATEGIES: dict[str, Callable[[], CompiledStateGraph]] = {
     "direct": build_direct,
+    "mapreduce": build_mapreduce,
 }

@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 from longdoc.pipeline.api import Pipeline
+from longdoc.pipeline.ingest import load_document
 from longdoc.pipeline.settings import load_settings
 from longdoc.pipeline.tokens import encoding
 
@@ -23,7 +24,7 @@ DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "inaugur
 
 def haystack(tokens: int, needle: str, depth: float) -> str:
     """About ``tokens`` cl100k tokens of inaugural addresses with ``needle`` at ``depth``."""
-    prose = "\n\n".join(p.read_text() for p in sorted(DATA.glob("*.txt")))
+    prose = "\n\n".join(load_document(p).text for p in sorted(DATA.glob("*.txt")))
     enc = encoding()
     ids = enc.encode(prose)[:tokens]
     text = enc.decode(ids)

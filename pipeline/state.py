@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import operator
 from dataclasses import dataclass
-from typing import Annotated, TypedDict
+from typing import Annotated, Literal, TypedDict
 
 from pydantic import BaseModel, Field
 
@@ -21,6 +21,42 @@ class Draft(BaseModel):
     found: bool = True
 
 
+class Evidence(BaseModel):
+    """A verified evidence span: ``document.text[start:end] == text`` (absolute offsets)."""
+
+    source: str
+    start: int
+    end: int
+    text: str
+    origin: Literal["model", "located"] = Field(
+        description="'model' if the model quoted it, 'located' if found in code"
+    )
+
+
+class MapRecord(BaseModel):
+    """What one chunk said about the question, and whether its text supports it."""
+
+    chunk_id: str
+    source: str
+    parsed: bool = Field(description="False if no answer could be read from the reply")
+    found: bool = Field(False, description="The reply offers an answer (not 'none')")
+    answer: str = ""
+    answer_key: list[str] = Field(
+        default_factory=list,
+        description="Normalized key strings of the answer (numbers, else names, else words)",
+    )
+    confidence: Literal["high", "medium", "low"] | None = None
+    evidence: list[Evidence] = Field(default_factory=list)
+    verified: bool = Field(
+        False, description="The answer key occurs in evidence located in the chunk's text"
+    )
+    relevance: int = Field(0, description="Question words in the evidence")
+    status: str = Field("", description="Why the record is (not) verified, for the trace")
+    chunk_tokens: int = 0
+    evidence_tokens: int = 0
+    reply: str = ""
+
+
 class GraphState(TypedDict, total=False):
     """Shared state: request fields in, documents and chunks, a draft, verified citations."""
 
@@ -30,6 +66,8 @@ class GraphState(TypedDict, total=False):
     strategy: str
     documents: list[Document]
     chunks: list[Chunk]
+    selected_chunks: list[str]
+    map_records: Annotated[list[MapRecord], operator.add]
     draft: Draft
     citations: list[Citation]
     dropped_quotes: int

@@ -1,0 +1,470 @@
+"""Map-reduce QA (LLM×MapReduce) with verified grounding and LongAgent-style conflicts.
+
+map      one call per chunk (LangGraph ``Send`` fan-out): the model answers in the map
+         protocol (information, rationale, answer, quote, confidence), read tolerantly.
+verify   in code, per record: the model's quotes are located in the chunk's text, or
+         the evidence sentence is found in code; a record is *verified* only if its
+         answer key (numbers, else names, else words) occurs in that evidence. Records
+         without an answer or without verified evidence are demoted: they never reach
+         the answer, only the trace.
+reduce   verified records are grouped by answer key; groups whose evidence shares no
+         word with the question withdraw if another group's evidence does. One group
+         left: the answer is decided in code. Several: a resolution call shows each
+         group's evidence side by side and asks which one answers the question. None:
+         ``found=False`` with a "not found" answer (unverified guesses only in the trace).
+
+Why not let the model reduce: SmolLM2-135M never says "none" and invents a value in
+every chunk without the answer (METHODS.md, "Measured here"); a model reduce picked an
+invented value in 13 of 13 trials. Only what the text itself supports may compete.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field
+from typing import TypedDict
+
+from langgraph.graph import END, START, StateGraph
+from langgraph.graph.state import CompiledStateGraph
+from langgraph.runtime import Runtime
+from langgraph.types import Send
+
+from longdoc.pipeline.citations import answer_keys, locate, normalize, sentences
+from longdoc.pipeline.errors import InputError
+from longdoc.pipeline.models import Chunk, Quote, TraceEvent
+from longdoc.pipeline.protocol import MapReply, parse_map_reply
+from longdoc.pipeline.state import Draft, Evidence, GraphState, MapRecord, RunContext
+from longdoc.pipeline.tokens import count_tokens
+from longdoc.prompts import document_block, get_prompt
+
+MAP_NODE = "mapreduce.map"
+REDUCE_NODE = "mapreduce.reduce"
+RESOLVE_NODE = "mapreduce.resolve"
+
+NOT_FOUND_ANSWER = "Not found: no part of the document supports an answer."
+EVIDENCE_TOKEN_BUDGET = 1500  # verified evidence the reduce keeps (see collapse_to_budget)
+MAX_EVIDENCE_CHARS = 400  # a longer model quote is narrowed to its key sentence
+MAX_CONFLICT_OPTIONS = 4
+MAX_EVIDENCE_PER_OPTION = 2
+TRACE_REPLY_CHARS = 500
+CONFIDENCE_RANK = {"high": 3, "medium": 2, "low": 1, None: 0}
+
+# Text that addresses the reader as a model (prompt injection) is never evidence.
+_INSTRUCTION_LIKE = re.compile(
+    r"\b(?:ignore|disregard|forget|override)\b[^.!?\n]{0,40}\b(?:instructions?|prompts?|rules"
+    r"|directions)\b"
+    r"|\b(?:reply|respond|answer|output)\s+(?:only\s+)?with\b"
+    r"|\b(?:system|assistant)\s*(?:prompt|notice|message|override)?\s*:"
+    r"|\bnew (?:instructions|rules)\b",
+    re.I,
+)
+
+
+class MapInput(TypedDict):
+    """What one map call receives through ``Send``."""
+
+    chunk: Chunk
+    question: str
+
+
+# --- answer keys and evidence ------------------------------------------------------------
+
+
+def answer_key(answer: str, question: str) -> list[str]:
+    """The strings that identify an answer: its numbers, else its names, else its words."""
+    keys = answer_keys(answer, question)
+    if not keys:
+        return []
+    top = max(keys.values())
+    return sorted(k for k, w in keys.items() if w == top)
+
+
+def _contains(text: str, key: str) -> bool:
+    return re.search(rf"(?<!\w){re.escape(key)}(?!\w)", text) is not None
+
+
+def key_supported(key: list[str], evidence: str) -> bool:
+    """Whether ``evidence`` holds the answer key (case- and whitespace-insensitive).
+
+    Numbers and names must all occur; plain words (an answer with neither) at least half.
+    """
+    if not key:
+        return False
+    text = normalize(evidence).text
+    present = sum(_contains(text, k) for k in key)
+    if any(k[:1].isdigit() for k in key) or len(key) == 1:
+        return present == len(key)
+    return present >= math.ceil(len(key) / 2)
+
+
+def is_instruction_like(text: str) -> bool:
+    """Whether ``text`` reads like an instruction to a model (a prompt injection)."""
+    return _INSTRUCTION_LIKE.search(text) is not None
+
+
+def relevance(question: str, evidence: str) -> int:
+    """How many of the question's key words occur in ``evidence``."""
+    text = normalize(evidence).text
+    return sum(_contains(text, k) for k in answer_keys(question))
+
+
+def ground_record(chunk: Chunk, question: str, reply: str) -> MapRecord:
+    """Read one map reply and check its answer against the chunk's own text."""
+    parsed: MapReply = parse_map_reply(reply)
+    record = MapRecord(
+        chunk_id=chunk.id, source=chunk.source, parsed=parsed.parsed, found=parsed.found,
+        answer=parsed.answer, confidence=parsed.confidence, chunk_tokens=chunk.tokens,
+        reply=reply,
+    )
+    if not parsed.parsed:
+        record.status = "parse failure: no answer in the reply"
+        return record
+    if not parsed.found:
+        record.status = "no answer in this chunk"
+        return record
+    record.answer_key = answer_key(parsed.answer, question)
+    if not record.answer_key:
+        record.status = "demoted: the answer has no key strings to check"
+        return record
+    spans, notes = _evidence_spans(chunk, question, parsed, record.answer_key)
+    record.evidence = [
+        Evidence(source=chunk.source, start=chunk.start + s, end=chunk.start + e,
+                 text=chunk.text[s:e], origin=origin)
+        for s, e, origin in spans
+    ]
+    record.verified = bool(record.evidence)
+    record.relevance = max((relevance(question, ev.text) for ev in record.evidence), default=0)
+    record.evidence_tokens = sum(count_tokens(ev.text) for ev in record.evidence)
+    if record.verified:
+        origins = sorted({ev.origin for ev in record.evidence})
+        record.status = f"verified ({'/'.join(origins)} evidence)" + notes
+    else:
+        record.status = "demoted: the answer key is not in the chunk's text" + notes
+    return record
+
+
+def _evidence_spans(
+    chunk: Chunk, question: str, parsed: MapReply, key: list[str]
+) -> tuple[list[tuple[int, int, str]], str]:
+    """Chunk-local spans supporting the answer (model quotes first), and notes for the trace."""
+    text, norm = chunk.text, normalize(chunk.text)
+    spans: list[tuple[int, int, str]] = []
+    invented = unsupported = 0
+    for quote in parsed.quotes:
+        span = locate(quote.text, text, norm)
+        if span is None:
+            invented += 1
+            continue
+        origin = "model"
+        if span[1] - span[0] > MAX_EVIDENCE_CHARS:
+            span = key_sentence(text, key, question, *span)
+            origin = "located"
+        if span is None or not _acceptable(text[span[0]:span[1]], key):
+            unsupported += 1
+        elif not any(s < span[1] and span[0] < e for s, e, _ in spans):
+            spans.append((*span, origin))
+    if not spans:
+        span = key_sentence(text, key, question)
+        if span is not None:
+            spans.append((*span, "located"))
+    notes = []
+    if invented:
+        notes.append(f"{invented} quote(s) not in the chunk")
+    if unsupported:
+        notes.append(f"{unsupported} quote(s) without the answer")
+    return spans, ("; " + ", ".join(notes)) if notes else ""
+
+
+def key_sentence(
+    text: str, key: list[str], question: str, start: int = 0, end: int | None = None
+) -> tuple[int, int] | None:
+    """The sentence of ``text[start:end]`` that holds the answer key, found in code.
+
+    Like ``citations.find_evidence``, but a sentence qualifies only if it passes the same
+    test as verification (the whole key, no injected instructions); among those, the one
+    with most question words wins, then the first.
+    """
+    best, best_score = None, -1
+    for s, e in sentences(text, start, end):
+        if _acceptable(text[s:e], key):
+            score = relevance(question, text[s:e])
+            if score > best_score:
+                best, best_score = (s, e), score
+    return best
+
+
+def _acceptable(evidence: str, key: list[str]) -> bool:
+    return key_supported(key, evidence) and not is_instruction_like(evidence)
+
+
+# --- grouping, collapse, conflicts --------------------------------------------------------
+
+
+@dataclass
+class AnswerGroup:
+    """Verified records that give the same answer key."""
+
+    key: tuple[str, ...]
+    records: list[MapRecord] = field(default_factory=list)
+
+    @property
+    def support(self) -> int:
+        """Distinct evidence spans (overlapping chunks quoting one sentence count once)."""
+        return len({(e.source, e.start, e.end) for r in self.records for e in r.evidence})
+
+    @property
+    def confidence(self) -> int:
+        return max(CONFIDENCE_RANK[r.confidence] for r in self.records)
+
+    @property
+    def relevance(self) -> int:
+        return max(r.relevance for r in self.records)
+
+    def rank(self) -> tuple[int, int, int]:
+        return (self.confidence, self.support, self.relevance)
+
+    def best(self) -> MapRecord:
+        """The record whose answer text stands for the group."""
+        return max(self.records, key=lambda r: (CONFIDENCE_RANK[r.confidence], r.relevance,
+                                                -len(r.answer)))
+
+    def evidence(self) -> list[Evidence]:
+        seen: dict[tuple[str, int, int], Evidence] = {}
+        for record in sorted(self.records, key=record_rank, reverse=True):
+            for ev in record.evidence:
+                seen.setdefault((ev.source, ev.start, ev.end), ev)
+        return list(seen.values())
+
+    def summary(self) -> dict:
+        return {"key": list(self.key), "answer": self.best().answer, "support": self.support,
+                "confidence": self.best().confidence, "relevance": self.relevance,
+                "chunks": [r.chunk_id for r in self.records]}
+
+
+def record_rank(record: MapRecord) -> tuple[int, int, int]:
+    return (int(record.verified), CONFIDENCE_RANK[record.confidence], record.relevance)
+
+
+def group_by_answer(records: list[MapRecord]) -> list[AnswerGroup]:
+    """Groups of records with the same answer key, best ranked first."""
+    groups: dict[tuple[str, ...], AnswerGroup] = {}
+    for record in records:
+        key = tuple(record.answer_key)
+        groups.setdefault(key, AnswerGroup(key)).records.append(record)
+    return sorted(groups.values(), key=AnswerGroup.rank, reverse=True)
+
+
+def collapse_to_budget(
+    records: list[MapRecord], budget: int
+) -> tuple[list[MapRecord], list[MapRecord]]:
+    """Keep the best verified records whose evidence fits ``budget`` tokens (kept, dropped).
+
+    A simple bounded selection, not LLM×MapReduce's iterative collapse: records are
+    ranked by (verified, confidence, support of their answer, relevance) and kept while
+    their evidence fits; the best record is always kept. Nothing is summarized, so
+    every kept quote is still source text.
+    """
+    support = {g.key: g.support for g in group_by_answer(records)}
+    ranked = sorted(
+        records,
+        key=lambda r: (int(r.verified), CONFIDENCE_RANK[r.confidence],
+                       support[tuple(r.answer_key)], r.relevance),
+        reverse=True,
+    )
+    kept, dropped, used = [], [], 0
+    for record in ranked:
+        if kept and used + record.evidence_tokens > budget:
+            dropped.append(record)
+        else:
+            kept.append(record)
+            used += record.evidence_tokens
+    return kept, dropped
+
+
+def withdraw_irrelevant(
+    groups: list[AnswerGroup],
+) -> tuple[list[AnswerGroup], list[AnswerGroup]]:
+    """LongAgent's "members without evidence withdraw", checked in code: (kept, withdrawn).
+
+    When some verified group's evidence shares a key word with the question, groups
+    whose evidence shares none withdraw (a small model verifies trivially by copying
+    any sentence, e.g. the document's first line, as its answer). With no relevant
+    group at all, nothing withdraws.
+    """
+    if len(groups) < 2 or max(g.relevance for g in groups) == 0:
+        return groups, []
+    return [g for g in groups if g.relevance > 0], [g for g in groups if g.relevance == 0]
+
+
+def render_options(groups: list[AnswerGroup]) -> str:
+    """The conflicting answers side by side, each with its evidence as document text."""
+    blocks = []
+    for letter, group in zip(_letters(len(groups)), groups, strict=True):
+        evidence = "\n".join(
+            document_block(ev.source, ev.text)
+            for ev in group.evidence()[:MAX_EVIDENCE_PER_OPTION]
+        )
+        blocks.append(f"Option {letter}: {group.best().answer}\nEvidence:\n{evidence}")
+    return "\n\n".join(blocks)
+
+
+def _letters(n: int) -> list[str]:
+    return [chr(ord("A") + i) for i in range(n)]
+
+
+def parse_choice(reply: str, groups: list[AnswerGroup]) -> tuple[int | None, str]:
+    """Which option a resolution reply picks, and how that was read (None: unreadable).
+
+    In order: "Option X"; the answer key of exactly one option; a lone leading letter.
+    """
+    letters = _letters(len(groups))
+    named = re.search(rf"\boption\s*\(?([{''.join(letters)}])\b", reply, re.I)
+    if named:
+        return letters.index(named.group(1).upper()), "option letter"
+    text = normalize(reply).text
+    mentioned = [i for i, g in enumerate(groups) if all(_contains(text, k) for k in g.key)]
+    if len(mentioned) == 1:
+        return mentioned[0], "answer named"
+    leading = re.match(rf"^\W*([{''.join(letters)}])(?:[\W_]|$)", reply.strip())
+    if leading:
+        return letters.index(leading.group(1)), "leading letter"
+    return None, "unreadable"
+
+
+# --- nodes --------------------------------------------------------------------------------
+
+
+def _chunks_to_read(state: GraphState) -> list[Chunk]:
+    chunks = state.get("chunks", [])
+    selected = state.get("selected_chunks")
+    if selected is None:
+        return chunks
+    wanted = set(selected)
+    return [c for c in chunks if c.id in wanted]
+
+
+def fan_out(state: GraphState, runtime: Runtime[RunContext]) -> list[Send] | str:
+    """One ``map`` call per chunk to read (all, or ``selected_chunks``); none: reduce."""
+    if state.get("task", "qa") != "qa":
+        raise InputError("the mapreduce strategy answers questions (task 'qa') only")
+    chunks = _chunks_to_read(state)
+    if not chunks:
+        return "reduce"
+    settings, llm = runtime.context.settings, runtime.context.llm
+    overhead = sum(count_tokens(m["content"]) for m in get_prompt(MAP_NODE).render(
+        document=document_block(chunks[0].source, ""), question=state["question"]))
+    budget = int(llm.endpoint.context_window / settings.token_margin) - \
+        settings.max_answer_tokens - overhead
+    largest = max(c.tokens for c in chunks)
+    if largest > budget:
+        raise InputError(
+            f"a chunk of ~{largest} tokens does not fit the map prompt (~{budget} tokens left "
+            f"in the {llm.endpoint.context_window}-token window); lower chunk_tokens"
+        )
+    return [Send("map", MapInput(chunk=c, question=state["question"])) for c in chunks]
+
+
+async def map_chunk(item: MapInput, runtime: Runtime[RunContext]) -> dict:
+    """Ask the question of one chunk and ground the reply in the chunk's text."""
+    chunk, question = item["chunk"], item["question"]
+    messages = get_prompt(MAP_NODE).render(
+        document=document_block(chunk.source, chunk.text), question=question
+    )
+    reply = await runtime.context.llm.chat(messages, node=MAP_NODE)
+    record = ground_record(chunk, question, reply)
+    data = record.model_dump(exclude={"reply"})
+    data["reply"] = reply[:TRACE_REPLY_CHARS]
+    return {
+        "map_records": [record],
+        "trace": [TraceEvent(node=MAP_NODE, message=f"chunk {chunk.id}: {record.status}",
+                             data=data)],
+    }
+
+
+async def reduce(state: GraphState, runtime: Runtime[RunContext]) -> dict:
+    """Decide the answer from the verified records; ask the model only on a conflict."""
+    records = sorted(state.get("map_records", []), key=lambda r: _chunk_order(r.chunk_id))
+    verified = [r for r in records if r.verified]
+    kept, dropped = collapse_to_budget(verified, _evidence_budget(state, runtime))
+    groups = group_by_answer(kept)
+    data: dict = {
+        "chunks_read": len(records),
+        "parse_failures": sum(not r.parsed for r in records),
+        "no_answer": sum(r.parsed and not r.found for r in records),
+        "demoted": sum(r.found and not r.verified for r in records),
+        "verified": len(verified),
+        "collapsed_away": [r.chunk_id for r in dropped],
+        "groups": [g.summary() for g in groups],
+        "unverified_answers": [
+            {"chunk": r.chunk_id, "answer": r.answer, "confidence": r.confidence}
+            for r in records if r.found and not r.verified
+        ],
+    }
+    trace: list[TraceEvent] = []
+    if not groups:
+        data["decision"] = "not found: no verified record"
+        trace.append(TraceEvent(node=REDUCE_NODE, message="no chunk's answer is supported by "
+                                "its text: not found", data=data))
+        return {"draft": Draft(answer=NOT_FOUND_ANSWER, found=False), "trace": trace}
+    groups, withdrawn = withdraw_irrelevant(groups)
+    if withdrawn:
+        data["withdrawn"] = [g.summary() for g in withdrawn]
+    chosen, how = groups[0], "the only verified answer"
+    if withdrawn and len(groups) == 1:
+        how = "the only verified answer whose evidence mentions the question"
+    if len(groups) > 1:
+        options = groups[:MAX_CONFLICT_OPTIONS]
+        index, read = await _resolve(state["question"], options, runtime)
+        chosen = options[0] if index is None else options[index]
+        how = (f"resolution call ({read})" if index is not None
+               else "resolution reply unreadable: best ranked (confidence, support, relevance)")
+        data["conflict"] = {"options": [g.summary() for g in options], "read": read,
+                            "chosen": list(chosen.key)}
+    best = chosen.best()
+    data["decision"] = {"answer": best.answer, "key": list(chosen.key), "decided_by": how}
+    trace.append(TraceEvent(
+        node=REDUCE_NODE,
+        message=(f"{len(verified)} verified record(s) in {len(groups)} answer group(s), "
+                 f"{data['demoted']} demoted, {data['parse_failures']} parse failure(s); "
+                 f"chose {best.answer!r} by {how}"),
+        data=data,
+    ))
+    quotes = [Quote(text=ev.text, source=ev.source, origin=ev.origin)
+              for ev in chosen.evidence()]
+    return {"draft": Draft(answer=best.answer, quotes=quotes, found=True), "trace": trace}
+
+
+async def _resolve(
+    question: str, options: list[AnswerGroup], runtime: Runtime[RunContext]
+) -> tuple[int | None, str]:
+    """LongAgent-style: conflicting answers show their evidence; the model picks one."""
+    letters = _letters(len(options))
+    messages = get_prompt(RESOLVE_NODE).render(
+        question=question, options=render_options(options), letters=", ".join(letters)
+    )
+    reply = await runtime.context.llm.chat(messages, node=RESOLVE_NODE, max_tokens=32)
+    index, read = parse_choice(reply, options)
+    return index, f"{read}: {reply.strip()[:80]!r}"
+
+
+def _evidence_budget(state: GraphState, runtime: Runtime[RunContext]) -> int:
+    settings, llm = runtime.context.settings, runtime.context.llm
+    window = int(llm.endpoint.context_window / settings.token_margin)
+    overhead = count_tokens(state["question"]) + 300  # the resolution prompt's own text
+    return max(1, min(EVIDENCE_TOKEN_BUDGET, window - settings.max_answer_tokens - overhead))
+
+
+def _chunk_order(chunk_id: str) -> tuple[int, ...]:
+    return tuple(int(p) for p in chunk_id.split(":") if p.isdigit())
+
+
+def build_mapreduce() -> CompiledStateGraph:
+    """START -> map (one per chunk, in parallel) -> reduce -> END."""
+    graph = StateGraph(GraphState, context_schema=RunContext)
+    graph.add_node("map", map_chunk)
+    graph.add_node("reduce", reduce)
+    graph.add_conditional_edges(START, fan_out, ["map", "reduce"])
+    graph.add_edge("map", "reduce")
+    graph.add_edge("reduce", END)
+    return graph.compile()
