@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib
+import pkgutil
 from pathlib import PurePath
 from string import Formatter
 
@@ -41,15 +43,25 @@ def register(template: PromptTemplate) -> PromptTemplate:
     return template
 
 
-def get_prompt(name: str) -> PromptTemplate:
-    """The template registered under ``name``."""
-    from longdoc.prompts import direct, mapreduce  # noqa: F401  (register their templates)
+def _load_all() -> None:
+    """Import every module of this package, so each registers its templates."""
+    for module in pkgutil.iter_modules(__path__):
+        importlib.import_module(f"{__name__}.{module.name}")
 
-    return _REGISTRY[name]
+
+def get_prompt(name: str) -> PromptTemplate:
+    """The template registered under ``name`` (a strategy's module: ``prompts/<name>.py``)."""
+    if name not in _REGISTRY:
+        _load_all()
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise KeyError(f"no prompt named {name!r} (known: {sorted(_REGISTRY)})") from None
 
 
 def all_prompts() -> dict[str, PromptTemplate]:
-    get_prompt("direct.answer")
+    """Every registered template, by name."""
+    _load_all()
     return dict(_REGISTRY)
 
 
