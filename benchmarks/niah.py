@@ -1,6 +1,6 @@
 """Needle-in-a-haystack accuracy of a strategy on the embedded model, over real prose.
 
-Usage: .venv/bin/python benchmarks/niah_direct.py [--lengths 2000 4000 6000] [--runs 5]
+Usage: .venv/bin/python benchmarks/niah.py [--strategy direct] [--lengths 2000 4000 6000] [--runs 5]
 Prints a Markdown table: per length, passkeys found in the answer and with a verified
 citation that contains the passkey, plus mean seconds per question.
 """
