@@ -8,8 +8,10 @@ from langgraph.graph.state import CompiledStateGraph
 
 from longdoc.agents.direct import build_direct
 from longdoc.agents.mapreduce import build_mapreduce
+from longdoc.agents.rag import build_rag
 
 STRATEGIES: dict[str, Callable[[], CompiledStateGraph]] = {
     "direct": build_direct,
     "mapreduce": build_mapreduce,
+    "rag": build_rag,
 }

@@ -1,1 +1,55 @@
-"""Retrieval over chunks (hybrid dense + BM25); see issue 6. Not built yet."""
+"""Retrieval over chunks: dense (faiss over embedded windows) + BM25 (bm25s), fused by
+reciprocal rank fusion, persisted per document set and reused across runs.
+
+    index = build_or_load_index(documents, chunks, embedder=make_embedder(config),
+                                config=config)
+    hits = index.search(question, k=5, mode="hybrid", neighbours=1)
+    ids = select_chunks(index, question, k=5)            # document order
+
+Strategies need one call: ``retrieve(documents, chunks, question, settings, k=8)``.
+"""
+
+from longdoc.retrieval.config import RetrievalConfig, SearchMode
+from longdoc.retrieval.corpus import corpus_files, load_corpus
+from longdoc.retrieval.embedders import (
+    Embedder,
+    EmbedderUnavailable,
+    HashingEmbedder,
+    MiniLMEmbedder,
+    OpenAIEmbedder,
+    make_embedder,
+)
+from longdoc.retrieval.fusion import reciprocal_rank_fusion
+from longdoc.retrieval.index import (
+    ChunkIndex,
+    Hit,
+    build_index,
+    build_or_load_index,
+    document_order,
+    index_key,
+    select_chunks,
+)
+from longdoc.retrieval.retrieve import Retrieval, retrieve
+
+__all__ = [
+    "ChunkIndex",
+    "Embedder",
+    "EmbedderUnavailable",
+    "HashingEmbedder",
+    "Hit",
+    "MiniLMEmbedder",
+    "OpenAIEmbedder",
+    "Retrieval",
+    "RetrievalConfig",
+    "SearchMode",
+    "build_index",
+    "build_or_load_index",
+    "corpus_files",
+    "document_order",
+    "index_key",
+    "load_corpus",
+    "make_embedder",
+    "reciprocal_rank_fusion",
+    "retrieve",
+    "select_chunks",
+]
