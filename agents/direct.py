@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+import re
+
 from langgraph.graph import END, START, StateGraph
 from langgraph.graph.state import CompiledStateGraph
 from langgraph.runtime import Runtime
 
 from longdoc.pipeline.errors import InputError
 from longdoc.pipeline.models import Document, TraceEvent
-from longdoc.pipeline.protocol import parse_answer
+from longdoc.pipeline.protocol import ParsedReply, parse_answer
 from longdoc.pipeline.state import Draft, GraphState, RunContext
 from longdoc.pipeline.tokens import count_tokens, encoding
 from longdoc.prompts import document_block, get_prompt
 
 NODE = "direct.answer"
+SUMMARY_NODE = "direct.summary"
 
 
 def _truncate(documents: list[Document], budget: int) -> tuple[list[tuple[str, str]], int]:
@@ -28,37 +31,53 @@ def _truncate(documents: list[Document], budget: int) -> tuple[list[tuple[str, s
     return out, cut
 
 
+def _request(state: GraphState, answer_tokens: int) -> tuple[str, dict[str, str], int]:
+    """Template name, its fields other than the documents, and the reply's token budget.
+
+    A question gets ``direct.answer``; a summary (task "summary") ``direct.summary``.
+    """
+    if state.get("task", "qa") == "summary":
+        from longdoc.agents.mapreduce_summary import paragraph_count, summary_tokens
+
+        words = state.get("words", 300)
+        fields = {"words": str(words), "paragraphs": str(paragraph_count(words))}
+        return SUMMARY_NODE, fields, summary_tokens(words) + 150  # and the Quote: lines
+    return NODE, {"question": state["question"]}, answer_tokens
+
+
 async def answer(state: GraphState, runtime: Runtime[RunContext]) -> dict:
-    """Ask the question over every document at once, if the prompt fits the window."""
+    """Answer (or summarize) over every document at once, if the prompt fits the window."""
     settings, llm = runtime.context.settings, runtime.context.llm
-    template = get_prompt(NODE)
-    question = state["question"]
+    node, fields, answer_tokens = _request(state, settings.max_answer_tokens)
+    template = get_prompt(node)
     texts = [(doc.source, doc.text) for doc in state["documents"]]
     window = llm.endpoint.context_window
     overhead = count_tokens("".join(m["content"] for m in template.render(
-        documents="", question=question)))
-    budget = int(window / settings.token_margin) - settings.max_answer_tokens - overhead
+        documents="", **fields)))
+    budget = int(window / settings.token_margin) - answer_tokens - overhead
     doc_tokens = sum(count_tokens(document_block(s, t)) for s, t in texts)
     trace = []
     if budget <= 0:
         raise InputError(
-            f"the question alone (~{overhead} tokens) leaves no room in the {window}-token window"
+            f"the {'question' if node == NODE else 'prompt'} alone (~{overhead} tokens) leaves "
+            f"no room in the {window}-token window"
         )
     if doc_tokens > budget:
         if not settings.truncate:
             raise InputError(
                 f"the documents have ~{doc_tokens} tokens but the direct path fits ~{budget} "
-                f"(window {window}, answer {settings.max_answer_tokens}, margin "
+                f"(window {window}, answer {answer_tokens}, margin "
                 f"{settings.token_margin:g}); use another strategy or --truncate"
             )
         texts, cut = _truncate(state["documents"], budget - 20 * len(texts))
-        trace.append(TraceEvent(node=NODE, message=f"truncated {cut} tokens to fit the window"))
+        trace.append(TraceEvent(node=node, message=f"truncated {cut} tokens to fit the window"))
     documents = "\n\n".join(document_block(s, t) for s, t in texts)
-    reply = await llm.chat(template.render(documents=documents, question=question), node=NODE)
-    parsed = parse_answer(reply)
+    reply = await llm.chat(template.render(documents=documents, **fields), node=node,
+                           max_tokens=answer_tokens)
+    parsed = parse_summary(reply) if node == SUMMARY_NODE else parse_answer(reply)
     trace.append(
         TraceEvent(
-            node=NODE,
+            node=node,
             message="answered from the whole input",
             data={"reply": reply, "prompt_tokens_cl100k": doc_tokens + overhead,
                   "quotes_offered": len(parsed.quotes)},
@@ -68,6 +87,15 @@ async def answer(state: GraphState, runtime: Runtime[RunContext]) -> dict:
         "draft": Draft(answer=parsed.answer, quotes=parsed.quotes, found=parsed.found),
         "trace": trace,
     }
+
+
+def parse_summary(reply: str) -> ParsedReply:
+    """A summary reply: the text before its first "Quote:" line, and the quotes."""
+    quotes = parse_answer(reply).quotes
+    body = re.split(r"^\s*[*_]*\s*quotes?\s*[*_]*\s*:", reply.strip(), maxsplit=1,
+                    flags=re.I | re.M)[0]
+    body = re.sub(r"^\s*[*_#]*\s*summary\s*[*_]*\s*:?\s*[*_]*\s*", "", body.strip(), flags=re.I)
+    return ParsedReply(answer=body.strip(), quotes=quotes, found=bool(body.strip()))
 
 
 def build_direct() -> CompiledStateGraph:

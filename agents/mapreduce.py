@@ -13,6 +13,9 @@ reduce   verified records are grouped by answer key; groups whose evidence share
          group's evidence side by side and asks which one answers the question. None:
          ``found=False`` with a "not found" answer (unverified guesses only in the trace).
 
+Summaries (task "summary") take another branch of the same graph, in
+``mapreduce_summary``: map -> key points with quotes -> collapse until they fit -> reduce.
+
 Why not let the model reduce: SmolLM2-135M never says "none" and invents a value in
 every chunk without the answer (METHODS.md, "Measured here"); a model reduce picked an
 invented value in 13 of 13 trials. Only what the text itself supports may compete.
@@ -22,6 +25,7 @@ from __future__ import annotations
 
 import math
 import re
+import time
 from dataclasses import dataclass, field
 from typing import TypedDict
 
@@ -32,6 +36,7 @@ from langgraph.types import Send
 
 from longdoc.pipeline.citations import answer_keys, locate, normalize, sentences
 from longdoc.pipeline.errors import InputError
+from longdoc.pipeline.llm import Message
 from longdoc.pipeline.models import Chunk, Quote, TraceEvent
 from longdoc.pipeline.protocol import MapReply, parse_map_reply
 from longdoc.pipeline.state import Draft, Evidence, GraphState, MapRecord, RunContext
@@ -39,6 +44,7 @@ from longdoc.pipeline.tokens import count_tokens
 from longdoc.prompts import document_block, get_prompt
 
 MAP_NODE = "mapreduce.map"
+SUMMARY_MAP_NODE = "mapreduce.summary_map"
 REDUCE_NODE = "mapreduce.reduce"
 RESOLVE_NODE = "mapreduce.resolve"
 
@@ -344,25 +350,63 @@ def _chunks_to_read(state: GraphState) -> list[Chunk]:
     return [c for c in chunks if c.id in wanted]
 
 
+def prompt_room(
+    runtime: Runtime[RunContext], node: str, answer_tokens: int, **fields: str
+) -> int:
+    """Tokens left for variable text in ``node``'s prompt (rendered with ``fields``).
+
+    The one budget rule of this strategy: the served window over the token margin,
+    minus the answer's tokens, minus the template's own text.
+    """
+    settings, llm = runtime.context.settings, runtime.context.llm
+    overhead = sum(count_tokens(m["content"]) for m in get_prompt(node).render(**fields))
+    return int(llm.endpoint.context_window / settings.token_margin) - answer_tokens - overhead
+
+
 def fan_out(state: GraphState, runtime: Runtime[RunContext]) -> list[Send] | str:
-    """One ``map`` call per chunk to read (all, or ``selected_chunks``); none: reduce."""
-    if state.get("task", "qa") != "qa":
-        raise InputError("the mapreduce strategy answers questions (task 'qa') only")
+    """One map call per chunk to read (all, or ``selected_chunks``); none: reduce.
+
+    Questions go to ``map``; summaries (task "summary") to ``summary_map``.
+    """
+    summary = state.get("task", "qa") == "summary"
     chunks = _chunks_to_read(state)
     if not chunks:
-        return "reduce"
-    settings, llm = runtime.context.settings, runtime.context.llm
-    overhead = sum(count_tokens(m["content"]) for m in get_prompt(MAP_NODE).render(
-        document=document_block(chunks[0].source, ""), question=state["question"]))
-    budget = int(llm.endpoint.context_window / settings.token_margin) - \
-        settings.max_answer_tokens - overhead
+        return "collapse" if summary else "reduce"
+    settings = runtime.context.settings
+    block = document_block(chunks[0].source, "")
+    budget = (
+        prompt_room(runtime, SUMMARY_MAP_NODE, settings.max_answer_tokens, document=block,
+                    points="8")
+        if summary
+        else prompt_room(runtime, MAP_NODE, settings.max_answer_tokens, document=block,
+                         question=state["question"])
+    )
     largest = max(c.tokens for c in chunks)
     if largest > budget:
         raise InputError(
             f"a chunk of ~{largest} tokens does not fit the map prompt (~{budget} tokens left "
-            f"in the {llm.endpoint.context_window}-token window); lower chunk_tokens"
+            f"in the {runtime.context.llm.endpoint.context_window}-token window); lower "
+            "chunk_tokens"
         )
+    if summary:
+        from longdoc.agents.mapreduce_summary import note_budgets
+
+        note_budgets(state, runtime)  # fail before any call if the summary leaves no room
+        return [Send("summary_map", {"chunk": c}) for c in chunks]
     return [Send("map", MapInput(chunk=c, question=state["question"])) for c in chunks]
+
+
+async def timed_chat(
+    runtime: Runtime[RunContext], messages: list[Message], node: str, **kwargs: int
+) -> tuple[str, dict]:
+    """A model call and its trace data: cl100k tokens in and out, seconds taken."""
+    started = time.perf_counter()
+    reply = await runtime.context.llm.chat(messages, node=node, **kwargs)
+    return reply, {
+        "prompt_tokens": sum(count_tokens(m["content"]) for m in messages),
+        "reply_tokens": count_tokens(reply),
+        "elapsed_s": round(time.perf_counter() - started, 3),
+    }
 
 
 async def map_chunk(item: MapInput, runtime: Runtime[RunContext]) -> dict:
@@ -371,10 +415,11 @@ async def map_chunk(item: MapInput, runtime: Runtime[RunContext]) -> dict:
     messages = get_prompt(MAP_NODE).render(
         document=document_block(chunk.source, chunk.text), question=question
     )
-    reply = await runtime.context.llm.chat(messages, node=MAP_NODE)
+    reply, call = await timed_chat(runtime, messages, MAP_NODE)
     record = ground_record(chunk, question, reply)
     data = record.model_dump(exclude={"reply"})
     data["reply"] = reply[:TRACE_REPLY_CHARS]
+    data["call"] = call
     return {
         "map_records": [record],
         "trace": [TraceEvent(node=MAP_NODE, message=f"chunk {chunk.id}: {record.status}",
@@ -449,10 +494,13 @@ async def _resolve(
 
 
 def _evidence_budget(state: GraphState, runtime: Runtime[RunContext]) -> int:
-    settings, llm = runtime.context.settings, runtime.context.llm
-    window = int(llm.endpoint.context_window / settings.token_margin)
-    overhead = count_tokens(state["question"]) + 300  # the resolution prompt's own text
-    return max(1, min(EVIDENCE_TOKEN_BUDGET, window - settings.max_answer_tokens - overhead))
+    """Evidence tokens the resolution prompt can show, by the same rule as every prompt.
+
+    Each option's answer text is counted as 40 tokens on top of its evidence.
+    """
+    room = prompt_room(runtime, RESOLVE_NODE, 32, question=state["question"], options="",
+                       letters=", ".join(_letters(MAX_CONFLICT_OPTIONS)))
+    return max(1, min(EVIDENCE_TOKEN_BUDGET, room - 40 * MAX_CONFLICT_OPTIONS))
 
 
 def _chunk_order(chunk_id: str) -> tuple[int, ...]:
@@ -460,11 +508,22 @@ def _chunk_order(chunk_id: str) -> tuple[int, ...]:
 
 
 def build_mapreduce() -> CompiledStateGraph:
-    """START -> map (one per chunk, in parallel) -> reduce -> END."""
+    """Questions: START -> map (one per chunk, in parallel) -> reduce -> END.
+
+    Summaries: START -> summary_map (one per chunk) -> collapse -> write -> END.
+    """
+    from longdoc.agents import mapreduce_summary as summary  # it imports this module
+
     graph = StateGraph(GraphState, context_schema=RunContext)
     graph.add_node("map", map_chunk)
     graph.add_node("reduce", reduce)
-    graph.add_conditional_edges(START, fan_out, ["map", "reduce"])
+    graph.add_node("summary_map", summary.map_chunk)
+    graph.add_node("collapse", summary.collapse)
+    graph.add_node("write", summary.write_summary)
+    graph.add_conditional_edges(START, fan_out, ["map", "reduce", "summary_map", "collapse"])
     graph.add_edge("map", "reduce")
     graph.add_edge("reduce", END)
+    graph.add_edge("summary_map", "collapse")
+    graph.add_edge("collapse", "write")
+    graph.add_edge("write", END)
     return graph.compile()

@@ -10,7 +10,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from longdoc.pipeline.api import Pipeline, ask
+    from longdoc.pipeline.api import Pipeline, ask, summarize
     from longdoc.pipeline.models import Answer, Citation, Document
     from longdoc.pipeline.settings import Settings
 
@@ -21,8 +21,9 @@ _EXPORTS = {
     "Pipeline": "longdoc.pipeline.api",
     "Settings": "longdoc.pipeline.settings",
     "ask": "longdoc.pipeline.api",
+    "summarize": "longdoc.pipeline.api",
 }
-__all__ = ["Answer", "Citation", "Document", "Pipeline", "Settings", "ask"]
+__all__ = ["Answer", "Citation", "Document", "Pipeline", "Settings", "ask", "summarize"]
 __version__ = "0.1.0"
 
 

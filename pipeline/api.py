@@ -1,4 +1,4 @@
-"""Python API: ``ask`` for one-off questions, ``Pipeline`` to keep a server alive."""
+"""Python API: ``ask``/``summarize`` for one-off requests, ``Pipeline`` to keep a server alive."""
 
 from __future__ import annotations
 
@@ -12,11 +12,14 @@ from longdoc.pipeline.backends import Backend
 from longdoc.pipeline.errors import InputError
 from longdoc.pipeline.graph import build_graph
 from longdoc.pipeline.llm import LLMClient, ResponseCache
-from longdoc.pipeline.models import Answer, Usage
+from longdoc.pipeline.models import Answer, Task, Usage
 from longdoc.pipeline.settings import Settings, load_settings
 from longdoc.pipeline.state import RunContext
 
 PathLike = str | Path
+DEFAULT_SUMMARY_STRATEGY = "mapreduce"
+DEFAULT_SUMMARY_WORDS = 300
+MIN_SUMMARY_WORDS, MAX_SUMMARY_WORDS = 20, 5000
 
 
 class Pipeline:
@@ -58,13 +61,49 @@ class Pipeline:
         password: str | None = None,
     ) -> Answer:
         """Answer ``question`` about the documents at ``paths``, with verified citations."""
-        from longdoc.agents import STRATEGIES
-
-        strategy = strategy or self.settings.strategy
-        if strategy not in STRATEGIES:
-            raise InputError(f"unknown strategy {strategy!r} (choose from {sorted(STRATEGIES)})")
         if not question.strip():
             raise InputError("the question is empty")
+        return await self._run(paths, "qa", strategy or self.settings.strategy,
+                               question=question, password=password)
+
+    def ask(self, paths: PathLike | Sequence[PathLike], question: str, **kwargs: Any) -> Answer:
+        """Synchronous ``aask``."""
+        return asyncio.run(self.aask(paths, question, **kwargs))
+
+    async def asummarize(
+        self,
+        paths: PathLike | Sequence[PathLike],
+        *,
+        words: int = DEFAULT_SUMMARY_WORDS,
+        strategy: str | None = None,
+        password: str | None = None,
+    ) -> Answer:
+        """Summarize the documents in about ``words`` words; citations name their paragraph."""
+        if not MIN_SUMMARY_WORDS <= words <= MAX_SUMMARY_WORDS:
+            raise InputError(f"--words must be between {MIN_SUMMARY_WORDS} and "
+                             f"{MAX_SUMMARY_WORDS} (got {words})")
+        return await self._run(paths, "summary", strategy or DEFAULT_SUMMARY_STRATEGY,
+                               words=words, password=password)
+
+    def summarize(self, paths: PathLike | Sequence[PathLike], **kwargs: Any) -> Answer:
+        """Synchronous ``asummarize``."""
+        return asyncio.run(self.asummarize(paths, **kwargs))
+
+    async def _run(
+        self,
+        paths: PathLike | Sequence[PathLike],
+        task: Task,
+        strategy: str,
+        *,
+        question: str = "",
+        words: int = DEFAULT_SUMMARY_WORDS,
+        password: str | None = None,
+    ) -> Answer:
+        """Run the graph for one request and package its result as an ``Answer``."""
+        from longdoc.agents import STRATEGIES
+
+        if strategy not in STRATEGIES:
+            raise InputError(f"unknown strategy {strategy!r} (choose from {sorted(STRATEGIES)})")
         paths = [paths] if isinstance(paths, str | Path) else list(paths)
         if not paths:
             raise InputError("no input files given")
@@ -73,8 +112,8 @@ class Pipeline:
         llm = LLMClient(endpoint, self.settings, self.cache)
         try:
             state = await build_graph(strategy).ainvoke(
-                {"paths": [str(p) for p in paths], "question": question, "task": "qa",
-                 "strategy": strategy, "trace": []},
+                {"paths": [str(p) for p in paths], "question": question, "task": task,
+                 "words": words, "strategy": strategy, "trace": []},
                 context=RunContext(settings=self.settings, llm=llm, password=password),
             )
         finally:
@@ -90,10 +129,6 @@ class Pipeline:
             trace=state["trace"],
         )
 
-    def ask(self, paths: PathLike | Sequence[PathLike], question: str, **kwargs: Any) -> Answer:
-        """Synchronous ``aask``."""
-        return asyncio.run(self.aask(paths, question, **kwargs))
-
 
 def ask(
     paths: PathLike | Sequence[PathLike],
@@ -106,3 +141,16 @@ def ask(
     """Answer one question: start the backend, run the graph, stop the backend."""
     with Pipeline(**settings) as pipeline:
         return pipeline.ask(paths, question, strategy=strategy, password=password)
+
+
+def summarize(
+    paths: PathLike | Sequence[PathLike],
+    *,
+    words: int = DEFAULT_SUMMARY_WORDS,
+    strategy: str | None = None,
+    password: str | None = None,
+    **settings: Any,
+) -> Answer:
+    """Summarize documents once: start the backend, run the graph, stop the backend."""
+    with Pipeline(**settings) as pipeline:
+        return pipeline.summarize(paths, words=words, strategy=strategy, password=password)

@@ -7,8 +7,9 @@ import os
 import signal
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
@@ -17,8 +18,13 @@ from rich.markup import escape
 from longdoc.pipeline.errors import LongdocError
 from longdoc.pipeline.settings import Backend, load_settings
 
+if TYPE_CHECKING:
+    from longdoc.pipeline.api import Pipeline
+    from longdoc.pipeline.models import Answer
+
 app = typer.Typer(
-    help="Answer questions about documents far longer than a model's context window.",
+    help="Answer questions about (and summarize) documents far longer than a model's "
+    "context window.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -31,43 +37,53 @@ BackendOpt = Annotated[Backend | None, typer.Option(help="embedded, vllm or open
 PasswordOpt = Annotated[str | None, typer.Option(help="Password of encrypted PDFs")]
 
 
-def _fail(error: LongdocError) -> None:
+def _fail(error: LongdocError) -> NoReturn:
     err.print(f"[red]error:[/red] {escape(str(error))}", highlight=False, soft_wrap=True)
     raise typer.Exit(error.exit_code)
 
 
-@app.command()
-def ask(
-    paths: PathsArg,
-    question: Annotated[str, typer.Option("--question", "-q", help="The question to answer")],
-    strategy: Annotated[str | None, typer.Option(help="Strategy, e.g. direct")] = None,
-    backend: BackendOpt = None,
-    password: PasswordOpt = None,
-    truncate: Annotated[
-        bool | None, typer.Option("--truncate", help="direct: cut what does not fit")
-    ] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the answer as JSON")] = False,
-    trace: Annotated[bool, typer.Option("--trace", help="Include the trace in --json")] = False,
-) -> None:
-    """Answer a question about the documents, with verified citations."""
+StrategyOpt = Annotated[str | None, typer.Option(help="Strategy, e.g. direct or mapreduce")]
+TruncateOpt = Annotated[
+    bool | None, typer.Option("--truncate", help="direct: cut what does not fit")
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON")]
+TraceOpt = Annotated[bool, typer.Option("--trace", help="Include the trace in --json")]
+
+
+def _run(request: Callable[[Pipeline], Answer], **setting_flags: Any) -> Answer:
+    """Run one request on a pipeline built from the settings and the command's flags."""
     from longdoc.pipeline.api import Pipeline
 
     try:
-        settings = load_settings(backend=backend, truncate=truncate)
+        settings = load_settings(**setting_flags)
         with Pipeline(settings) as pipeline:
-            result = pipeline.ask(paths, question, strategy=strategy, password=password)
+            return request(pipeline)
     except LongdocError as error:
         _fail(error)
+
+
+def _print_answer(result: Answer, label: str, as_json: bool, trace: bool) -> None:
+    """``--json``: one JSON line. Otherwise the text, then one line per citation.
+
+    Citations that support a paragraph (summaries) are numbered after that paragraph.
+    """
     if as_json:
-        exclude = None if trace else {"trace"}
-        print(result.model_dump_json(exclude=exclude))
+        print(result.model_dump_json(exclude=None if trace else {"trace"}))
         return
-    out.print(f"[bold]Answer[/bold] ({result.strategy}): {escape(result.answer)}")
-    for i, c in enumerate(result.citations, 1):
+    numbers = {id(c): i for i, c in enumerate(result.citations, 1)}
+    if any(c.paragraph for c in result.citations):
+        out.print(f"[bold]{label}[/bold] ({result.strategy}):")
+        for n, paragraph in enumerate(result.answer.split("\n\n"), 1):
+            marks = "".join(f"[{numbers[id(c)]}]" for c in result.citations if c.paragraph == n)
+            out.print(escape(paragraph) + (f" [cyan]{escape(marks)}[/cyan]" if marks else ""))
+            out.print()
+    else:
+        out.print(f"[bold]{label}[/bold] ({result.strategy}): {escape(result.answer)}")
+    for c in result.citations:
         page = f", page {c.page}" if c.page else ""
         quote = " ".join(c.quote.split())
-        out.print(f"[cyan][{i}][/cyan] {escape(c.source)}{page}, chars {c.start}-{c.end}: "
-                  f"[italic]\"{escape(quote)}\"[/italic]")
+        out.print(f"[cyan]{escape(f'[{numbers[id(c)]}]')}[/cyan] {escape(c.source)}{page}, chars "
+                  f"{c.start}-{c.end}: [italic]\"{escape(quote)}\"[/italic]")
     if not result.citations:
         out.print("[yellow]No verified citation.[/yellow]")
     u = result.usage
@@ -76,6 +92,43 @@ def ask(
         f"completion tokens, {u.cache_hits} cache hit(s), {result.elapsed_s:.1f}s; "
         f"{result.dropped_quotes} unverifiable quote(s) dropped[/dim]"
     )
+
+
+@app.command()
+def ask(
+    paths: PathsArg,
+    question: Annotated[str, typer.Option("--question", "-q", help="The question to answer")],
+    strategy: StrategyOpt = None,
+    backend: BackendOpt = None,
+    password: PasswordOpt = None,
+    truncate: TruncateOpt = None,
+    as_json: JsonOpt = False,
+    trace: TraceOpt = False,
+) -> None:
+    """Answer a question about the documents, with verified citations."""
+    result = _run(lambda p: p.ask(paths, question, strategy=strategy, password=password),
+                  backend=backend, truncate=truncate)
+    _print_answer(result, "Answer", as_json, trace)
+
+
+@app.command()
+def summarize(
+    paths: PathsArg,
+    words: Annotated[int, typer.Option(help="About how many words the summary has")] = 300,
+    strategy: Annotated[
+        str | None, typer.Option(help="Strategy (default mapreduce; direct to compare)")
+    ] = None,
+    backend: BackendOpt = None,
+    password: PasswordOpt = None,
+    truncate: TruncateOpt = None,
+    as_json: JsonOpt = False,
+    trace: TraceOpt = False,
+) -> None:
+    """Summarize the documents in about N words, each paragraph with verified citations."""
+    result = _run(lambda p: p.summarize(paths, words=words, strategy=strategy,
+                                        password=password),
+                  backend=backend, truncate=truncate)
+    _print_answer(result, "Summary", as_json, trace)
 
 
 @app.command()

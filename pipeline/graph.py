@@ -11,7 +11,7 @@ from langgraph.runtime import Runtime
 from longdoc.pipeline.chunking import chunk_documents
 from longdoc.pipeline.citations import CitationVerifier
 from longdoc.pipeline.ingest import load_documents
-from longdoc.pipeline.models import TraceEvent
+from longdoc.pipeline.models import Citation, Quote, TraceEvent
 from longdoc.pipeline.state import GraphState, RunContext
 
 
@@ -64,9 +64,22 @@ async def verify(state: GraphState, runtime: Runtime[RunContext]) -> dict:
         return {"citations": [], "dropped_quotes": 0, "trace": [TraceEvent(
             node="verify", message="no answer found: nothing to cite")]}
     verifier = CitationVerifier(state["documents"])
+    if draft.paragraph_quotes:
+        citations, dropped = verify_paragraphs(verifier, draft.paragraph_quotes)
+        return {
+            "citations": citations,
+            "dropped_quotes": dropped,
+            "trace": [TraceEvent(
+                node="verify",
+                message=f"{len(citations)} citation(s) verified for "
+                        f"{len(draft.paragraph_quotes)} paragraph(s), {dropped} quote(s) dropped",
+                data={"offered": sum(map(len, draft.paragraph_quotes)),
+                      "paragraphs_cited": len({c.paragraph for c in citations})},
+            )],
+        }
     citations, dropped = verifier.verify_all(draft.quotes)
     located = 0
-    if not citations:
+    if not citations and state.get("task", "qa") == "qa":
         citations, _ = verifier.verify_all(
             verifier.locate_evidence(draft.answer, state["question"])
         )
@@ -82,6 +95,22 @@ async def verify(state: GraphState, runtime: Runtime[RunContext]) -> dict:
             )
         ],
     }
+
+
+def verify_paragraphs(
+    verifier: CitationVerifier, paragraph_quotes: list[list[Quote]]
+) -> tuple[list[Citation], int]:
+    """Verified citations of each paragraph's quotes, numbered by paragraph (from 1).
+
+    De-duplicated within a paragraph only: one quote may support several paragraphs.
+    """
+    citations: list[Citation] = []
+    dropped = 0
+    for number, quotes in enumerate(paragraph_quotes, 1):
+        verified, lost = verifier.verify_all(quotes)
+        citations += [c.model_copy(update={"paragraph": number}) for c in verified]
+        dropped += lost
+    return citations, dropped
 
 
 def strategy_node(subgraph: CompiledStateGraph) -> Callable[..., Awaitable[dict]]:

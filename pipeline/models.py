@@ -68,6 +68,9 @@ class Citation(BaseModel):
     end: int
     quote: str
     origin: Literal["model", "located"] = "model"
+    paragraph: int | None = Field(
+        default=None, description="Summaries: the 1-based paragraph this citation supports"
+    )
 
 
 class CallRecord(BaseModel):

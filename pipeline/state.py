@@ -19,6 +19,10 @@ class Draft(BaseModel):
     answer: str
     quotes: list[Quote] = Field(default_factory=list)
     found: bool = True
+    paragraph_quotes: list[list[Quote]] = Field(
+        default_factory=list,
+        description="Summaries: the quotes supporting each paragraph of the answer, in order",
+    )
 
 
 class Evidence(BaseModel):
@@ -57,17 +61,42 @@ class MapRecord(BaseModel):
     reply: str = ""
 
 
+class KeyPoint(BaseModel):
+    """One key point of a summary record, with the source spans that support it."""
+
+    text: str
+    evidence: list[Evidence] = Field(default_factory=list)
+    verified: bool = Field(False, description="A quote of it was located in the source text")
+
+
+class SummaryRecord(BaseModel):
+    """Summary protocol: the key points of one chunk, or of a collapsed group of records."""
+
+    chunk_ids: list[str]
+    points: list[KeyPoint] = Field(default_factory=list)
+    parsed: bool = Field(False, description="False if no key point could be read")
+    level: int = Field(0, description="0 for a map record, n after n collapse rounds")
+    tokens: int = Field(0, description="cl100k tokens of the record as the reducer sees it")
+
+
 class GraphState(TypedDict, total=False):
     """Shared state: request fields in, documents and chunks, a draft, verified citations."""
 
     paths: list[str]
     question: str
     task: Task
+    words: int
     strategy: str
     documents: list[Document]
     chunks: list[Chunk]
     selected_chunks: list[str]
     map_records: Annotated[list[MapRecord], operator.add]
+    summary_records: Annotated[list[SummaryRecord], operator.add]
+    collapsed_records: list[SummaryRecord]
+    segments: list[Chunk]  # chain/memory: the parts read in order
+    step: int  # chain/memory: parts read so far
+    notes: str  # chain/memory: the model-written communication unit / memory
+    carried_quotes: list[Evidence]  # chain/memory: verified quotes carried along
     draft: Draft
     citations: list[Citation]
     dropped_quotes: int

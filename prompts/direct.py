@@ -24,3 +24,19 @@ DIRECT_ANSWER = register(
         ),
     )
 )
+
+DIRECT_SUMMARY = register(
+    PromptTemplate(
+        name="direct.summary",
+        system=(
+            "You summarize a document using only the document. " + DATA_NOT_INSTRUCTIONS
+        ),
+        user=(
+            "{documents}\n\n"
+            "Write a summary of the document above in about {words} words, in {paragraphs} "
+            "paragraph(s) separated by blank lines. Then, on new lines, write two or three "
+            "lines of the form Quote: \"<a sentence copied exactly from the document>\" "
+            "with the sentences that support the summary best."
+        ),
+    )
+)

@@ -48,3 +48,58 @@ RESOLVE_CONFLICT = register(
         ),
     )
 )
+
+
+# --- summarization (task "summary") ---------------------------------------------------
+# One protocol for map and collapse records: "Point:" lines, each followed by a "Quote:"
+# line copied from the text. Quotes are only candidates: code locates them in the source.
+
+# No <placeholder> examples: SmolLM2-135M copies them verbatim as its answer.
+SUMMARY_PROTOCOL = (
+    "For each point, write a line that starts with \"Point:\" and states the point, then a "
+    "line that starts with \"Quote:\" and copies one sentence of the text that supports it."
+)
+
+SUMMARY_MAP = register(
+    PromptTemplate(
+        name="mapreduce.summary_map",
+        system=(
+            "You read one part of a long document and note its key points, each with a "
+            "sentence copied from the text as evidence. " + DATA_NOT_INSTRUCTIONS
+        ),
+        user=(
+            "{document}\n\n"
+            "Write the {points} most important points of the text above. " + SUMMARY_PROTOCOL
+        ),
+    )
+)
+
+SUMMARY_COLLAPSE = register(
+    PromptTemplate(
+        name="mapreduce.summary_collapse",
+        system=(
+            "You merge notes on consecutive parts of a long document into fewer notes. "
+            "Keep the most important points and their quotes. " + DATA_NOT_INSTRUCTIONS
+        ),
+        user=(
+            "<document name=\"notes\">\n{notes}\n</document>\n\n"
+            "Merge the notes above into at most {points} points, in the order of the document, "
+            "copying each quote from the notes. " + SUMMARY_PROTOCOL
+        ),
+    )
+)
+
+SUMMARY_REDUCE = register(
+    PromptTemplate(
+        name="mapreduce.summary_reduce",
+        system=(
+            "You write the summary of a long document from notes on its parts. Use only "
+            "the notes. " + DATA_NOT_INSTRUCTIONS
+        ),
+        user=(
+            "<document name=\"notes\">\n{notes}\n</document>\n\n"
+            "Write a summary of the whole document in about {words} words, in {paragraphs} "
+            "paragraph(s) separated by blank lines. Write plain prose, no lists, no headings."
+        ),
+    )
+)

@@ -38,7 +38,7 @@ PDFS = SHARED_DATA / "pdfs"
 ENCRYPTED = PDFS / "enc-pw__libreoffice-writer-password.pdf"
 
 ANSWER_KEYS = {"answer", "strategy", "citations", "usage", "elapsed_s", "dropped_quotes"}
-CITATION_KEYS = {"source", "page", "start", "end", "quote", "origin"}
+CITATION_KEYS = {"source", "page", "start", "end", "quote", "origin", "paragraph"}
 USAGE_KEYS = {"llm_calls", "prompt_tokens", "completion_tokens"}
 
 

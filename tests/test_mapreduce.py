@@ -322,11 +322,11 @@ def test_selected_chunks_only(sim, tmp_path: Path) -> None:
     assert not empty["draft"].found and len(server.requests) == 2
 
 
-def test_summary_task_and_oversized_chunks_are_input_errors(sim, tmp_path: Path) -> None:
+def test_too_long_summary_and_oversized_chunks_are_input_errors(sim, tmp_path: Path) -> None:
     server = sim(lambda messages: "x", context_window=600)
     chunks = _chunks(tmp_path)
-    with pytest.raises(InputError, match="task 'qa'"):
-        _run_subgraph(server, tmp_path, {"question": QUESTION, "task": "summary",
+    with pytest.raises(InputError, match="ask for fewer words"):
+        _run_subgraph(server, tmp_path, {"question": "", "task": "summary", "words": 300,
                                          "chunks": chunks, "trace": []})
     big = [chunks[0].model_copy(update={"tokens": 5000})]
     with pytest.raises(InputError, match="lower chunk_tokens"):
