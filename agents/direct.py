@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from typing import NamedTuple
 
 from langgraph.graph import END, START, StateGraph
 from langgraph.graph.state import CompiledStateGraph
@@ -11,6 +12,7 @@ from langgraph.runtime import Runtime
 from longdoc.pipeline.errors import InputError
 from longdoc.pipeline.models import Document, TraceEvent
 from longdoc.pipeline.protocol import ParsedReply, parse_answer
+from longdoc.pipeline.settings import Settings
 from longdoc.pipeline.state import Draft, GraphState, RunContext
 from longdoc.pipeline.tokens import count_tokens, encoding
 from longdoc.prompts import document_block, get_prompt
@@ -45,17 +47,37 @@ def _request(state: GraphState, answer_tokens: int) -> tuple[str, dict[str, str]
     return NODE, {"question": state["question"]}, answer_tokens
 
 
+class DirectBudget(NamedTuple):
+    """How the whole input compares with the room the direct prompt leaves for it."""
+
+    doc_tokens: int
+    room: int
+    overhead: int
+    answer_tokens: int
+
+    @property
+    def fits(self) -> bool:
+        return 0 < self.doc_tokens <= self.room
+
+
+def direct_budget(state: GraphState, settings: Settings, window: int) -> DirectBudget:
+    """Tokens of the documents and of the room for them in the direct prompt."""
+    node, fields, answer_tokens = _request(state, settings.max_answer_tokens)
+    rendered = get_prompt(node).render(documents="", **fields)
+    overhead = count_tokens("".join(m["content"] for m in rendered))
+    room = int(window / settings.token_margin) - answer_tokens - overhead
+    doc_tokens = sum(count_tokens(document_block(d.source, d.text)) for d in state["documents"])
+    return DirectBudget(doc_tokens, room, overhead, answer_tokens)
+
+
 async def answer(state: GraphState, runtime: Runtime[RunContext]) -> dict:
     """Answer (or summarize) over every document at once, if the prompt fits the window."""
     settings, llm = runtime.context.settings, runtime.context.llm
-    node, fields, answer_tokens = _request(state, settings.max_answer_tokens)
+    node, fields, _ = _request(state, settings.max_answer_tokens)
     template = get_prompt(node)
     texts = [(doc.source, doc.text) for doc in state["documents"]]
     window = llm.endpoint.context_window
-    overhead = count_tokens("".join(m["content"] for m in template.render(
-        documents="", **fields)))
-    budget = int(window / settings.token_margin) - answer_tokens - overhead
-    doc_tokens = sum(count_tokens(document_block(s, t)) for s, t in texts)
+    doc_tokens, budget, overhead, answer_tokens = direct_budget(state, settings, window)
     trace = []
     if budget <= 0:
         raise InputError(

@@ -102,8 +102,9 @@ class Pipeline:
         """Run the graph for one request and package its result as an ``Answer``."""
         from longdoc.agents import STRATEGIES
 
-        if strategy not in STRATEGIES:
-            raise InputError(f"unknown strategy {strategy!r} (choose from {sorted(STRATEGIES)})")
+        if strategy not in STRATEGIES and strategy != "auto":
+            known = sorted([*STRATEGIES, "auto"])
+            raise InputError(f"unknown strategy {strategy!r} (choose from {known})")
         paths = [paths] if isinstance(paths, str | Path) else list(paths)
         if not paths:
             raise InputError("no input files given")
@@ -126,6 +127,7 @@ class Pipeline:
             usage=Usage.from_calls(llm.calls),
             elapsed_s=round(time.perf_counter() - started, 3),
             dropped_quotes=state["dropped_quotes"],
+            route=state.get("route"),
             trace=state["trace"],
         )
 

@@ -71,14 +71,19 @@ def _print_answer(result: Answer, label: str, as_json: bool, trace: bool) -> Non
         print(result.model_dump_json(exclude=None if trace else {"trace"}))
         return
     numbers = {id(c): i for i, c in enumerate(result.citations, 1)}
+    strategy = result.strategy
+    if result.route:
+        strategy += f" → {result.route['chosen']}"
     if any(c.paragraph for c in result.citations):
-        out.print(f"[bold]{label}[/bold] ({result.strategy}):")
+        out.print(f"[bold]{label}[/bold] ({strategy}):")
         for n, paragraph in enumerate(result.answer.split("\n\n"), 1):
             marks = "".join(f"[{numbers[id(c)]}]" for c in result.citations if c.paragraph == n)
             out.print(escape(paragraph) + (f" [cyan]{escape(marks)}[/cyan]" if marks else ""))
             out.print()
     else:
-        out.print(f"[bold]{label}[/bold] ({result.strategy}): {escape(result.answer)}")
+        out.print(f"[bold]{label}[/bold] ({strategy}): {escape(result.answer)}")
+    if result.route:
+        out.print(f"[dim]auto: {escape(result.route['reason'])}[/dim]")
     for c in result.citations:
         page = f", page {c.page}" if c.page else ""
         quote = " ".join(c.quote.split())

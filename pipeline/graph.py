@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 
 from langgraph.graph import END, START, StateGraph
@@ -129,18 +130,51 @@ def strategy_node(subgraph: CompiledStateGraph) -> Callable[..., Awaitable[dict]
     return run
 
 
+RETRIEVAL_FILTERED = ("mapreduce", "chain", "memory")
+
+
+async def select(state: GraphState, runtime: Runtime[RunContext]) -> dict:
+    """With ``retrieve_k`` set, restrict a question's reading to the top retrieved chunks."""
+    from longdoc.retrieval import retrieve
+
+    settings = runtime.context.settings
+    if (not settings.retrieve_k or state.get("task", "qa") != "qa"
+            or state["strategy"] not in RETRIEVAL_FILTERED):
+        return {}
+    retrieval = await asyncio.to_thread(
+        retrieve, state["documents"], state["chunks"], state["question"], settings,
+        k=settings.retrieve_k, neighbours=settings.retrieve_neighbours,
+    )
+    return {"selected_chunks": retrieval.selected_chunks,
+            "trace": [retrieval.trace_event("select")]}
+
+
 def build_graph(strategy: str) -> CompiledStateGraph:
-    """The full pipeline with ``strategy``'s subgraph in the middle."""
+    """The full pipeline with ``strategy``'s subgraph in the middle.
+
+    ``auto`` puts a router there instead, with an edge to each strategy it may choose.
+    """
     from longdoc.agents import STRATEGIES
+    from longdoc.agents.auto import ROUTES, chosen_route, route
 
     graph = StateGraph(GraphState, context_schema=RunContext)
     graph.add_node("ingest", ingest)
     graph.add_node("chunk", chunk)
-    graph.add_node(strategy, strategy_node(STRATEGIES[strategy]()))
     graph.add_node("verify", verify)
     graph.add_edge(START, "ingest")
     graph.add_edge("ingest", "chunk")
-    graph.add_edge("chunk", strategy)
-    graph.add_edge(strategy, "verify")
+    if strategy == "auto":
+        graph.add_node("route", route)
+        graph.add_edge("chunk", "route")
+        graph.add_conditional_edges("route", chosen_route, list(ROUTES))
+        targets = list(ROUTES)
+    else:
+        graph.add_node("select", select)
+        graph.add_edge("chunk", "select")
+        graph.add_edge("select", strategy)
+        targets = [strategy]
+    for name in targets:
+        graph.add_node(name, strategy_node(STRATEGIES[name]()))
+        graph.add_edge(name, "verify")
     graph.add_edge("verify", END)
     return graph.compile()

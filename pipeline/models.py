@@ -133,4 +133,7 @@ class Answer(BaseModel):
     usage: Usage = Field(default_factory=Usage)
     elapsed_s: float = 0.0
     dropped_quotes: int = Field(default=0, description="Quotes that could not be located")
+    route: dict[str, str] | None = Field(
+        default=None, description="auto: the strategy it chose ('chosen') and why ('reason')"
+    )
     trace: list[TraceEvent] = Field(default_factory=list)

@@ -81,8 +81,39 @@ class Settings(BaseSettings):
     max_pages: int = Field(5000, description="Refuse PDFs with more pages than this")
 
     # --- strategies ---
-    strategy: str = Field("direct", description="Strategy to run")
+    strategy: str = Field(
+        "auto", description="Strategy for questions: auto, direct, mapreduce, chain, memory, rag"
+    )
     truncate: bool = Field(False, description="direct: truncate a document that does not fit")
+
+    # --- sequential strategies (chain, memory) ---
+    cu_tokens: int = Field(400, ge=50, description="chain: budget of the communication unit")
+    memory_tokens: int = Field(400, ge=50, description="memory: size of the rewritten memory")
+    segment_tokens: int | None = Field(
+        None, ge=50, description="memory: segment size in tokens; default: the chunks"
+    )
+    step_reply_tokens: int = Field(128, ge=16, description="chain/memory: reply cap per step")
+
+    # --- retrieval ---
+    retrieve_k: int | None = Field(
+        None, ge=1,
+        description="mapreduce/chain/memory read only the top-K retrieved chunks (in document "
+        "order); rag and auto retrieve 5 when unset",
+    )
+    retrieve_neighbours: int = Field(0, ge=0, description="Also read the chunks around each hit")
+    retrieval_mode: Literal["hybrid", "dense", "bm25"] = Field(
+        "hybrid", description="hybrid (dense + BM25 by reciprocal rank fusion), dense or bm25"
+    )
+    embedder: str = Field(
+        "minilm",
+        description="minilm (local all-MiniLM-L6-v2), openai:<model> (/v1/embeddings), hash, none",
+    )
+    embed_base_url: str | None = Field(None, description="Embeddings endpoint; default: base_url")
+    embed_api_key: str | None = Field(None, description="API key of the embeddings endpoint")
+    embed_window_tokens: int | None = Field(
+        None, description="Word pieces per embedded window (default: what the embedder reads)"
+    )
+    index_dir: Path | None = Field(None, description="Index store; default: cache_dir/indexes")
 
     @classmethod
     def settings_customise_sources(

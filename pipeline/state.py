@@ -97,6 +97,7 @@ class GraphState(TypedDict, total=False):
     step: int  # chain/memory: parts read so far
     notes: str  # chain/memory: the model-written communication unit / memory
     carried_quotes: list[Evidence]  # chain/memory: verified quotes carried along
+    route: dict[str, str]  # auto: the chosen strategy and why
     draft: Draft
     citations: list[Citation]
     dropped_quotes: int

@@ -37,7 +37,7 @@ KENNEDY_QUOTE = "the number of major surplus labor areas has declined from 101 t
 PDFS = SHARED_DATA / "pdfs"
 ENCRYPTED = PDFS / "enc-pw__libreoffice-writer-password.pdf"
 
-ANSWER_KEYS = {"answer", "strategy", "citations", "usage", "elapsed_s", "dropped_quotes"}
+ANSWER_KEYS = {"answer", "strategy", "citations", "usage", "elapsed_s", "dropped_quotes", "route"}
 CITATION_KEYS = {"source", "page", "start", "end", "quote", "origin", "paragraph"}
 USAGE_KEYS = {"llm_calls", "prompt_tokens", "completion_tokens"}
 
@@ -114,7 +114,8 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Runs]:
     case("missing_file", [*ask, "What?", "absent.txt"])
     case("unsupported_suffix", [*ask, "What?", "notes.docx"])
     case("empty_txt", [*ask, "What?", "empty.txt"])
-    case("over_budget", [*ask, "What?", "long.txt"], server="small")
+    case("over_budget", [*ask, "What?", "long.txt", "--strategy", "direct"], server="small")
+    case("auto_over_budget", [*ask, "What?", "long.txt"], server="small")
     case("unknown_strategy", [*ask, "What?", "doc.txt", "--strategy", "nonsense"])
     case("concurrency_0", [*ask, "What?", "doc.txt"], LONGDOC_CONCURRENCY="0")
     case("extract_bad_toml_value", ["extract", "doc.txt"], LONGDOC_CONFIG="bad-value.toml")
@@ -155,7 +156,8 @@ def answer_json(proc: subprocess.CompletedProcess[str]) -> dict:
     answer = json.loads(proc.stdout)
     assert set(answer) == ANSWER_KEYS
     assert isinstance(answer["answer"], str)
-    assert answer["strategy"] == "direct"
+    assert answer["strategy"] == "auto"
+    assert answer["route"]["chosen"] == "direct"
     assert isinstance(answer["elapsed_s"], float | int)
     assert answer["elapsed_s"] >= 0
     assert set(answer["usage"]) >= USAGE_KEYS
@@ -209,7 +211,7 @@ def test_ask_json_pdf_citation_indexes_extract_json_text(runs: Runs) -> None:
 def test_ask_human_output_shows_answer_and_citation(runs: Runs) -> None:
     proc = runs["ask_pdf_human"]
     assert proc.returncode == 0, proc.stderr
-    assert "Answer (direct): They fell from 101 to 60." in proc.stdout
+    assert "Answer (auto → direct): They fell from 101 to 60." in proc.stdout
     [citation] = answer_json(runs["ask_pdf_json"])["citations"]
     # One line per citation, however long: piped output is never hard-wrapped.
     [line] = [line for line in proc.stdout.splitlines() if line.startswith("[1]")]
@@ -241,6 +243,7 @@ SHARED_CASES = {"encrypted", "encrypted_password", "truncated_pdf", "image_only_
         ("truncated_pdf", "corrupt or truncated PDF"),
         ("image_only_pdf", "no text layer"),
         ("over_budget", "the direct path fits"),
+        ("auto_over_budget", "does not fit the map prompt"),
         ("unknown_strategy", "unknown strategy 'nonsense'"),
         ("concurrency_0", "invalid setting concurrency"),
         ("extract_bad_toml_value", "invalid setting chunk_tokens"),
@@ -257,7 +260,7 @@ def test_bad_input_exits_2(
 def test_encrypted_pdf_opens_with_password(runs: Runs, shared_data: Path) -> None:
     proc = runs["encrypted_password"]
     assert proc.returncode == 0, proc.stderr
-    assert "Answer (direct)" in proc.stdout
+    assert "Answer (auto → direct)" in proc.stdout
 
 
 @pytest.mark.parametrize(

@@ -30,7 +30,7 @@ def test_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
     assert settings.max_retries == 3
     assert settings.timeout_s == 300.0
     assert settings.use_cache is True
-    assert settings.strategy == "direct"
+    assert settings.strategy == "auto"
     assert settings.truncate is False
     assert settings.vllm_extra_args == []
     assert settings.cache_dir == Path.home() / ".cache" / "longdoc"
@@ -86,7 +86,7 @@ def test_none_overrides_are_ignored(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     settings = load_settings(backend=None, truncate=None, strategy=None)
     assert settings.backend == "vllm"
     assert settings.truncate is True
-    assert settings.strategy == "direct"
+    assert settings.strategy == "auto"
 
 
 def test_unknown_toml_key_rejected(tmp_path: Path) -> None:

@@ -302,7 +302,7 @@ def test_attach_quotes_per_paragraph() -> None:
 
 # --- the command line ------------------------------------------------------------------------
 
-SUMMARY_KEYS = {"answer", "strategy", "citations", "usage", "elapsed_s", "dropped_quotes"}
+SUMMARY_KEYS = {"answer", "strategy", "citations", "usage", "elapsed_s", "dropped_quotes", "route"}
 
 
 def run_cli(args: list[str], server: SimServer, cwd: Path) -> subprocess.CompletedProcess[str]:

@@ -1,0 +1,28 @@
+"""Chain of Agents: workers read the parts in order and relay a communication unit (CU);
+a manager answers from the last CU alone.
+
+Each worker gets its part, the question and the previous CU (notes plus verified
+quotes) and writes the next CU's notes; code adds the part's verified quotes and holds
+the CU to ``cu_tokens`` (see ``agents/sequential.py`` for evidence and budget rules).
+"""
+
+from __future__ import annotations
+
+from langgraph.graph.state import CompiledStateGraph
+
+from longdoc.agents.sequential import ReaderSpec, build_reader
+
+CHAIN = ReaderSpec(
+    name="chain",
+    step_node="chain.worker",
+    answer_node="chain.manager",
+    compress_node="chain.compress",
+    budget_setting="cu_tokens",
+    default_budget=400,
+    initial_notes="(no notes yet: you read the first part)",
+)
+
+
+def build_chain() -> CompiledStateGraph:
+    """START -> prepare -> worker (once per part, looping) -> manager -> END."""
+    return build_reader(CHAIN)

@@ -1,0 +1,30 @@
+"""MemAgent-style reading: a fixed-size plain-text memory, overwritten after each segment.
+
+The memory starts as "No previous memory."; after each segment the model rewrites all of
+it (the new text replaces the old, nothing is appended); code adds the segment's verified
+quotes and holds the memory to ``memory_tokens``. The answer comes from the memory alone.
+Segments are the chunks, or ``segment_tokens``-token parts of the documents when that
+setting is given. Every step's memory, and what it kept and dropped, is in the trace.
+"""
+
+from __future__ import annotations
+
+from langgraph.graph.state import CompiledStateGraph
+
+from longdoc.agents.sequential import ReaderSpec, build_reader
+
+MEMORY = ReaderSpec(
+    name="memory",
+    step_node="memory.update",
+    answer_node="memory.answer",
+    compress_node="memory.compress",
+    budget_setting="memory_tokens",
+    default_budget=400,
+    initial_notes="No previous memory.",
+    segment_setting="segment_tokens",
+)
+
+
+def build_memory() -> CompiledStateGraph:
+    """START -> prepare -> update (once per segment, looping) -> answer -> END."""
+    return build_reader(MEMORY)
