@@ -107,12 +107,17 @@ def ask(
     backend: BackendOpt = None,
     password: PasswordOpt = None,
     truncate: TruncateOpt = None,
+    retrieve: Annotated[
+        int | None,
+        typer.Option("--retrieve", min=1,
+                     help="mapreduce/chain/memory: read only the top-K retrieved chunks"),
+    ] = None,
     as_json: JsonOpt = False,
     trace: TraceOpt = False,
 ) -> None:
     """Answer a question about the documents, with verified citations."""
     result = _run(lambda p: p.ask(paths, question, strategy=strategy, password=password),
-                  backend=backend, truncate=truncate)
+                  backend=backend, truncate=truncate, retrieve_k=retrieve)
     _print_answer(result, "Answer", as_json, trace)
 
 
