@@ -1,6 +1,7 @@
 """Needle-in-a-haystack accuracy of a strategy on the embedded model, over real prose.
 
 Usage: .venv/bin/python benchmarks/niah.py [--strategy direct] [--lengths 2000 4000 6000] [--runs 5]
+       .venv/bin/python benchmarks/niah.py --lengths 128000 --write-haystack /tmp/h128k.txt
 Prints a Markdown table: per length, passkeys found in the answer and with a verified
 citation that contains the passkey, plus mean seconds per question.
 """
@@ -37,7 +38,14 @@ def main() -> None:
     parser.add_argument("--lengths", type=int, nargs="+", default=[2000, 4000, 6000])
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--strategy", default="direct")
+    parser.add_argument("--write-haystack", type=Path, metavar="PATH",
+                        help="only write one haystack (first --lengths value, depth 0.5, "
+                             "passkey 48213) to PATH and exit")
     args = parser.parse_args()
+    if args.write_haystack:
+        args.write_haystack.write_text(
+            haystack(args.lengths[0], "The secret passkey is 48213.", 0.5))
+        return
     rng = random.Random(7)
     rows = []
     with Pipeline(load_settings(use_cache=False)) as pipeline, \
