@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from typing import NamedTuple
 
-from langgraph.graph import END, START, StateGraph
+from langgraph.graph import END, START
 from langgraph.graph.state import CompiledStateGraph
 from langgraph.runtime import Runtime
 
@@ -13,7 +13,7 @@ from longdoc.pipeline.errors import InputError
 from longdoc.pipeline.models import Document, TraceEvent
 from longdoc.pipeline.protocol import ParsedReply, parse_answer
 from longdoc.pipeline.settings import Settings
-from longdoc.pipeline.state import Draft, GraphState, RunContext
+from longdoc.pipeline.state import Draft, GraphState, RunContext, strategy_graph
 from longdoc.pipeline.tokens import count_tokens, encoding
 from longdoc.prompts import document_block, get_prompt
 
@@ -122,7 +122,7 @@ def parse_summary(reply: str) -> ParsedReply:
 
 def build_direct() -> CompiledStateGraph:
     """One node: answer from the whole input."""
-    graph = StateGraph(GraphState, context_schema=RunContext)
+    graph = strategy_graph()
     graph.add_node("answer", answer)
     graph.add_edge(START, "answer")
     graph.add_edge("answer", END)

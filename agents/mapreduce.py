@@ -29,7 +29,7 @@ import time
 from dataclasses import dataclass, field
 from typing import TypedDict
 
-from langgraph.graph import END, START, StateGraph
+from langgraph.graph import END, START
 from langgraph.graph.state import CompiledStateGraph
 from langgraph.runtime import Runtime
 from langgraph.types import Send
@@ -39,7 +39,14 @@ from longdoc.pipeline.errors import InputError
 from longdoc.pipeline.llm import Message
 from longdoc.pipeline.models import Chunk, Quote, TraceEvent
 from longdoc.pipeline.protocol import MapReply, parse_map_reply
-from longdoc.pipeline.state import Draft, Evidence, GraphState, MapRecord, RunContext
+from longdoc.pipeline.state import (
+    Draft,
+    Evidence,
+    GraphState,
+    MapRecord,
+    RunContext,
+    strategy_graph,
+)
 from longdoc.pipeline.tokens import count_tokens
 from longdoc.prompts import document_block, get_prompt
 
@@ -514,7 +521,7 @@ def build_mapreduce() -> CompiledStateGraph:
     """
     from longdoc.agents import mapreduce_summary as summary  # it imports this module
 
-    graph = StateGraph(GraphState, context_schema=RunContext)
+    graph = strategy_graph()
     graph.add_node("map", map_chunk)
     graph.add_node("reduce", reduce)
     graph.add_node("summary_map", summary.map_chunk)

@@ -12,14 +12,14 @@ import asyncio
 import time
 from dataclasses import dataclass
 
-from langgraph.graph import END, START, StateGraph
+from langgraph.graph import END, START
 from langgraph.graph.state import CompiledStateGraph
 from langgraph.runtime import Runtime
 
 from longdoc.pipeline.errors import InputError
 from longdoc.pipeline.models import Chunk, Document, Quote, TraceEvent
 from longdoc.pipeline.protocol import parse_answer
-from longdoc.pipeline.state import Draft, GraphState, RunContext
+from longdoc.pipeline.state import Draft, GraphState, RunContext, strategy_graph
 from longdoc.pipeline.tokens import count_tokens, encoding
 from longdoc.prompts import document_block, get_prompt
 from longdoc.retrieval import RetrievalConfig, retrieve
@@ -167,7 +167,7 @@ class RagState(GraphState, total=False):
 
 def build_rag() -> CompiledStateGraph:
     """retrieve -> answer."""
-    graph = StateGraph(RagState, context_schema=RunContext)
+    graph = strategy_graph(RagState)
     graph.add_node("retrieve", retrieve_chunks)
     graph.add_node("answer", answer)
     graph.add_edge(START, "retrieve")

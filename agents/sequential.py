@@ -28,7 +28,7 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Literal
 
-from langgraph.graph import END, START, StateGraph
+from langgraph.graph import END, START
 from langgraph.graph.state import CompiledStateGraph
 from langgraph.runtime import Runtime
 
@@ -45,7 +45,7 @@ from longdoc.pipeline.errors import InputError
 from longdoc.pipeline.models import Chunk, Quote, TraceEvent
 from longdoc.pipeline.protocol import parse_answer
 from longdoc.pipeline.settings import Settings
-from longdoc.pipeline.state import Draft, Evidence, GraphState, RunContext
+from longdoc.pipeline.state import Draft, Evidence, GraphState, RunContext, strategy_graph
 from longdoc.pipeline.tokens import count_tokens
 from longdoc.prompts import document_block, get_prompt
 
@@ -518,7 +518,7 @@ def build_reader(spec: ReaderSpec) -> CompiledStateGraph:
                     f"answer {parsed.answer!r} supported by {len(support)} carried quote(s)"),
                     data=data)]}
 
-    graph = StateGraph(GraphState, context_schema=RunContext)
+    graph = strategy_graph()
     graph.add_node("prepare", prepare)
     graph.add_node("step", step)
     graph.add_node("answer", answer)

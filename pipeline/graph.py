@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
 
 from langgraph.graph import END, START, StateGraph
 from langgraph.graph.state import CompiledStateGraph
@@ -114,22 +113,6 @@ def verify_paragraphs(
     return citations, dropped
 
 
-def strategy_node(subgraph: CompiledStateGraph) -> Callable[..., Awaitable[dict]]:
-    """Run a strategy's subgraph and pass on only what it produced.
-
-    (Added directly as a node, a subgraph would return the whole trace it was given,
-    and the parent's ``operator.add`` reducer would append it a second time.)
-    """
-
-    async def run(state: GraphState, runtime: Runtime[RunContext]) -> dict:
-        seen = len(state.get("trace", []))
-        result = await subgraph.ainvoke(state, context=runtime.context)
-        produced = {k: v for k, v in result.items() if k not in state or k == "draft"}
-        return {**produced, "trace": result.get("trace", [])[seen:]}
-
-    return run
-
-
 RETRIEVAL_FILTERED = ("mapreduce", "chain", "memory")
 
 
@@ -174,7 +157,7 @@ def build_graph(strategy: str) -> CompiledStateGraph:
         graph.add_edge("select", strategy)
         targets = [strategy]
     for name in targets:
-        graph.add_node(name, strategy_node(STRATEGIES[name]()))
+        graph.add_node(name, STRATEGIES[name]())
         graph.add_edge(name, "verify")
     graph.add_edge("verify", END)
     return graph.compile()

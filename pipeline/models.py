@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from typing import Any, Literal
+from uuid import uuid4
 
 from pydantic import BaseModel, Field
 
@@ -122,6 +123,7 @@ class TraceEvent(BaseModel):
     node: str
     message: str
     data: dict[str, Any] = Field(default_factory=dict)
+    id: str = Field(default_factory=lambda: uuid4().hex, description="Unique per event")
 
 
 class Answer(BaseModel):

@@ -6,6 +6,7 @@ import operator
 from dataclasses import dataclass
 from typing import Annotated, Literal, TypedDict
 
+from langgraph.graph import StateGraph
 from pydantic import BaseModel, Field
 
 from longdoc.pipeline.llm import LLMClient
@@ -79,6 +80,16 @@ class SummaryRecord(BaseModel):
     tokens: int = Field(0, description="cl100k tokens of the record as the reducer sees it")
 
 
+def add_events(left: list[TraceEvent], right: list[TraceEvent]) -> list[TraceEvent]:
+    """Trace reducer: append the events not seen yet (by id).
+
+    A strategy subgraph hands back the whole trace it was given plus its own events;
+    appending only new ids keeps every event once.
+    """
+    seen = {event.id for event in left}
+    return left + [event for event in right if event.id not in seen]
+
+
 class GraphState(TypedDict, total=False):
     """Shared state: request fields in, documents and chunks, a draft, verified citations."""
 
@@ -101,7 +112,19 @@ class GraphState(TypedDict, total=False):
     draft: Draft
     citations: list[Citation]
     dropped_quotes: int
-    trace: Annotated[list[TraceEvent], operator.add]
+    trace: Annotated[list[TraceEvent], add_events]
+
+
+class StrategyOutput(TypedDict, total=False):
+    """What a strategy subgraph passes back to the shared graph."""
+
+    draft: Draft
+    trace: Annotated[list[TraceEvent], add_events]
+
+
+def strategy_graph(state_schema: type[GraphState] = GraphState) -> StateGraph:
+    """A strategy's graph: reads the shared state, returns only ``StrategyOutput``."""
+    return StateGraph(state_schema, context_schema=RunContext, output_schema=StrategyOutput)
 
 
 @dataclass

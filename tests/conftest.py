@@ -94,3 +94,29 @@ def haystack(shared: Path, words: int, needle: str, depth: float = 0.5) -> str:
     ).split()[:words]
     cut = int(len(text) * depth)
     return " ".join(text[:cut]) + "\n\n" + needle + "\n\n" + " ".join(text[cut:])
+
+
+def run_strategy(server: SimServer, settings: Settings, strategy: str, state: dict) -> dict:
+    """Run one strategy's subgraph alone against ``server``; the final *full* state
+    (internal keys such as ``map_records`` or ``step`` included)."""
+    import asyncio
+
+    from longdoc.agents import STRATEGIES
+    from longdoc.pipeline.llm import LLMClient
+    from longdoc.pipeline.state import RunContext
+
+    endpoint = Endpoint(base_url=server.base_url, model=server.model,
+                        context_window=server.context_window)
+
+    async def run() -> dict:
+        llm = LLMClient(endpoint, settings)
+        final: dict = {}
+        try:
+            async for values in STRATEGIES[strategy]().astream(
+                    state, context=RunContext(settings=settings, llm=llm), stream_mode="values"):
+                final = values
+        finally:
+            await llm.close()
+        return final
+
+    return asyncio.run(run())

@@ -2,21 +2,17 @@
 
 from __future__ import annotations
 
-import asyncio
 import re
 from collections.abc import Callable
 from pathlib import Path
 
-from longdoc.agents import STRATEGIES
 from longdoc.pipeline.api import Pipeline
 from longdoc.pipeline.chunking import chunk_documents
 from longdoc.pipeline.ingest import load_documents
-from longdoc.pipeline.llm import Endpoint, LLMClient
 from longdoc.pipeline.models import Answer, Chunk
 from longdoc.pipeline.settings import Settings
 from longdoc.pipeline.simserver import SimServer
-from longdoc.pipeline.state import RunContext
-from tests.conftest import sim_settings
+from tests.conftest import run_strategy, sim_settings
 
 QUESTION = "What is the secret passkey?"
 NEEDLE = "The secret passkey is 48213."
@@ -134,15 +130,4 @@ def chunks_of(tmp_path: Path, paragraphs: list[str] = PARAGRAPHS) -> list[Chunk]
 def run_subgraph(server: SimServer, tmp_path: Path, strategy: str, state: dict,
                  **overrides: object) -> dict:
     settings = with_extra(sim_settings(server, tmp_path), **overrides)
-    endpoint = Endpoint(base_url=server.base_url, model="sim-model",
-                        context_window=server.context_window)
-
-    async def go() -> dict:
-        llm = LLMClient(endpoint, settings)
-        try:
-            return await STRATEGIES[strategy]().ainvoke(
-                state, context=RunContext(settings=settings, llm=llm))
-        finally:
-            await llm.close()
-
-    return asyncio.run(go())
+    return run_strategy(server, settings, strategy, state)

@@ -11,7 +11,6 @@ from longdoc.agents.mapreduce import (
     NOT_FOUND_ANSWER,
     AnswerGroup,
     answer_key,
-    build_mapreduce,
     collapse_to_budget,
     ground_record,
     key_supported,
@@ -22,13 +21,12 @@ from longdoc.pipeline.api import Pipeline
 from longdoc.pipeline.chunking import chunk_documents
 from longdoc.pipeline.errors import InputError
 from longdoc.pipeline.ingest import load_documents
-from longdoc.pipeline.llm import Endpoint, LLMClient
 from longdoc.pipeline.models import Answer, Chunk
 from longdoc.pipeline.protocol import parse_confidence, parse_map_reply
 from longdoc.pipeline.simserver import SimServer
-from longdoc.pipeline.state import Evidence, MapRecord, RunContext
+from longdoc.pipeline.state import Evidence, MapRecord
 from longdoc.prompts import get_prompt
-from tests.conftest import haystack, real_settings, sim_settings
+from tests.conftest import haystack, real_settings, run_strategy, sim_settings
 
 QUESTION = "What is the secret passkey?"
 NEEDLE = "The secret passkey is 48213."
@@ -282,21 +280,7 @@ def test_no_chunk_has_an_answer(sim, tmp_path: Path) -> None:
 
 
 def _run_subgraph(server: SimServer, tmp_path: Path, state: dict, **overrides: object) -> dict:
-    settings = sim_settings(server, tmp_path, **overrides)
-    endpoint = Endpoint(base_url=server.base_url, model="sim-model",
-                        context_window=server.context_window)
-
-    async def run() -> dict:
-        llm = LLMClient(endpoint, settings)
-        try:
-            return await build_mapreduce().ainvoke(
-                state, context=RunContext(settings=settings, llm=llm))
-        finally:
-            await llm.close()
-
-    import asyncio
-
-    return asyncio.run(run())
+    return run_strategy(server, sim_settings(server, tmp_path, **overrides), "mapreduce", state)
 
 
 def _chunks(tmp_path: Path) -> list[Chunk]:
