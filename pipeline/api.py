@@ -20,6 +20,8 @@ PathLike = str | Path
 DEFAULT_SUMMARY_STRATEGY = "mapreduce"
 DEFAULT_SUMMARY_WORDS = 300
 MIN_SUMMARY_WORDS, MAX_SUMMARY_WORDS = 20, 5000
+RUNS_DB = "runs.sqlite"
+RUN_STEP_LIMIT = 100_000  # sequential strategies take a few steps per chunk
 
 
 class Pipeline:
@@ -59,12 +61,16 @@ class Pipeline:
         *,
         strategy: str | None = None,
         password: str | None = None,
+        run_id: str | None = None,
     ) -> Answer:
-        """Answer ``question`` about the documents at ``paths``, with verified citations."""
+        """Answer ``question`` about the documents at ``paths``, with verified citations.
+
+        With ``run_id`` the run is checkpointed after every step and resumable.
+        """
         if not question.strip():
             raise InputError("the question is empty")
         return await self._run(paths, "qa", strategy or self.settings.strategy,
-                               question=question, password=password)
+                               question=question, password=password, run_id=run_id)
 
     def ask(self, paths: PathLike | Sequence[PathLike], question: str, **kwargs: Any) -> Answer:
         """Synchronous ``aask``."""
@@ -77,13 +83,14 @@ class Pipeline:
         words: int = DEFAULT_SUMMARY_WORDS,
         strategy: str | None = None,
         password: str | None = None,
+        run_id: str | None = None,
     ) -> Answer:
         """Summarize the documents in about ``words`` words; citations name their paragraph."""
         if not MIN_SUMMARY_WORDS <= words <= MAX_SUMMARY_WORDS:
             raise InputError(f"--words must be between {MIN_SUMMARY_WORDS} and "
                              f"{MAX_SUMMARY_WORDS} (got {words})")
         return await self._run(paths, "summary", strategy or DEFAULT_SUMMARY_STRATEGY,
-                               words=words, password=password)
+                               words=words, password=password, run_id=run_id)
 
     def summarize(self, paths: PathLike | Sequence[PathLike], **kwargs: Any) -> Answer:
         """Synchronous ``asummarize``."""
@@ -98,6 +105,7 @@ class Pipeline:
         question: str = "",
         words: int = DEFAULT_SUMMARY_WORDS,
         password: str | None = None,
+        run_id: str | None = None,
     ) -> Answer:
         """Run the graph for one request and package its result as an ``Answer``."""
         from longdoc.agents import STRATEGIES
@@ -111,12 +119,15 @@ class Pipeline:
         started = time.perf_counter()
         endpoint = self.backend.start()
         llm = LLMClient(endpoint, self.settings, self.cache)
+        request = {"paths": [str(p) for p in paths], "question": question, "task": task,
+                   "words": words, "strategy": strategy}
+        context = RunContext(settings=self.settings, llm=llm, password=password)
         try:
-            state = await build_graph(strategy).ainvoke(
-                {"paths": [str(p) for p in paths], "question": question, "task": task,
-                 "words": words, "strategy": strategy, "trace": []},
-                context=RunContext(settings=self.settings, llm=llm, password=password),
-            )
+            if run_id is None:
+                state = await build_graph(strategy).ainvoke({**request, "trace": []},
+                                                            context=context)
+            else:
+                state = await self._run_durably(run_id, strategy, request, context)
         finally:
             await llm.close()
         draft = state["draft"]
@@ -130,6 +141,33 @@ class Pipeline:
             route=state.get("route"),
             trace=state["trace"],
         )
+
+
+    async def _run_durably(
+        self, run_id: str, strategy: str, request: dict[str, Any], context: RunContext
+    ) -> dict[str, Any]:
+        """Run with a SQLite checkpoint after every step, keyed by ``run_id``.
+
+        A run id seen before resumes that run from its last completed step (a finished
+        run returns its stored result without any LLM call); it must name the same request.
+        """
+        from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
+
+        self.settings.cache_dir.mkdir(parents=True, exist_ok=True)
+        config = {"configurable": {"thread_id": run_id}, "recursion_limit": RUN_STEP_LIMIT}
+        async with AsyncSqliteSaver.from_conn_string(str(self.settings.cache_dir / RUNS_DB)) \
+                as saver:
+            graph = build_graph(strategy, checkpointer=saver)
+            saved = await graph.aget_state(config)
+            if not saved.values:
+                return await graph.ainvoke({**request, "trace": []}, config, context=context)
+            earlier = {key: saved.values.get(key) for key in request}
+            if earlier != request:
+                raise InputError(f"run id {run_id!r} belongs to another request "
+                                 f"({earlier['task']} of {earlier['paths']}); use a new run id")
+            if not saved.next:
+                return saved.values
+            return await graph.ainvoke(None, config, context=context)
 
 
 def ask(

@@ -48,6 +48,10 @@ TruncateOpt = Annotated[
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON")]
 TraceOpt = Annotated[bool, typer.Option("--trace", help="Include the trace in --json")]
+RunIdOpt = Annotated[
+    str | None,
+    typer.Option("--run-id", help="Checkpoint every step under this id; rerun to resume"),
+]
 
 
 def _run(request: Callable[[Pipeline], Answer], **setting_flags: Any) -> Answer:
@@ -114,9 +118,11 @@ def ask(
     ] = None,
     as_json: JsonOpt = False,
     trace: TraceOpt = False,
+    run_id: RunIdOpt = None,
 ) -> None:
     """Answer a question about the documents, with verified citations."""
-    result = _run(lambda p: p.ask(paths, question, strategy=strategy, password=password),
+    result = _run(lambda p: p.ask(paths, question, strategy=strategy, password=password,
+                                  run_id=run_id),
                   backend=backend, truncate=truncate, retrieve_k=retrieve)
     _print_answer(result, "Answer", as_json, trace)
 
@@ -133,10 +139,11 @@ def summarize(
     truncate: TruncateOpt = None,
     as_json: JsonOpt = False,
     trace: TraceOpt = False,
+    run_id: RunIdOpt = None,
 ) -> None:
     """Summarize the documents in about N words, each paragraph with verified citations."""
     result = _run(lambda p: p.summarize(paths, words=words, strategy=strategy,
-                                        password=password),
+                                        password=password, run_id=run_id),
                   backend=backend, truncate=truncate)
     _print_answer(result, "Summary", as_json, trace)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
+from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.graph import END, START, StateGraph
 from langgraph.graph.state import CompiledStateGraph
 from langgraph.runtime import Runtime
@@ -132,7 +133,8 @@ async def select(state: GraphState, runtime: Runtime[RunContext]) -> dict:
             "trace": [retrieval.trace_event("select")]}
 
 
-def build_graph(strategy: str) -> CompiledStateGraph:
+def build_graph(strategy: str, checkpointer: BaseCheckpointSaver | None = None
+                ) -> CompiledStateGraph:
     """The full pipeline with ``strategy``'s subgraph in the middle.
 
     ``auto`` puts a router there instead, with an edge to each strategy it may choose.
@@ -160,4 +162,4 @@ def build_graph(strategy: str) -> CompiledStateGraph:
         graph.add_node(name, STRATEGIES[name]())
         graph.add_edge(name, "verify")
     graph.add_edge("verify", END)
-    return graph.compile()
+    return graph.compile(checkpointer=checkpointer)
