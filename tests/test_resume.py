@@ -39,7 +39,10 @@ class FailingOnce:
 
 
 def settings(server, tmp_path: Path):
-    return sim_settings(server, tmp_path, use_cache=False, chunk_tokens=200, chunk_overlap=0)
+    # One request at a time: with more, map calls in flight when another fails are
+    # cancelled before their results are checkpointed, and are made again on resume.
+    return sim_settings(server, tmp_path, use_cache=False, chunk_tokens=200, chunk_overlap=0,
+                        concurrency=1)
 
 
 @pytest.mark.parametrize("strategy", ["memory", "mapreduce"])
@@ -59,8 +62,8 @@ def test_interrupted_run_resumes_without_repeating_calls(sim, tmp_path: Path,
     with Pipeline(settings(server, tmp_path)) as pipeline:
         with pytest.raises(BackendError):
             pipeline.ask(doc, QUESTION, strategy=strategy, run_id="flaky")
-        before = flaky.calls  # 3, or more when map calls were in flight together
-        assert before >= 3
+        before = flaky.calls
+        assert before == 3
         resumed = pipeline.ask(doc, QUESTION, strategy=strategy, run_id="flaky")
     assert resumed.answer == reference.answer
     assert [c.quote for c in resumed.citations] == [c.quote for c in reference.citations]
