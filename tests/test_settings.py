@@ -25,7 +25,7 @@ def test_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
     assert settings.backend == "embedded"
     assert settings.base_url is None
     assert settings.chunk_tokens == 2000
-    assert settings.chunk_overlap == 200
+    assert settings.chunk_overlap == 100
     assert settings.concurrency == 4
     assert settings.max_retries == 3
     assert settings.timeout_s == 300.0
