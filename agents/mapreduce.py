@@ -8,7 +8,9 @@ verify   in code, per record: the model's quotes are located in the chunk's text
          without an answer or without verified evidence are demoted: they never reach
          the answer, only the trace.
 reduce   verified records are grouped by answer key; groups whose evidence shares no
-         word with the question withdraw if another group's evidence does. One group
+         word with the question withdraw if another group's evidence does, and so do
+         groups whose evidence only hedges ("some say it might be ...") if another's
+         states its answer plainly. One group
          left: the answer is decided in code. Several: a resolution call shows each
          group's evidence side by side and asks which one answers the question. None:
          ``found=False`` with a "not found" answer (unverified guesses only in the trace).
@@ -310,6 +312,32 @@ def withdraw_irrelevant(
     return [g for g in groups if g.relevance > 0], [g for g in groups if g.relevance == 0]
 
 
+_HEDGED = re.compile(
+    r"\b(?:might|may be|could be|perhaps|possibly|probably|allegedly|reportedly|supposedly"
+    r"|rumou?r(?:ed|s)?|some (?:say|said|claim|believe|think)|it is (?:said|claimed|rumou?red)"
+    r"|unconfirmed|unverified|not sure|guess(?:ed)?)\b",
+    re.I,
+)
+
+
+def is_hedged(text: str) -> bool:
+    """Whether a sentence only suggests its claim ("some say the code might be 1234")."""
+    return _HEDGED.search(text) is not None
+
+
+def withdraw_hedged(
+    groups: list[AnswerGroup],
+) -> tuple[list[AnswerGroup], list[AnswerGroup]]:
+    """Groups whose every evidence sentence is hedged withdraw when another group's
+    evidence states its answer plainly: (kept, withdrawn). Nothing withdraws otherwise."""
+    def plain(group: AnswerGroup) -> bool:
+        return any(not is_hedged(ev.text) for ev in group.evidence())
+
+    if len(groups) < 2 or not any(plain(g) for g in groups):
+        return groups, []
+    return [g for g in groups if plain(g)], [g for g in groups if not plain(g)]
+
+
 def render_options(groups: list[AnswerGroup]) -> str:
     """The conflicting answers side by side, each with its evidence as document text."""
     blocks = []
@@ -462,9 +490,14 @@ async def reduce(state: GraphState, runtime: Runtime[RunContext]) -> dict:
     groups, withdrawn = withdraw_irrelevant(groups)
     if withdrawn:
         data["withdrawn"] = [g.summary() for g in withdrawn]
+    groups, hedged = withdraw_hedged(groups)
+    if hedged:
+        data["withdrawn_hedged"] = [g.summary() for g in hedged]
     chosen, how = groups[0], "the only verified answer"
     if withdrawn and len(groups) == 1:
         how = "the only verified answer whose evidence mentions the question"
+    if hedged and len(groups) == 1:
+        how = "the only verified answer stated plainly (the others only hedged)"
     if len(groups) > 1:
         options = groups[:MAX_CONFLICT_OPTIONS]
         index, read = await _resolve(state["question"], options, runtime)

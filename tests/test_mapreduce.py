@@ -176,6 +176,32 @@ def test_conflicting_verified_values_are_resolved(
         assert text[citation.start:citation.end] == citation.quote
 
 
+HEDGED = "Some say the secret passkey might be 1234, but nobody has checked."
+
+
+def test_hedged_distractors_withdraw_without_a_resolution_call(sim, tmp_path: Path) -> None:
+    paragraphs = list(PARAGRAPHS)
+    for i in (0, len(paragraphs) - 1):
+        paragraphs[i] = paragraphs[i] + " " + HEDGED
+
+    def map_reply(user: str) -> str:
+        if "48213" in user:
+            return f'Answer: 48213\nQuote: "{NEEDLE}"\nConfidence: medium'
+        if "1234" in user:
+            return f'Answer: 1234\nQuote: "{HEDGED}"\nConfidence: high'
+        return invent(user)
+
+    server = sim(responder(map_reply, "Option B"))
+    path, _ = write(tmp_path, paragraphs)
+    answer = ask(server, tmp_path, path)
+    assert "48213" in answer.answer
+    assert requests_of(server, RESOLVE_SYSTEM) == []
+    [reduce] = events(answer, "mapreduce.reduce")
+    assert [g["key"] for g in reduce.data["withdrawn_hedged"]] == [["1234"]]
+    assert "stated plainly" in reduce.data["decision"]["decided_by"]
+    assert all("1234" not in c.quote for c in answer.citations)
+
+
 @pytest.mark.parametrize("garbage", ["", "@@@ ### !!!", "Answer:", "```\n{}\n```"])
 def test_garbage_replies_count_as_parse_failures(sim, tmp_path: Path, garbage: str) -> None:
     server = sim(lambda messages: garbage)
@@ -455,3 +481,29 @@ def test_real_model_finds_passkey_in_many_chunks(
     text = doc.read_text()
     for citation in answer.citations:
         assert text[citation.start:citation.end] == citation.quote
+
+
+@pytest.mark.real_model
+def test_real_model_resolves_hedged_distractors(
+    real_endpoint, shared_data: Path, tmp_path: Path
+) -> None:
+    """Other chunks suggest a different value ("some say ... might be 1234"): the plainly
+    stated, verified value wins, and the counts of rejected records are in the trace."""
+    text = haystack(shared_data, 3000, PASSKEY, depth=0.65)
+    words = text.split(" ")
+    for depth in (0.15, 0.35):
+        cut = int(len(words) * depth)
+        words[cut:cut] = [HEDGED.replace("1234", "30518")]
+    text = " ".join(words)
+    doc = tmp_path / "haystack.txt"
+    doc.write_text(text)
+    settings = real_settings(real_endpoint, tmp_path, chunk_tokens=600, chunk_overlap=50)
+    with Pipeline(settings) as pipeline:
+        answer = pipeline.ask(doc, QUESTION, strategy="mapreduce")
+    assert "71942" in answer.answer and "30518" not in answer.answer
+    assert any("71942" in c.quote for c in answer.citations)
+    [reduce] = events(answer, "mapreduce.reduce")
+    records = events(answer, "mapreduce.map")
+    verified = [e for e in records if e.data["verified"]]
+    assert reduce.data["demoted"] >= 1, "no invented value was rejected"
+    assert 1 <= len(verified) < len(records)
