@@ -60,8 +60,27 @@ def _span(norm: Normalized, start: int, end: int) -> tuple[int, int]:
     return norm.index[start], norm.index[end - 1] + 1
 
 
+def _widen_to_words(text: str, start: int, end: int) -> tuple[int, int]:
+    """Grow a span so it neither starts nor ends inside a word or number."""
+    while start > 0 and text[start - 1].isalnum() and text[start].isalnum():
+        start -= 1
+    while end < len(text) and text[end].isalnum() and text[end - 1].isalnum():
+        end += 1
+    return start, end
+
+
 def locate(quote: str, text: str, norm: Normalized | None = None) -> tuple[int, int] | None:
-    """Character span of ``quote`` in ``text``: exact, then normalized, then fuzzy."""
+    """Character span of ``quote`` in ``text``: exact, then normalized, then fuzzy.
+
+    The span is widened to whole words, so a quote "passkey is 7103" found inside
+    "passkey is 71033" cites "passkey is 71033", never a cut number.
+    """
+    span = _locate(quote, text, norm)
+    return None if span is None else _widen_to_words(text, *span)
+
+
+def _locate(quote: str, text: str, norm: Normalized | None = None) -> tuple[int, int] | None:
+    """``locate`` without widening to whole words."""
     quote = quote.strip().strip("\"'“”‘’").strip()
     if len(quote) < MIN_QUOTE_CHARS:
         return None

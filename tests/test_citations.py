@@ -89,3 +89,12 @@ def test_evidence_must_hold_one_of_the_answers_numbers() -> None:
     assert find_evidence("1.3 million jobs were created in 2018.", "How many jobs?", text) is None
     span = find_evidence("A million jobs.", "How many jobs?", text)
     assert span is not None and text[span[0]:span[1]] == "More than a million jobs were added."
+
+
+def test_located_spans_never_cut_a_number_or_word() -> None:
+    text = "Noise before. The secret passkey is 71033. Noise after."
+    for quote in ("The secret passkey is 7103", "he secret passkey is 71033",
+                  "The secret passkey is 7103."):
+        span = locate(quote, text)
+        assert span is not None
+        assert text[span[0]:span[1]].rstrip(".") == "The secret passkey is 71033", quote
