@@ -18,7 +18,6 @@ CHAIN = ReaderSpec(
     answer_node="chain.manager",
     compress_node="chain.compress",
     budget_setting="cu_tokens",
-    default_budget=400,
     initial_notes="(no notes yet: you read the first part)",
 )
 

@@ -19,7 +19,6 @@ MEMORY = ReaderSpec(
     answer_node="memory.answer",
     compress_node="memory.compress",
     budget_setting="memory_tokens",
-    default_budget=400,
     initial_notes="No previous memory.",
     segment_setting="segment_tokens",
 )

@@ -51,7 +51,6 @@ from longdoc.prompts import document_block, get_prompt
 
 MAX_EVIDENCE_CHARS = 400  # a longer located span is narrowed to its best sentence
 MAX_NEW_EVIDENCE_PER_STEP = 2
-STEP_REPLY_TOKENS = 128  # default cap of a step's reply (setting step_reply_tokens)
 MIN_NOTES_SHARE = 0.25  # quotes may take at most 1 - this of the budget
 MAX_CITED = 3
 SUMMARY_WORDS = 200
@@ -75,15 +74,8 @@ class ReaderSpec:
     answer_node: str
     compress_node: str
     budget_setting: str
-    default_budget: int
     initial_notes: str
     segment_setting: str | None = None
-
-
-def setting(settings: Settings, name: str, default: int | None) -> int | None:
-    """A setting that may not exist yet in ``Settings`` (read with a default)."""
-    value = getattr(settings, name, None)
-    return default if value is None else value
 
 
 # --- evidence: keys, scores, candidates --------------------------------------------------
@@ -346,7 +338,7 @@ def reading_list(state: GraphState, settings: Settings, spec: ReaderSpec) -> lis
     """The parts to read, in document order: chunks (all or ``selected_chunks``), or
     segments of ``segment_setting`` tokens cut from the documents when that is set."""
     selected = state.get("selected_chunks")
-    size = setting(settings, spec.segment_setting, None) if spec.segment_setting else None
+    size = getattr(settings, spec.segment_setting) if spec.segment_setting else None
     if selected is None and size and state.get("documents"):
         return chunk_documents(state["documents"], chunk_tokens=size, overlap=0)
     chunks = state.get("chunks", [])
@@ -360,7 +352,7 @@ def build_reader(spec: ReaderSpec) -> CompiledStateGraph:
     """START -> prepare -> step (looping, one part per pass) -> answer -> END."""
 
     def budget_of(settings: Settings) -> int:
-        return int(setting(settings, spec.budget_setting, spec.default_budget))
+        return int(getattr(settings, spec.budget_setting))
 
     async def prepare(state: GraphState, runtime: Runtime[RunContext]) -> dict:
         settings, llm = runtime.context.settings, runtime.context.llm
@@ -409,7 +401,7 @@ def build_reader(spec: ReaderSpec) -> CompiledStateGraph:
         )
         # The reply need not fill the budget: a small model rambles to its limit, and
         # every generated token costs time at every step.
-        cap = int(setting(settings, "step_reply_tokens", STEP_REPLY_TOKENS))
+        cap = settings.step_reply_tokens
         reply = await llm.chat(messages, node=spec.step_node, max_tokens=min(room, cap))
         notes = clean_reply(reply) or before_notes
         added, found = find_evidence(chunk, reply, goal, task, carried, notes)
