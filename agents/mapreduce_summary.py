@@ -11,7 +11,9 @@ collapse  while the records' tokens exceed the reducer's budget, adjacent record
           selection: verified points first, by how many new words each covers. A record
           larger than the budget on its own drops its lowest-ranked points.
 reduce    one call writes about N words in paragraphs; code then attaches to each
-          paragraph the carried verified quotes sharing most words with it.
+          paragraph the carried verified quotes sharing most words with it, or, when none
+          fits, the source sentences its own sentences paraphrase (and counts, per
+          paragraph, how many of its sentences the source supports).
 
 The budgets all follow ``mapreduce.prompt_room``: window / margin - answer - template.
 """
@@ -53,7 +55,9 @@ MAX_EVIDENCE_CHARS = 400  # a longer located quote is narrowed to its best sente
 MAX_COLLAPSE_ROUNDS = 6
 MIN_NOTES_BUDGET = 64  # below this the reduce prompt has no room for notes at all
 MIN_CARRY_OVERLAP = 2  # shared words for a carried quote to support a new point
-MIN_LOCATED_OVERLAP = 3  # shared words for a chunk sentence to support a point (and 60 %)
+MIN_LOCATED_OVERLAP = 3  # shared words for a chunk sentence to support a point or sentence
+POINT_SUPPORT_SHARE = 0.6  # ... and the share of a key point's words it must hold
+SENTENCE_SUPPORT_SHARE = 0.4  # ... of a summary sentence's words (the reducer paraphrases)
 MAX_QUOTES_PER_PARAGRAPH = 3
 TOKENS_PER_WORD = 1.4  # cl100k tokens per English word, with some slack
 TOKENS_PER_POINT = 60  # a point with its quote, for sizing how many points to ask for
@@ -171,14 +175,15 @@ def locate_in_chunks(quote: str, point: str, chunks: list[Chunk]) -> Evidence | 
     return None
 
 
-def located_support(point: str, chunks: list[Chunk]) -> Evidence | None:
-    """The chunk sentence sharing most words with ``point``, if it shares most of them.
+def located_support(point: str, chunks: list[Chunk],
+                    share: float = POINT_SUPPORT_SHARE) -> Evidence | None:
+    """The chunk sentence sharing most words with ``point``, if it shares enough of them.
 
     For a point the model paraphrased without quoting: at least ``MIN_LOCATED_OVERLAP``
-    and 60 % of the point's words must occur in one sentence.
+    and ``share`` of the point's words must occur in one sentence.
     """
     words = content_words(point)
-    needed = max(MIN_LOCATED_OVERLAP, math.ceil(len(words) * 0.6))
+    needed = max(MIN_LOCATED_OVERLAP, math.ceil(len(words) * share))
     best, best_overlap = None, 0
     for chunk in chunks:
         for s, e in sentences(chunk.text):
@@ -392,6 +397,42 @@ def attach_quotes(paragraphs: list[str], records: list[SummaryRecord]) -> list[l
     return attached
 
 
+def sentence_support(paragraph: str, chunks: list[Chunk]) -> tuple[list[Evidence], int, int]:
+    """Source sentences supporting the sentences of ``paragraph``, found in code.
+
+    Each sentence of the paragraph is matched to the chunk sentence sharing most content
+    words with it (``located_support`` at ``SENTENCE_SUPPORT_SHARE``). Returns the distinct
+    evidence in paragraph order, and how many of the paragraph's sentences found support.
+    """
+    spans = sentences(paragraph) or [(0, len(paragraph))]
+    found: dict[tuple[str, int], Evidence] = {}
+    supported = 0
+    for s, e in spans:
+        evidence = located_support(paragraph[s:e], chunks, SENTENCE_SUPPORT_SHARE)
+        if evidence is not None:
+            supported += 1
+            found.setdefault((evidence.source, evidence.start), evidence)
+    return list(found.values()), supported, len(spans)
+
+
+def paragraph_evidence(paragraphs: list[str], records: list[SummaryRecord],
+                       chunks: list[Chunk]) -> tuple[list[list[Evidence]], list[dict]]:
+    """Per paragraph: the carried verified quotes that fit it, else sentences located in code.
+
+    Carried quotes (``attach_quotes``) come first; a paragraph they leave uncited gets the
+    source sentences its own sentences paraphrase (``sentence_support``). Also returns, per
+    paragraph, how many of its sentences the source supports, for the trace.
+    """
+    attached = attach_quotes(paragraphs, records)
+    checks = []
+    for paragraph, evidence in zip(paragraphs, attached, strict=True):
+        located, supported, total = sentence_support(paragraph, chunks)
+        if not evidence:
+            evidence.extend(located[:MAX_QUOTES_PER_PARAGRAPH])
+        checks.append({"sentences": total, "sentences_supported": supported})
+    return attached, checks
+
+
 # --- nodes ----------------------------------------------------------------------------------
 
 
@@ -552,7 +593,9 @@ async def write_summary(state: GraphState, runtime: Runtime[RunContext]) -> dict
     reply, call = await timed_chat(runtime, messages, REDUCE_NODE,
                                    max_tokens=summary_tokens(words))
     paragraphs = split_paragraphs(reply)
-    attached = attach_quotes(paragraphs, records)
+    read = {cid for r in records for cid in r.chunk_ids}
+    chunks = [c for c in state.get("chunks", []) if c.id in read]
+    attached, checks = paragraph_evidence(paragraphs, records, chunks)
     paragraph_quotes = [[Quote(text=ev.text, source=ev.source, origin=ev.origin) for ev in evs]
                         for evs in attached]
     quotes = list({(q.source, q.text): q for qs in paragraph_quotes for q in qs}.values())
@@ -562,11 +605,13 @@ async def write_summary(state: GraphState, runtime: Runtime[RunContext]) -> dict
         data={"records": len(records), "points": sum(len(r.points) for r in records),
               "verified_points": sum(p.verified for r in records for p in r.points),
               "words": len(" ".join(paragraphs).split()), "words_requested": words,
-              "paragraphs": [{"words": len(p.split()),
-                              "quotes": [(e.source, e.start, e.end) for e in evs]}
-                             for p, evs in zip(paragraphs, attached, strict=True)],
-              "call": call, "decision": "summary written by the model, quotes attached in "
-                                        "code by word overlap"},
+              "paragraphs": [{"words": len(p.split()), **check,
+                              "quotes": [(e.source, e.start, e.end, e.origin) for e in evs]}
+                             for p, evs, check in zip(paragraphs, attached, checks,
+                                                      strict=True)],
+              "call": call, "decision": "summary written by the model; quotes attached in "
+                                        "code: carried verified quotes by word overlap, "
+                                        "else the source sentences it paraphrases"},
     )]
     found = bool(paragraphs)
     return {"draft": Draft(answer="\n\n".join(paragraphs) if found else reply.strip(),

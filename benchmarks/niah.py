@@ -1,16 +1,25 @@
 """Needle-in-a-haystack accuracy of a strategy on the embedded model, over real prose.
 
 Usage: .venv/bin/python benchmarks/niah.py [--strategy direct] [--lengths 2000 4000 6000] [--runs 5]
+       .venv/bin/python benchmarks/niah.py --strategy mapreduce --lengths 20000 --runs 10 --cli
        .venv/bin/python benchmarks/niah.py --lengths 128000 --write-haystack /tmp/h128k.txt
 Prints a Markdown table: per length, passkeys found in the answer and with a verified
-citation that contains the passkey, plus mean seconds per question.
+citation that contains the passkey, plus mean seconds per question. ``--cli`` asks through
+``longdoc ask --strategy S --json --trace`` (a new process and embedded server per question)
+instead of the Python API, varies the haystack text per run (it starts at a different
+address) and prints one line per run with the chunk records the reducer rejected.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import json
+import os
 import random
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -23,9 +32,14 @@ from longdoc.pipeline.tokens import encoding
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "inaugural"
 
 
-def haystack(tokens: int, needle: str, depth: float) -> str:
-    """About ``tokens`` cl100k tokens of inaugural addresses with ``needle`` at ``depth``."""
-    prose = "\n\n".join(load_document(p).text for p in sorted(DATA.glob("*.txt")))
+def haystack(tokens: int, needle: str, depth: float, first_file: int = 0) -> str:
+    """About ``tokens`` cl100k tokens of inaugural addresses with ``needle`` at ``depth``.
+
+    The text starts at the ``first_file``-th address (in name order, wrapping around).
+    """
+    files = sorted(DATA.glob("*.txt"))
+    files = files[first_file % len(files):] + files[:first_file % len(files)]
+    prose = "\n\n".join(load_document(p).text for p in files)
     enc = encoding()
     ids = enc.encode(prose)[:tokens]
     text = enc.decode(ids)
@@ -33,11 +47,35 @@ def haystack(tokens: int, needle: str, depth: float) -> str:
     return text[:cut] + needle + " " + text[cut:]
 
 
+def ask_cli(doc: Path, question: str, strategy: str) -> dict:
+    """``longdoc ask --json --trace`` in a new process; its JSON (or the error)."""
+    done = subprocess.run(
+        [sys.executable, "-m", "longdoc", "ask", str(doc), "-q", question,
+         "--strategy", strategy, "--json", "--trace"],
+        capture_output=True, text=True, timeout=3600,
+        env={**os.environ, "LONGDOC_USE_CACHE": "false"})
+    if done.returncode != 0:
+        return {"answer": f"error {done.returncode}: {done.stderr.strip()}", "citations": [],
+                "trace": []}
+    return json.loads(done.stdout)
+
+
+def rejected(result: dict) -> str:
+    """'demoted/records' from the reduce step's trace (records with an answer not verified)."""
+    for event in result.get("trace", []):
+        data = event.get("data", {})
+        if "demoted" in data and "verified" in data:
+            return f"{data['demoted']} demoted, {data['verified']} verified"
+    return "-"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--lengths", type=int, nargs="+", default=[2000, 4000, 6000])
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--strategy", default="direct")
+    parser.add_argument("--cli", action="store_true",
+                        help="ask through `longdoc ask --json` and vary the text per run")
     parser.add_argument("--write-haystack", type=Path, metavar="PATH",
                         help="only write one haystack (first --lengths value, depth 0.5, "
                              "passkey 48213) to PATH and exit")
@@ -48,8 +86,9 @@ def main() -> None:
         return
     rng = random.Random(7)
     rows = []
-    with Pipeline(load_settings(use_cache=False)) as pipeline, \
-            tempfile.TemporaryDirectory() as tmp:
+    question = "What is the secret passkey?"
+    serving = contextlib.nullcontext() if args.cli else Pipeline(load_settings(use_cache=False))
+    with serving as pipeline, tempfile.TemporaryDirectory() as tmp:
         for length in args.lengths:
             found = cited = 0
             seconds = []
@@ -57,13 +96,25 @@ def main() -> None:
                 key = str(rng.randint(10000, 99999))
                 depth = (run + 0.5) / args.runs
                 doc = Path(tmp) / f"h{length}-{run}.txt"
-                doc.write_text(haystack(length, f"The secret passkey is {key}.", depth))
+                first = 7 * run if args.cli else 0
+                doc.write_text(haystack(length, f"The secret passkey is {key}.", depth, first))
                 started = time.perf_counter()
-                answer = pipeline.ask(doc, "What is the secret passkey?",
-                                      strategy=args.strategy)
+                if args.cli:
+                    result = ask_cli(doc, question, args.strategy)
+                    text, quotes = result["answer"], [c["quote"] for c in result["citations"]]
+                else:
+                    answer = pipeline.ask(doc, question, strategy=args.strategy)
+                    text, quotes = answer.answer, [c.quote for c in answer.citations]
                 seconds.append(time.perf_counter() - started)
-                found += key in answer.answer
-                cited += key in answer.answer and any(key in c.quote for c in answer.citations)
+                hit = key in text
+                good = hit and any(key in q for q in quotes)
+                found += hit
+                cited += good
+                if args.cli:
+                    print(f"run {run}: depth {depth:.2f}, key {key}, first file {first}: "
+                          f"{'cited' if good else 'found' if hit else 'MISSED'}; "
+                          f"{rejected(result)}; {seconds[-1]:.0f} s; answer {text[:80]!r}",
+                          flush=True)
             rows.append((length, found, cited, args.runs, statistics.mean(seconds)))
     print("| strategy | tokens | answer has passkey | + verified citation | s/question |")
     print("|---|---|---|---|---|")

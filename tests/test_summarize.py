@@ -213,6 +213,29 @@ def test_invented_quotes_leave_points_unverified_and_uncited(sim, tmp_path: Path
     assert answer.citations == []
 
 
+def test_paraphrased_summary_is_cited_by_the_sentences_it_paraphrases(
+    sim, tmp_path: Path
+) -> None:
+    """No key point verifies, so no quote is carried; the reducer's paraphrase of one source
+    sentence is cited by that sentence (located in code), its invented sentence by nothing."""
+    invented = 'Point: the town built a castle.\nQuote: "A castle of gold was built in 1850."'
+    summary = ("The council members welcomed the approved bridge and held a festival. "
+               "Dragons guarded a castle of gold.")
+    server = sim(summary_model(map_reply=lambda user: invented,
+                               reduce_reply=lambda user: summary))
+    path, text = write_doc(tmp_path, n=3)
+    answer = summarize(server, tmp_path, path, words=60)
+    assert all(e.data["verified"] == 0 for e in events(answer, "mapreduce.summary_map"))
+    assert_exact(answer, text)
+    assert [c.quote for c in answer.citations] == [
+        "The council members of the bridge welcomed the change and held a festival in the "
+        "bridge square."]
+    assert answer.citations[0].origin == "located" and answer.citations[0].paragraph == 1
+    [reduce] = events(answer, "mapreduce.summary_reduce")
+    assert reduce.data["paragraphs"][0]["sentences"] == 2
+    assert reduce.data["paragraphs"][0]["sentences_supported"] == 1
+
+
 def test_direct_summary_for_comparison(sim, tmp_path: Path) -> None:
     server = sim(summary_model())
     path, text = write_doc(tmp_path, n=3)
