@@ -15,7 +15,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from longdoc.pipeline.errors import LongdocError
+from longdoc.pipeline.errors import InputError, LongdocError
 from longdoc.pipeline.settings import Backend, load_settings
 
 if TYPE_CHECKING:
@@ -216,6 +216,81 @@ def serve(backend: BackendOpt = None) -> None:
         pass
     finally:
         server.stop()
+
+
+def _csv(value: str, name: str, parse: Callable[[str], Any] = str) -> list[Any]:
+    """Comma-separated values of option ``name``; InputError for a bad one."""
+    items = [v.strip() for v in value.split(",") if v.strip()]
+    try:
+        return [parse(v) for v in items]
+    except ValueError as exc:
+        raise InputError(f"--{name}: cannot read {value!r} ({exc})") from exc
+
+
+def _tokens(value: str) -> int:
+    """'8000', '8k' or '1m' as a number of tokens."""
+    scale = {"k": 1000, "m": 1_000_000}.get(value[-1:].lower(), 1)
+    return int(float(value[:-1] if scale > 1 else value) * scale)
+
+
+@app.command(name="eval")
+def eval_(
+    tasks: Annotated[str, typer.Option(
+        help="Comma-separated: single_needle, multi_key, multi_value, two_hop, distractor, "
+             "qa, summary")] = "single_needle,multi_key,multi_value,two_hop,distractor",
+    strategies: Annotated[str, typer.Option(help="Comma-separated strategies")] =
+        "direct,rag,mapreduce,chain,memory,auto",
+    lengths: Annotated[str, typer.Option(help="Document lengths in tokens, e.g. 4k,32k,128k")] =
+        "4k,8k,16k",
+    depths: Annotated[str, typer.Option(help="Needle depths in 0-1")] = "0.1,0.5,0.9",
+    samples: Annotated[int, typer.Option(help="Samples per (task, length, depth)")] = 1,
+    seed: Annotated[int, typer.Option(help="Seed of the task generator")] = 0,
+    data: Annotated[Path | None, typer.Option(
+        help="Folder of .txt/.md/.pdf haystack text (default ../shared/data)")] = None,
+    glob: Annotated[list[str] | None, typer.Option(
+        help="Haystack files under --data (repeatable; default every supported file)")] = None,
+    reference: Annotated[list[Path] | None, typer.Option(
+        help="JSONL of {input, instructions, outputs} for qa/summary (default: under --data)"),
+    ] = None,
+    results: Annotated[Path, typer.Option(help="Results JSONL; runs already there are skipped")]
+        = Path("longdoc-eval/results.jsonl"),
+    report_dir: Annotated[Path | None, typer.Option(
+        help="Where report.md/.html and the PNGs go (default: beside --results)")] = None,
+    report_only: Annotated[bool, typer.Option(
+        "--report-only", help="Only write the report from --results")] = False,
+    backend: BackendOpt = None,
+    cache: Annotated[bool, typer.Option(help="Reuse cached responses (off: every run calls "
+                                             "the model)")] = False,
+    progress: Annotated[bool, typer.Option(help="Show a progress bar")] = True,
+) -> None:
+    """Run generated tasks with each strategy, append scored results, write a report."""
+    from longdoc.pipeline.evaluation import read_results, run_eval, write_report
+    from longdoc.pipeline.evaluation.tasks import DEFAULT_DATA
+
+    try:
+        if report_only:
+            found = read_results(results)
+            if not found:
+                raise InputError(f"no results in {results}")
+            report = write_report(found, report_dir or results.parent, source=str(results))
+            out.print(f"report: {report.markdown} ({len(report.images)} plot(s))")
+            return
+        run = run_eval(
+            tasks=_csv(tasks, "tasks"), strategies=_csv(strategies, "strategies"),
+            lengths=_csv(lengths, "lengths", _tokens), depths=_csv(depths, "depths", float),
+            samples=samples, seed=seed, data=data or DEFAULT_DATA, globs=glob,
+            reference=reference, results=results, report_dir=report_dir,
+            settings=load_settings(backend=backend, use_cache=cache), progress=progress,
+        )
+    except LongdocError as error:
+        _fail(error)
+    counts = {s: sum(r.status == s for r in run.new) for s in ("ok", "refused", "error")}
+    out.print(f"{run.tasks} task(s); {len(run.new)} new run(s) ({counts['ok']} answered, "
+              f"{counts['refused']} refused, {counts['error']} failed), "
+              f"{len(run.results)} in {results}")
+    if run.report:
+        out.print(f"report: {run.report.markdown} and {run.report.html.name} "
+                  f"({len(run.report.images)} plot(s))")
 
 
 def main() -> None:

@@ -1,0 +1,162 @@
+"""Run tasks × strategies through the pipeline; one JSON line per run, resumable.
+
+Every finished (task, strategy) run is appended to the results file at once, so an
+interrupted evaluation loses at most the run in progress; a rerun with the same file
+skips the runs already there (keyed by the task's digest and the strategy).
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from collections.abc import Sequence
+from contextlib import ExitStack
+from pathlib import Path
+
+from pydantic import ValidationError
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+
+from longdoc.pipeline.api import Pipeline
+from longdoc.pipeline.errors import BackendError, InputError
+from longdoc.pipeline.evaluation.metrics import EvalResult, evaluate, failed
+from longdoc.pipeline.evaluation.tasks import EvalTask
+from longdoc.pipeline.settings import Settings, load_settings
+
+STRATEGY_NAMES = ("direct", "rag", "mapreduce", "chain", "memory", "auto")
+MAX_BACKEND_FAILURES = 3  # consecutive: the backend is down, stop instead of recording more
+
+
+def check_strategies(strategies: Sequence[str]) -> list[str]:
+    """The strategies, de-duplicated; InputError for an unknown one."""
+    if not strategies:
+        raise InputError("no strategies given")
+    for name in strategies:
+        if name not in STRATEGY_NAMES:
+            raise InputError(f"unknown strategy {name!r} (choose from {list(STRATEGY_NAMES)})")
+    return list(dict.fromkeys(strategies))
+
+
+def read_results(path: Path) -> list[EvalResult]:
+    """The results in ``path`` (none if it does not exist).
+
+    A line that is not a result (e.g. cut short by a kill mid-write) is skipped.
+    """
+    if not path.is_file():
+        return []
+    results = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if line.strip():
+            try:
+                results.append(EvalResult.model_validate_json(line))
+            except ValidationError:
+                continue
+    return results
+
+
+def append_result(path: Path, result: EvalResult) -> None:
+    """Append one result line (and make sure an earlier cut line does not swallow it)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    needs_newline = path.is_file() and path.stat().st_size > 0 and \
+        not path.read_bytes().endswith(b"\n")
+    with path.open("a", encoding="utf-8") as out:
+        out.write(("\n" if needs_newline else "") + result.model_dump_json() + "\n")
+
+
+def run_one(pipeline: Pipeline, task: EvalTask, strategy: str, document: Path,
+            model: str | None = None) -> EvalResult:
+    """Run ``task`` with ``strategy`` and score it. A refused input (e.g. ``direct`` over
+    the window) is recorded as "refused"; any other failure but a backend one as "error"."""
+    started = time.perf_counter()
+    try:
+        if task.kind == "summary":
+            answer = pipeline.summarize(document, words=task.words or 300, strategy=strategy)
+        else:
+            answer = pipeline.ask(document, task.question or "", strategy=strategy)
+    except InputError as exc:
+        reason = str(exc)
+        if strategy == "direct" and "direct path fits" in reason:
+            reason = f"over budget: {reason}"
+        return failed(task, strategy, "refused", reason, time.perf_counter() - started, model)
+    except BackendError:
+        raise
+    except Exception as exc:  # a bug in one strategy must not end a long evaluation
+        return failed(task, strategy, "error", f"{type(exc).__name__}: {exc}",
+                      time.perf_counter() - started, model)
+    return evaluate(task, strategy, answer, time.perf_counter() - started, model)
+
+
+def _line(result: EvalResult) -> str:
+    if result.status != "ok":
+        return f"{result.task_id} {result.strategy}: {result.status} ({result.error})"
+    return (f"{result.task_id} {result.strategy}: score {result.score:.2f}, "
+            f"{result.llm_calls} calls, {result.prompt_tokens} prompt tokens, "
+            f"{result.wall_s:.0f}s; answer {result.answer[:60]!r}")
+
+
+def run_tasks(
+    tasks: Sequence[EvalTask],
+    strategies: Sequence[str],
+    results_path: Path,
+    *,
+    pipeline: Pipeline | None = None,
+    settings: Settings | None = None,
+    progress: bool = True,
+    console: Console | None = None,
+) -> list[EvalResult]:
+    """Run every (task, strategy) not yet in ``results_path``, appending each result.
+
+    Shorter tasks run first. Uses ``pipeline`` if given, else one built from ``settings``
+    (default: the user's settings with the response cache off, so every run calls the
+    model). Returns the results of this call's runs.
+    """
+    strategies = check_strategies(strategies)
+    done = {r.key for r in read_results(results_path)}
+    pending = [(t, s) for t in sorted(tasks, key=lambda t: (t.length, t.kind, t.depth or 0,
+                                                          t.sample))
+               for s in strategies if (t.digest, s) not in done]
+    console = console or Console(stderr=True)
+    if not pending:
+        if progress:
+            console.print(f"all {len(tasks) * len(strategies)} run(s) already in {results_path}")
+        return []
+    new: list[EvalResult] = []
+    with ExitStack() as stack:
+        if pipeline is None:
+            pipeline = stack.enter_context(
+                Pipeline(settings or load_settings(use_cache=False)))
+        model = pipeline.backend.start().model
+        folder = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="longdoc-eval-")))
+        bar = stack.enter_context(Progress(
+            TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+            TimeElapsedColumn(), TimeRemainingColumn(), console=console, disable=not progress,
+        ))
+        skipped = len(tasks) * len(strategies) - len(pending)
+        bar_id = bar.add_task(f"eval ({skipped} done before)", total=len(pending))
+        backend_failures = 0
+        for task, strategy in pending:
+            bar.update(bar_id, description=f"{task.id} {strategy}")
+            document = task.write(folder)
+            try:
+                result = run_one(pipeline, task, strategy, document, model)
+                backend_failures = 0
+            except BackendError as exc:
+                backend_failures += 1
+                if backend_failures >= MAX_BACKEND_FAILURES:
+                    raise BackendError(f"{backend_failures} backend failures in a row, "
+                                       f"stopping (rerun to resume): {exc}") from exc
+                result = failed(task, strategy, "error", f"backend: {exc}", 0.0, model)
+            append_result(results_path, result)
+            new.append(result)
+            if progress:
+                bar.console.print(_line(result), highlight=False, markup=False)
+            bar.advance(bar_id)
+    return new
+
