@@ -227,12 +227,6 @@ def _csv(value: str, name: str, parse: Callable[[str], Any] = str) -> list[Any]:
         raise InputError(f"--{name}: cannot read {value!r} ({exc})") from exc
 
 
-def _tokens(value: str) -> int:
-    """'8000', '8k' or '1m' as a number of tokens."""
-    scale = {"k": 1000, "m": 1_000_000}.get(value[-1:].lower(), 1)
-    return int(float(value[:-1] if scale > 1 else value) * scale)
-
-
 @app.command(name="eval")
 def eval_(
     tasks: Annotated[str, typer.Option(
@@ -265,7 +259,7 @@ def eval_(
 ) -> None:
     """Run generated tasks with each strategy, append scored results, write a report."""
     from longdoc.pipeline.evaluation import read_results, run_eval, write_report
-    from longdoc.pipeline.evaluation.tasks import DEFAULT_DATA
+    from longdoc.pipeline.evaluation.tasks import DEFAULT_DATA, parse_length
 
     try:
         if report_only:
@@ -277,7 +271,7 @@ def eval_(
             return
         run = run_eval(
             tasks=_csv(tasks, "tasks"), strategies=_csv(strategies, "strategies"),
-            lengths=_csv(lengths, "lengths", _tokens), depths=_csv(depths, "depths", float),
+            lengths=_csv(lengths, "lengths", parse_length), depths=_csv(depths, "depths", float),
             samples=samples, seed=seed, data=data or DEFAULT_DATA, globs=glob,
             reference=reference, results=results, report_dir=report_dir,
             settings=load_settings(backend=backend, use_cache=cache), progress=progress,

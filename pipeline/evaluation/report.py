@@ -176,7 +176,8 @@ def plot_score_by_length(cells: Sequence[Cell], path: Path) -> Path:
         ax.set_xlabel("document tokens (cl100k)")
         ax.set_ylabel("score")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
+        if ax.get_lines():
+            ax.legend(fontsize=7)
     for ax in list(axes.flat)[len(kinds):]:
         ax.axis("off")
     fig.tight_layout()
@@ -197,8 +198,7 @@ def plot_depth_heatmap(results: Sequence[EvalResult], kind: str, path: Path) -> 
     fig, axes = plt.subplots(rows, cols, figsize=(1.2 * len(lengths) * cols + 2.5 * cols,
                                                   0.5 * len(depths) * rows + 1.8 * rows),
                              squeeze=False, layout="constrained")
-    cmap = plt.get_cmap("RdYlGn").copy()
-    cmap.set_bad("lightgrey")
+    cmap = plt.get_cmap("RdYlGn").with_extremes(bad="lightgrey")
     image = None
     for ax, strategy in zip(axes.flat, strategies, strict=False):
         grid = [[_mean(r.score for r in runs if r.strategy == strategy and r.status == "ok"

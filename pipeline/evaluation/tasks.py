@@ -218,6 +218,12 @@ def insert_sentences(base: str, needles: Sequence[tuple[float, str]]) -> tuple[s
     return text, evidence
 
 
+def parse_length(value: str) -> int:
+    """'8000', '8k' or '1m' as a number of tokens (ValueError if it is none)."""
+    scale = {"k": 1000, "m": 1_000_000}.get(value[-1:].lower(), 1)
+    return int(float(value[:-1] if scale > 1 else value) * scale)
+
+
 def _values(rng: random.Random, count: int, avoid: str, digits: int = 5) -> list[str]:
     """``count`` distinct random numbers of ``digits`` digits that do not occur in ``avoid``."""
     values: list[str] = []
