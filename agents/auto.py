@@ -41,7 +41,7 @@ def retrieval_confident(retrieval: Retrieval) -> tuple[bool, str]:
 async def route(state: GraphState, runtime: Runtime[RunContext]) -> dict:
     """Choose the strategy (and, for retrieval-filtered reads, the chunks to read)."""
     settings = runtime.context.settings
-    budget = direct_budget(state, settings, runtime.context.llm.endpoint.context_window)
+    budget = direct_budget(state, settings, runtime.context.llm.window_tokens)
     update: dict = {}
     data: dict = {"doc_tokens": budget.doc_tokens, "direct_room": budget.room}
     if budget.fits:

@@ -60,12 +60,13 @@ class DirectBudget(NamedTuple):
         return 0 < self.doc_tokens <= self.room
 
 
-def direct_budget(state: GraphState, settings: Settings, window: int) -> DirectBudget:
-    """Tokens of the documents and of the room for them in the direct prompt."""
+def direct_budget(state: GraphState, settings: Settings, window_tokens: int) -> DirectBudget:
+    """Tokens of the documents and of the room for them in the direct prompt
+    (``window_tokens``: the served window in cl100k tokens, ``LLMClient.window_tokens``)."""
     node, fields, answer_tokens = _request(state, settings.max_answer_tokens)
     rendered = get_prompt(node).render(documents="", **fields)
     overhead = count_tokens("".join(m["content"] for m in rendered))
-    room = int(window / settings.token_margin) - answer_tokens - overhead
+    room = window_tokens - answer_tokens - overhead
     doc_tokens = sum(count_tokens(document_block(d.source, d.text)) for d in state["documents"])
     return DirectBudget(doc_tokens, room, overhead, answer_tokens)
 
@@ -77,7 +78,8 @@ async def answer(state: GraphState, runtime: Runtime[RunContext]) -> dict:
     template = get_prompt(node)
     texts = [(doc.source, doc.text) for doc in state["documents"]]
     window = llm.endpoint.context_window
-    doc_tokens, budget, overhead, answer_tokens = direct_budget(state, settings, window)
+    doc_tokens, budget, overhead, answer_tokens = direct_budget(state, settings,
+                                                                llm.window_tokens)
     trace = []
     if budget <= 0:
         raise InputError(
@@ -89,7 +91,7 @@ async def answer(state: GraphState, runtime: Runtime[RunContext]) -> dict:
             raise InputError(
                 f"the documents have ~{doc_tokens} tokens but the direct path fits ~{budget} "
                 f"(window {window}, answer {answer_tokens}, margin "
-                f"{settings.token_margin:g}); use another strategy or --truncate"
+                f"{llm.token_margin:.3g}); use another strategy or --truncate"
             )
         texts, cut = _truncate(state["documents"], budget - 20 * len(texts))
         trace.append(TraceEvent(node=node, message=f"truncated {cut} tokens to fit the window"))

@@ -393,9 +393,8 @@ def prompt_room(
     The one budget rule of this strategy: the served window over the token margin,
     minus the answer's tokens, minus the template's own text.
     """
-    settings, llm = runtime.context.settings, runtime.context.llm
     overhead = sum(count_tokens(m["content"]) for m in get_prompt(node).render(**fields))
-    return int(llm.endpoint.context_window / settings.token_margin) - answer_tokens - overhead
+    return runtime.context.llm.window_tokens - answer_tokens - overhead
 
 
 def fan_out(state: GraphState, runtime: Runtime[RunContext]) -> list[Send] | str:

@@ -122,7 +122,7 @@ async def answer(state: GraphState, runtime: Runtime[RunContext]) -> dict:
     window = llm.endpoint.context_window
     overhead = count_tokens("".join(
         m["content"] for m in template.render(documents="", question=question)))
-    budget = int(window / settings.token_margin) - settings.max_answer_tokens - overhead
+    budget = llm.window_tokens - settings.max_answer_tokens - overhead
     if budget <= 0:
         raise InputError(
             f"the prompt alone (~{overhead} tokens) leaves no room in the {window}-token window"

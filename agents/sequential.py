@@ -365,8 +365,7 @@ def build_reader(spec: ReaderSpec) -> CompiledStateGraph:
             overhead = sum(count_tokens(m["content"]) for m in _prompt(spec.step_node, task)
                            .render(notes="", document=document_block(segments[0].source, ""),
                                    question=_goal(state), words="0"))
-            room = int(llm.endpoint.context_window / settings.token_margin) - overhead \
-                - 2 * budget
+            room = llm.window_tokens - overhead - 2 * budget
             largest = max(c.tokens for c in segments)
             if largest > room:
                 raise InputError(

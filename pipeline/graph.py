@@ -25,18 +25,19 @@ async def ingest(state: GraphState, runtime: Runtime[RunContext]) -> dict:
         max_file_mb=settings.max_file_mb,
         max_pages=settings.max_pages,
     )
+    data: dict = {"documents": [
+        {"source": d.source, "chars": len(d.text), "pages": len(d.pages)} for d in documents
+    ]}
+    # Budgets count cl100k tokens; where the server tokenizes, measure its model's ratio.
+    llm = runtime.context.llm
+    ratio = await llm.calibrate([d.text for d in documents])
+    if ratio is not None:
+        data["served_tokens_per_cl100k"] = round(ratio, 4)
+        data["token_margin"] = round(llm.token_margin, 4)
     return {
         "documents": documents,
-        "trace": [
-            TraceEvent(
-                node="ingest",
-                message=f"read {len(documents)} document(s)",
-                data={"documents": [
-                    {"source": d.source, "chars": len(d.text), "pages": len(d.pages)}
-                    for d in documents
-                ]},
-            )
-        ],
+        "trace": [TraceEvent(node="ingest", message=f"read {len(documents)} document(s)",
+                             data=data)],
     }
 
 

@@ -10,14 +10,19 @@ import time
 from pathlib import Path
 from typing import Any
 
+import httpx
 import openai
 from pydantic import BaseModel
 
 from longdoc.pipeline.errors import BackendError
 from longdoc.pipeline.models import CallRecord
 from longdoc.pipeline.settings import Settings
+from longdoc.pipeline.tokens import ServedTokenizer, count_tokens
 
 Message = dict[str, str]
+CALIBRATION_CHARS = 200_000  # text measured with the served tokenizer, in evenly spread parts
+CALIBRATION_PARTS = 8
+MARGIN_SLACK = 1.05  # the chat template's tokens and prompts tokenizing a little differently
 
 
 class Endpoint(BaseModel):
@@ -27,6 +32,7 @@ class Endpoint(BaseModel):
     model: str
     api_key: str = "not-needed"
     context_window: int
+    served_tokenizer: bool = False  # the server counts tokens with its model (POST /tokenize)
 
 
 class ResponseCache:
@@ -78,6 +84,37 @@ class LLMClient:
             max_retries=settings.max_retries,
         )
         self._semaphore = asyncio.Semaphore(settings.concurrency)
+        self.tokenizer = (
+            ServedTokenizer(endpoint.base_url, endpoint.model, endpoint.api_key)
+            if endpoint.served_tokenizer else None
+        )
+        self.token_margin = settings.token_margin
+
+    @property
+    def window_tokens(self) -> int:
+        """The served window in cl100k tokens (the unit of every budget): the window over
+        the token margin."""
+        return int(self.endpoint.context_window / self.token_margin)
+
+    async def calibrate(self, texts: list[str]) -> float | None:
+        """Make ``token_margin`` exact for the served model, if it offers its tokenizer.
+
+        The margin becomes the served model's tokens per cl100k token over ``texts`` (up to
+        ``CALIBRATION_CHARS`` of them, spread evenly) times ``MARGIN_SLACK``; without a
+        served tokenizer the configured ``token_margin`` stays. Returns the measured ratio.
+        """
+        if self.tokenizer is None:
+            return None
+        sample = _spread_sample("\n\n".join(t for t in texts if t.strip()))
+        if not sample:
+            return None
+        try:
+            served = await asyncio.gather(*(self.tokenizer.count(part) for part in sample))
+        except (httpx.HTTPError, ValueError) as exc:
+            raise BackendError(f"the model server's /tokenize failed: {_short(exc)}") from exc
+        ratio = sum(served) / max(1, sum(count_tokens(part) for part in sample))
+        self.token_margin = max(ratio, 0.5) * MARGIN_SLACK
+        return ratio
 
     async def chat(
         self, messages: list[Message], *, node: str, max_tokens: int | None = None
@@ -124,6 +161,7 @@ class LLMClient:
                 node=node,
                 prompt_tokens=usage.prompt_tokens if usage else 0,
                 completion_tokens=usage.completion_tokens if usage else 0,
+                cached_prompt_tokens=_cached_tokens(usage),
                 latency_s=round(latency, 4),
             )
         )
@@ -133,6 +171,26 @@ class LLMClient:
 
     async def close(self) -> None:
         await self._client.close()
+
+
+def _cached_tokens(usage: Any) -> int:
+    """``usage.prompt_tokens_details.cached_tokens`` if the server reports it, else 0."""
+    details = getattr(usage, "prompt_tokens_details", None)
+    return int(getattr(details, "cached_tokens", None) or 0)
+
+
+def _spread_sample(text: str) -> list[str]:
+    """``text`` whole if short, else ``CALIBRATION_PARTS`` evenly spread parts cut at spaces
+    (``CALIBRATION_CHARS`` in all)."""
+    if len(text) <= CALIBRATION_CHARS:
+        return [text] if text.strip() else []
+    size, step = CALIBRATION_CHARS // CALIBRATION_PARTS, len(text) // CALIBRATION_PARTS
+    parts = []
+    for start in range(0, CALIBRATION_PARTS * step, step):
+        part = text[start:start + size]
+        cut_start, cut_end = part.find(" "), part.rfind(" ")
+        parts.append(part[cut_start + 1:cut_end] if 0 <= cut_start < cut_end else part)
+    return [p for p in parts if p.strip()]
 
 
 def _reply_text(response: Any) -> str:

@@ -80,6 +80,7 @@ class CallRecord(BaseModel):
     node: str
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    cached_prompt_tokens: int = 0  # served from the server's prefix cache (vLLM)
     latency_s: float = 0.0
     cached: bool = False
 
@@ -91,6 +92,9 @@ class NodeUsage(BaseModel):
     prompt_tokens: int = 0
     completion_tokens: int = 0
     cache_hits: int = 0
+    cached_prompt_tokens: int = Field(
+        0, description="Prompt tokens the server took from its prefix cache (vLLM reports them)"
+    )
     latency_s: float = 0.0
 
     def add(self, call: CallRecord) -> None:
@@ -100,6 +104,7 @@ class NodeUsage(BaseModel):
         self.llm_calls += 1
         self.prompt_tokens += call.prompt_tokens
         self.completion_tokens += call.completion_tokens
+        self.cached_prompt_tokens += call.cached_prompt_tokens
         self.latency_s = round(self.latency_s + call.latency_s, 4)
 
 

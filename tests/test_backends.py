@@ -10,34 +10,35 @@ from pathlib import Path
 import httpx
 import pytest
 
-from longdoc.pipeline.backends import Backend, EmbeddedServer, default_gguf, vllm_command
+from longdoc.pipeline.backends import Backend, EmbeddedServer, default_gguf, vllm_command, vllm_env
 from longdoc.pipeline.errors import BackendError
 from longdoc.pipeline.settings import Settings
+from longdoc.pipeline.vllm_model import VLLMRuntime
 
 
-def test_vllm_command_with_and_without_cli() -> None:
+def test_vllm_command_on_gpu_and_cpu() -> None:
     settings = Settings(vllm_model="Qwen/Qwen2.5-7B-Instruct", vllm_max_model_len=32768,
                         vllm_gpu_memory_utilization=0.85, vllm_tensor_parallel_size=2,
-                        vllm_extra_args=["--dtype", "bfloat16"])
-    command = vllm_command(settings, 8123, has_cli=True)
-    assert command[:3] == ["vllm", "serve", "Qwen/Qwen2.5-7B-Instruct"]
+                        vllm_extra_args=["--max-num-seqs", "64"])
+    gpu = VLLMRuntime(python="/env/bin/python", version="0.33.0")
+    command = vllm_command(settings, 8123, gpu, "Qwen/Qwen2.5-7B-Instruct")
+    assert command[:5] == ["/env/bin/python", "-m", "vllm.entrypoints.openai.api_server",
+                           "--model", "Qwen/Qwen2.5-7B-Instruct"]
     joined = " ".join(command)
     for part in ("--host 127.0.0.1", "--port 8123", "--max-model-len 32768",
                  "--gpu-memory-utilization 0.85", "--tensor-parallel-size 2",
-                 "--enable-prefix-caching", "--dtype bfloat16"):
+                 "--enable-prefix-caching", "--enable-prompt-tokens-details",
+                 "--max-num-seqs 64"):
         assert part in joined
-    fallback = vllm_command(settings, 8123, has_cli=False)
-    assert fallback[1:5] == ["-m", "vllm.entrypoints.openai.api_server", "--model",
-                             "Qwen/Qwen2.5-7B-Instruct"]
-
-
-def test_vllm_backend_without_vllm_is_a_clear_error(tmp_path: Path) -> None:
-    import importlib.util
-
-    if importlib.util.find_spec("vllm") is not None:
-        pytest.skip("vLLM is installed here")
-    with pytest.raises(BackendError, match="needs vLLM"):
-        Backend(Settings(backend="vllm", vllm_model="m", cache_dir=tmp_path)).start()
+    assert "--enforce-eager" not in joined
+    cpu = VLLMRuntime(python="/env/bin/python", version="0.32.0", cpu=True)
+    joined = " ".join(vllm_command(settings, 8123, cpu, "/models/smol"))
+    assert "--dtype bfloat16 --enforce-eager" in joined and "--served-model-name" in joined
+    assert "--gpu-memory-utilization" not in joined
+    env = vllm_env(Settings(vllm_cpu_kvcache_gib=3), cpu)
+    assert env["VLLM_CPU_KVCACHE_SPACE"] == "3" and env["HF_HUB_OFFLINE"] == "1"
+    assert "VLLM_CPU_KVCACHE_SPACE" not in vllm_env(Settings(), gpu) or \
+        os.environ.get("VLLM_CPU_KVCACHE_SPACE")
 
 
 def test_openai_backend_reads_the_window_or_asks_for_it(sim, tmp_path: Path) -> None:
