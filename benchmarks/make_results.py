@@ -69,9 +69,9 @@ def machine() -> str:
     """One line about this machine and the embedded backend's version."""
     memory = ""
     meminfo = Path("/proc/meminfo")
-    if meminfo.is_file():
-        kb = int(re.search(r"MemTotal:\s+(\d+)", meminfo.read_text()).group(1))
-        memory = f", {kb / 2**20:.0f} GiB"
+    found = re.search(r"MemTotal:\s+(\d+)", meminfo.read_text()) if meminfo.is_file() else None
+    if found:
+        memory = f", {int(found.group(1)) / 2**20:.0f} GiB"
     try:
         llama = f"llama-cpp-python {importlib.metadata.version('llama-cpp-python')}"
     except importlib.metadata.PackageNotFoundError:
@@ -94,7 +94,7 @@ def eval_section(args: argparse.Namespace) -> str:
     wanted = {(t.digest, s) for t in tasks for s in args.strategies}
     results = [r for r in read_results(results_path) if r.key in wanted]
     report = write_report(results, args.eval_dir, title="longdoc eval: embedded model",
-                          source=str(results_path))
+                          source=os.path.relpath(results_path, HERE.parent))
     done = {r.key for r in results}
     lengths_done = sorted({r.length for r in results})
     command = ["python", "-m", "benchmarks.make_results", "--only", "eval",

@@ -25,7 +25,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 
 from longdoc.pipeline.errors import InputError
-from longdoc.pipeline.evaluation.tasks import EvalTask, Evidence
+from longdoc.pipeline.evaluation.tasks import NEEDLE_KINDS, EvalTask, Evidence
 from longdoc.pipeline.models import Answer, Citation
 
 Status = Literal["ok", "refused", "error"]
@@ -163,7 +163,7 @@ def evaluate(task: EvalTask, strategy: str, answer: Answer, wall_s: float,
     """Score ``answer`` (the pipeline's reply to ``task``) into a results line."""
     score, details = score_answer(task, answer.answer)
     recall = citation_recall(task.evidence, answer.citations)
-    needle = task.scoring in ("contains", "all_values", "no_distractor")
+    needle = task.kind in NEEDLE_KINDS
     usage = answer.usage
     return EvalResult(
         **_task_fields(task, strategy), route=(answer.route or {}).get("chosen"),
@@ -189,4 +189,4 @@ def _task_fields(task: EvalTask, strategy: str) -> dict[str, Any]:
     return {"task_id": task.id, "digest": task.digest, "kind": task.kind,
             "length": task.length, "tokens": task.tokens, "depth": task.depth,
             "sample": task.sample, "strategy": strategy, "question": task.question,
-            "expected": task.answers if task.scoring != "rouge" and task.kind != "qa" else []}
+            "expected": task.answers if task.kind in NEEDLE_KINDS else []}

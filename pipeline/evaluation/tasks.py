@@ -194,8 +194,7 @@ def insert_sentences(base: str, needles: Sequence[tuple[float, str]]) -> tuple[s
     for depth, _ in needles:
         target = offsets[min(len(offsets) - 1, int(depth * len(offsets)))] if offsets else 0
         i = bisect.bisect_left(boundaries, target)
-        near = [b for b in boundaries[max(0, i - 1): i + 1]]
-        cuts.append(min(near, key=lambda b: abs(b - target)))
+        cuts.append(min(boundaries[max(0, i - 1): i + 1], key=lambda b: abs(b - target)))
     order = sorted(range(len(needles)), key=lambda i: (cuts[i], i))
     pieces, spans, pos, out_len = [], {}, 0, 0
     for i in order:
@@ -208,8 +207,8 @@ def insert_sentences(base: str, needles: Sequence[tuple[float, str]]) -> tuple[s
         out_len += len(sentence) + 1
     pieces.append(base[pos:])
     text = "".join(pieces)
-    total = len(token_char_offsets(text)) or 1
     starts = token_char_offsets(text)
+    total = len(starts) or 1
     evidence = []
     for i, (_, sentence) in enumerate(needles):
         start, end = spans[i]
