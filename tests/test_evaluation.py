@@ -296,6 +296,32 @@ def test_runs_are_recorded_and_resumed(sim, tmp_path: Path, corpus_dir: Path) ->
     assert len(read_results(results)) == 8
 
 
+def test_reference_tasks_run_and_score(sim, tmp_path: Path) -> None:
+    """JSONL QA (token F1) and summaries (ROUGE) through the runner, with ``direct``."""
+    text = "\n\n".join(SENTENCES * 4)
+    path = tmp_path / "ref.jsonl"
+    path.write_text(json.dumps({"input": text, "instructions": ["When was the harbour dredged?"],
+                                "outputs": ["It was dredged in spring."]}) + "\n")
+
+    def reply(messages: list[dict[str, str]]) -> str:
+        if "summary" in messages[-1]["content"]:
+            return f"The harbour was dredged and the council voted.\nQuote: {SENTENCES[0]}"
+        return f"Answer: The harbour was dredged in spring.\nQuote: {SENTENCES[0]}"
+
+    server = sim(reply)
+    tasks = generate_tasks(["qa", "summary"], data=tmp_path, lengths=[1000], reference=[path])
+    results = run_tasks(tasks, ["direct"], tmp_path / "r.jsonl", progress=False,
+                        settings=sim_settings(server, tmp_path, use_cache=False))
+    qa, summary = sorted(results, key=lambda r: r.kind)
+    assert qa.kind == "qa" and qa.status == "ok" and qa.expected == []
+    # "harbour was dredged in spring" vs "it was dredged in spring": P 4/5, R 4/5
+    assert qa.score == pytest.approx(0.8)
+    assert {"token_f1", "rouge1", "rouge2", "rougeL"} <= set(qa.details)
+    assert qa.citation_recall is None and qa.supported is None and qa.citations == 1
+    assert summary.kind == "summary" and summary.status == "ok" and summary.answer
+    assert summary.score == summary.details["rougeL"] and 0 < summary.score < 1
+
+
 def test_run_eval_writes_the_report(sim, tmp_path: Path, corpus_dir: Path) -> None:
     server = sim(model)
     settings = sim_settings(server, tmp_path, chunk_tokens=600, chunk_overlap=0,
