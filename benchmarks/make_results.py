@@ -119,14 +119,18 @@ def eval_section(args: argparse.Namespace) -> str:
         "indicative only.",
         "",
     ]
+    resume = ("`.venv/bin/python -m benchmarks.make_results --only eval` runs what is "
+              "missing (it resumes from the results file).")
     if len(done) < len(wanted):
-        lines += [
-            f"**Partial:** {len(done)} of {len(wanted)} runs done (lengths so far: "
-            f"{', '.join(map(_ktokens, lengths_done)) or 'none'}). The default configuration "
-            "(8k, 32k, 128k) continues where this stopped with "
-            "`.venv/bin/python -m benchmarks.make_results --only eval`.",
-            "",
-        ]
+        lines += [f"**Partial:** {len(done)} of {len(wanted)} runs of this configuration done "
+                  f"(lengths so far: {', '.join(map(_ktokens, lengths_done)) or 'none'}). "
+                  + resume, ""]
+    if not default:
+        lines += [f"**Partial table:** the default configuration is "
+                  f"{', '.join(map(_ktokens, EVAL_LENGTHS))} tokens × depths "
+                  f"{', '.join(map(str, EVAL_DEPTHS))} × {', '.join(EVAL_TASKS)} × "
+                  f"{', '.join(EVAL_STRATEGIES)}; this table covers only the command above. "
+                  + resume, ""]
     lines += [markdown_table(results) if results else "No results yet.", ""]
     where = os.path.relpath(args.eval_dir, args.results_md.parent)
     lines += [f"![{p.stem}]({where}/{p.name})" for p in report.images]

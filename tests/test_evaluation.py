@@ -419,3 +419,15 @@ def test_harness_end_to_end_on_the_embedded_model(real_endpoint, tmp_path: Path,
     assert result.score in (0.0, 1.0) and result.answer
     assert result.supported == (result.score == 1.0 and bool(result.citation_recall))
     assert run.report.markdown.is_file() and all(p.stat().st_size for p in run.report.images)
+
+
+def test_results_md_sections_are_spliced_between_markers() -> None:
+    from benchmarks.make_results import splice
+
+    hand = "# Results\n\n## By hand\n\nkept\n"
+    once = splice(hand, "eval", "table v1")
+    assert once.startswith(hand.rstrip()) and once.count("generated:eval begin") == 1
+    twice = splice(once + "\n## Later, by hand\n\nalso kept\n", "eval", "table $1 v2")
+    assert "table v1" not in twice and "table $1 v2" in twice
+    assert "kept" in twice and "also kept" in twice and twice.index("v2") < twice.index("Later")
+    assert splice(twice, "perf", "perf table").count("<!-- generated:") == 4
