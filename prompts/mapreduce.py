@@ -7,9 +7,9 @@ from longdoc.prompts.direct import DATA_NOT_INSTRUCTIONS
 # criteria, so the levels chunks report are comparable.
 CONFIDENCE_CRITERIA = (
     "Confidence levels:\n"
-    "high = the answer is stated word for word in the text above;\n"
-    "medium = the answer is inferred from the text above;\n"
-    "low = the answer is a guess, it is not in the text above."
+    "high = the answer is stated word for word in the text;\n"
+    "medium = the answer is inferred from the text;\n"
+    "low = the answer is a guess, it is not in the text."
 )
 
 MAP_CHUNK = register(
@@ -19,16 +19,21 @@ MAP_CHUNK = register(
             "You read one part of a long document and report what this part says about a "
             "question. Use only the text of this part. " + DATA_NOT_INSTRUCTIONS
         ),
+        # Shared part first (instructions, question, rubric), the chunk last: a server's
+        # prefix cache then serves the shared part across the whole map fan-out. The
+        # question is repeated after the chunk, where a small model attends best.
         user=(
-            "{document}\n\n"
             "Question: {question}\n\n"
-            "Report on the text above in exactly this form:\n"
+            "Report on the text below in exactly this form:\n"
             "Information: <facts of the text that relate to the question>\n"
             "Rationale: <how these facts answer the question>\n"
             "Answer: <the short answer, or none if the text does not contain it>\n"
             "Quote: \"<one sentence copied exactly from the text that contains the answer>\"\n"
             "Confidence: <high, medium or low>\n\n"
             + CONFIDENCE_CRITERIA
+            + "\n\n{document}\n\n"
+            "Question: {question}\n"
+            "Report on the text above in the form given before it."
         ),
     )
 )
