@@ -218,6 +218,25 @@ def serve(backend: BackendOpt = None) -> None:
         server.stop()
 
 
+@app.command(name="app")
+def review_app(
+    paths: Annotated[list[Path] | None, typer.Argument(
+        help="Documents to preselect (default: the bundled sample)", show_default=False)] = None,
+    port: Annotated[int | None, typer.Option(help="Port (default: Streamlit's, 8501)")] = None,
+    address: Annotated[str, typer.Option(help="Address to listen on")] = "127.0.0.1",
+    browser: Annotated[bool, typer.Option(help="Open the app in a browser tab")] = True,
+) -> None:
+    """Start the review app (Streamlit): answers with highlighted citations, traces,
+    strategies side by side and reviewer verdicts. Needs the app extra."""
+    from longdoc.app.launch import streamlit_command
+
+    try:
+        command = streamlit_command(paths or [], port=port, address=address, browser=browser)
+    except LongdocError as error:
+        _fail(error)
+    os.execv(command[0], command)
+
+
 def _csv(value: str, name: str, parse: Callable[[str], Any] = str) -> list[Any]:
     """Comma-separated values of option ``name``; InputError for a bad one."""
     items = [v.strip() for v in value.split(",") if v.strip()]
