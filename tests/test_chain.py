@@ -281,3 +281,23 @@ def test_real_model_chain_finds_passkey(real_endpoint, shared_data: Path,
     assert any("71942" in c.quote for c in answer.citations)
     for citation in answer.citations:
         assert text[citation.start:citation.end] == citation.quote
+
+
+@pytest.mark.real_model
+def test_real_model_chain_answers_two_hop(real_endpoint, shared_data: Path,
+                                          tmp_path: Path) -> None:
+    """The vault's code is Edith Crane's room number: the two facts sit ~700 words apart, in
+    different 500-token parts; the worker notes carry the first to the part with the second."""
+    text = haystack(shared_data, 1200, HOP_FACT_1, depth=0.2)
+    cut = text.rfind(". ", 0, int(len(text) * 0.75)) + 2
+    text = text[:cut] + HOP_FACT_2 + " " + text[cut:]
+    doc = tmp_path / "hop.txt"  # the file name is part of the prompt
+    doc.write_text(text)
+    settings = real_settings(real_endpoint, tmp_path, chunk_tokens=500, chunk_overlap=0)
+    with Pipeline(settings) as pipeline:
+        answer = pipeline.ask(doc, HOP_QUESTION, strategy="chain")
+    assert "4127" in answer.answer
+    quotes = [c.quote for c in answer.citations]
+    assert HOP_FACT_2 in quotes and HOP_FACT_1 in quotes, quotes
+    for citation in answer.citations:
+        assert text[citation.start:citation.end] == citation.quote
