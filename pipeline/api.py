@@ -39,6 +39,7 @@ class Pipeline:
             if self.settings.use_cache
             else None
         )
+        self._limit: tuple[asyncio.AbstractEventLoop, asyncio.Semaphore] | None = None
 
     def __enter__(self) -> Pipeline:
         self.backend.start()
@@ -67,8 +68,6 @@ class Pipeline:
 
         With ``run_id`` the run is checkpointed after every step and resumable.
         """
-        if not question.strip():
-            raise InputError("the question is empty")
         return await self._run(paths, "qa", strategy or self.settings.strategy,
                                question=question, password=password, run_id=run_id)
 
@@ -86,9 +85,6 @@ class Pipeline:
         run_id: str | None = None,
     ) -> Answer:
         """Summarize the documents in about ``words`` words; citations name their paragraph."""
-        if not MIN_SUMMARY_WORDS <= words <= MAX_SUMMARY_WORDS:
-            raise InputError(f"--words must be between {MIN_SUMMARY_WORDS} and "
-                             f"{MAX_SUMMARY_WORDS} (got {words})")
         return await self._run(paths, "summary", strategy or DEFAULT_SUMMARY_STRATEGY,
                                words=words, password=password, run_id=run_id)
 
@@ -108,17 +104,13 @@ class Pipeline:
         run_id: str | None = None,
     ) -> Answer:
         """Run the graph for one request and package its result as an ``Answer``."""
-        from longdoc.agents import STRATEGIES
-
-        if strategy not in STRATEGIES and strategy != "auto":
-            known = sorted([*STRATEGIES, "auto"])
-            raise InputError(f"unknown strategy {strategy!r} (choose from {known})")
+        check_request(task, strategy, question=question, words=words)
         paths = [paths] if isinstance(paths, str | Path) else list(paths)
         if not paths:
             raise InputError("no input files given")
         started = time.perf_counter()
         endpoint = self.backend.start()
-        llm = LLMClient(endpoint, self.settings, self.cache)
+        llm = LLMClient(endpoint, self.settings, self.cache, limit=self._request_limit())
         request = {"paths": [str(p) for p in paths], "question": question, "task": task,
                    "words": words, "strategy": strategy}
         context = RunContext(settings=self.settings, llm=llm, password=password)
@@ -142,6 +134,13 @@ class Pipeline:
             trace=state["trace"],
         )
 
+    def _request_limit(self) -> asyncio.Semaphore:
+        """The bound on LLM requests in flight (``concurrency``) that every run of this
+        pipeline on the running event loop shares, so concurrent runs stay within it."""
+        loop = asyncio.get_running_loop()
+        if self._limit is None or self._limit[0] is not loop:
+            self._limit = (loop, asyncio.Semaphore(self.settings.concurrency))
+        return self._limit[1]
 
     async def _run_durably(
         self, run_id: str, strategy: str, request: dict[str, Any], context: RunContext
@@ -168,6 +167,22 @@ class Pipeline:
             if not saved.next:
                 return saved.values
             return await graph.ainvoke(None, config, context=context)
+
+
+def check_request(task: Task, strategy: str, *, question: str = "",
+                  words: int = DEFAULT_SUMMARY_WORDS) -> None:
+    """InputError for an unknown strategy, an empty question or a summary length out of
+    range."""
+    from longdoc.agents import STRATEGIES
+
+    if strategy not in STRATEGIES and strategy != "auto":
+        known = sorted([*STRATEGIES, "auto"])
+        raise InputError(f"unknown strategy {strategy!r} (choose from {known})")
+    if task == "qa" and not question.strip():
+        raise InputError("the question is empty")
+    if task == "summary" and not MIN_SUMMARY_WORDS <= words <= MAX_SUMMARY_WORDS:
+        raise InputError(f"--words must be between {MIN_SUMMARY_WORDS} and "
+                         f"{MAX_SUMMARY_WORDS} (got {words})")
 
 
 def ask(

@@ -69,10 +69,12 @@ class LLMClient:
     """Chat completions against one endpoint, recording every call's cost per graph node.
 
     Retries with exponential backoff on 429, 5xx, timeouts and connection errors are the
-    openai client's own (``max_retries``); ``concurrency`` bounds requests in flight.
+    openai client's own (``max_retries``); ``concurrency`` bounds requests in flight, or
+    ``limit`` does: a semaphore shared by several clients (e.g. a batch's concurrent runs).
     """
 
-    def __init__(self, endpoint: Endpoint, settings: Settings, cache: ResponseCache | None = None):
+    def __init__(self, endpoint: Endpoint, settings: Settings, cache: ResponseCache | None = None,
+                 *, limit: asyncio.Semaphore | None = None):
         self.endpoint = endpoint
         self.settings = settings
         self.cache = cache
@@ -83,7 +85,7 @@ class LLMClient:
             timeout=settings.timeout_s,
             max_retries=settings.max_retries,
         )
-        self._semaphore = asyncio.Semaphore(settings.concurrency)
+        self._semaphore = limit or asyncio.Semaphore(settings.concurrency)
         self.tokenizer = (
             ServedTokenizer(endpoint.base_url, endpoint.model, endpoint.api_key)
             if endpoint.served_tokenizer else None
