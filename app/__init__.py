@@ -1,1 +1,3 @@
-"""Streamlit review app, a thin client of the Python API. Not built yet."""
+"""Streamlit review app: answers with highlighted citations, traces, strategies side by side
+and reviewer verdicts. ``longdoc app`` starts it; the logic lives in plain modules
+(``verdicts``, ``highlight``, ``compare``, ``runs``), ``review.py`` is the Streamlit script."""

@@ -1,0 +1,270 @@
+"""The review app's Streamlit script (``longdoc app`` runs it): ask or summarize with one or
+several strategies, read each answer with its citations highlighted in context, its trace
+and cost, and record verdicts. The logic lives in the modules beside it."""
+
+from __future__ import annotations
+
+import os
+import sys
+import uuid
+from pathlib import Path
+
+import streamlit as st
+
+from longdoc.app.compare import (
+    comparison_rows,
+    route_label,
+    trace_rows,
+    usage_rows,
+    verdict_rows,
+)
+from longdoc.app.highlight import answer_html, citation_html
+from longdoc.app.launch import documents_from_argv
+from longdoc.app.runs import (
+    QA_STRATEGIES,
+    SUMMARY_STRATEGIES,
+    UPLOAD_TYPES,
+    UPLOADS_DIR,
+    BackendChoice,
+    ReviewRequest,
+    StrategyRun,
+    close_pipeline,
+    document_refs,
+    load_for_review,
+    open_pipeline,
+    run_strategy,
+    sample_documents,
+    save_upload,
+)
+from longdoc.app.verdicts import MARKS, VERDICTS_FILE, Verdict, VerdictStore
+from longdoc.pipeline.api import (
+    DEFAULT_SUMMARY_WORDS,
+    MAX_SUMMARY_WORDS,
+    MIN_SUMMARY_WORDS,
+    Pipeline,
+)
+from longdoc.pipeline.errors import InputError, LongdocError
+from longdoc.pipeline.settings import Settings, load_settings
+
+BACKENDS = ("embedded", "openai", "vllm")
+TASKS = {"Ask a question": "qa", "Summarize": "summary"}
+NOT_REVIEWED = "not reviewed"
+COLUMNS_PER_ROW = 3
+
+
+@st.cache_resource(scope="session", max_entries=1, on_release=close_pipeline,
+                   show_spinner="Starting the model backend…")
+def session_pipeline(choice: BackendChoice) -> Pipeline:
+    """One pipeline (and model server) per browser session; a new choice replaces it."""
+    return open_pipeline(choice)
+
+
+def sidebar(base: Settings) -> tuple[BackendChoice, str, VerdictStore]:
+    """Backend, reviewer and verdict file."""
+    with st.sidebar:
+        st.header("Backend")
+        backend = st.radio("Model backend", BACKENDS, key="backend", horizontal=True,
+                           index=BACKENDS.index(base.backend))
+        base_url = model = api_key = None
+        if backend == "openai":
+            base_url = st.text_input("Endpoint URL", base.base_url or "", key="base_url",
+                                     placeholder="http://127.0.0.1:8000/v1")
+            model = st.text_input("Model (empty: what it serves)", base.model or "", key="model")
+            api_key = st.text_input("API key", "", key="api_key", type="password",
+                                    help="Empty: LONGDOC_API_KEY or none")
+        st.header("Review")
+        reviewer = st.text_input("Reviewer", os.environ.get("USER", ""), key="reviewer")
+        path = st.text_input("Verdicts file (JSONL)", str(base.cache_dir / VERDICTS_FILE),
+                             key="verdicts_path")
+    choice = BackendChoice(backend=backend, base_url=base_url, model=model, api_key=api_key)
+    return choice, reviewer, VerdictStore(path)
+
+
+def choose_documents(base: Settings) -> list[Path]:
+    """Documents picked from the samples (or the command line's) plus uploads."""
+    known = documents_from_argv(sys.argv) or sample_documents()
+    labels = {p.name if [q.name for q in known].count(p.name) == 1 else str(p): p for p in known}
+    picked = st.multiselect("Documents", list(labels), default=list(labels)[:1] or None,
+                            key="documents")
+    uploads = st.file_uploader("Or upload PDF / text / Markdown files", type=list(UPLOAD_TYPES),
+                               accept_multiple_files=True, key="uploads")
+    paths = [labels[label] for label in picked]
+    for upload in uploads or []:
+        paths.append(save_upload(upload.name, upload.getvalue(), base.cache_dir / UPLOADS_DIR))
+    return paths
+
+
+def request_form(base: Settings) -> tuple[ReviewRequest | None, list[Path], str | None]:
+    """The documents, the question or summary length and the strategies; the request once
+    Run is pressed (None before, or when the input is incomplete)."""
+    paths = choose_documents(base)
+    with st.expander("Encrypted PDF?"):
+        password = st.text_input("PDF password", "", key="password", type="password") or None
+    task = TASKS[st.radio("Task", list(TASKS), key="task", horizontal=True)]
+    question, words = "", None
+    if task == "qa":
+        question = st.text_area("Question", key="question", height=80)
+        options, default = QA_STRATEGIES, ["auto"]
+    else:
+        words = int(st.number_input("Summary length (words)", MIN_SUMMARY_WORDS,
+                                    MAX_SUMMARY_WORDS, DEFAULT_SUMMARY_WORDS, step=50,
+                                    key="words"))
+        options, default = SUMMARY_STRATEGIES, ["mapreduce"]
+    strategies = st.multiselect("Strategies (several run side by side)", options, default,
+                                key=f"strategies_{task}")
+    if not st.button("Run", type="primary", key="run"):
+        return None, paths, password
+    if not paths:
+        st.error("Choose or upload at least one document.")
+    elif task == "qa" and not question.strip():
+        st.error("Type a question.")
+    elif not strategies:
+        st.error("Choose at least one strategy.")
+    else:
+        return ReviewRequest(task=task, question=question.strip(), words=words, documents=[],
+                             strategies=strategies), paths, password
+    return None, paths, password
+
+
+def run_review(request: ReviewRequest, paths: list[Path], password: str | None,
+               choice: BackendChoice) -> None:
+    """Load the documents, run every strategy, keep the result in the session."""
+    try:
+        documents = load_for_review(paths, choice.settings(), password)
+        pipeline = session_pipeline(choice)
+    except LongdocError as error:
+        st.session_state.pop("review", None)
+        st.error(str(error))
+        return
+    request = request.model_copy(update={"documents": document_refs(documents)})
+    runs: list[StrategyRun] = []
+    with st.status("Running…", expanded=False) as status:
+        for strategy in request.strategies:
+            status.update(label=f"Running {strategy}…")
+            runs.append(run_strategy(pipeline, request, strategy, password))
+        failed = sum(r.answer is None for r in runs)
+        status.update(label=f"Done: {len(runs) - failed} answered, {failed} failed",
+                      state="error" if failed == len(runs) else "complete")
+    st.session_state["review"] = {
+        "id": uuid.uuid4().hex[:8], "request": request, "runs": runs,
+        "texts": {d.source: d.text for d in documents},
+    }
+
+
+def show_trace(run: StrategyRun, key: str) -> None:
+    answer = run.answer
+    with st.expander(f"Trace and usage ({len(answer.trace)} events)"):
+        if answer.route:
+            st.text(f"route: {answer.route.get('chosen')} — {answer.route.get('reason', '')}")
+        st.dataframe(usage_rows(answer.usage), hide_index=True)
+        st.dataframe(trace_rows(answer.trace), hide_index=True)
+        if answer.trace:
+            index = st.selectbox("Event details", range(len(answer.trace)), key=f"event-{key}",
+                                 format_func=lambda i: f"#{i} {answer.trace[i].node}")
+            event = answer.trace[index]
+            st.text(f"{event.node}: {event.message}")
+            st.json(event.data, expanded=True)
+
+
+def show_run(run: StrategyRun, review: dict, index: int, reviewer: str,
+             store: VerdictStore) -> None:
+    """One strategy's answer, its citations in context, the verdict form and the trace."""
+    key = f"{review['id']}-{index}"
+    if run.answer is None:
+        st.subheader(run.strategy)
+        st.error(run.error)
+        return
+    answer, request = run.answer, review["request"]
+    st.subheader(route_label(answer))
+    st.html(answer_html(answer))
+    if answer.route:
+        st.caption(f"auto: {answer.route.get('reason', '')}")
+    u = answer.usage
+    st.caption(f"{u.llm_calls} LLM call(s), {u.prompt_tokens} prompt + {u.completion_tokens} "
+               f"completion tokens, {u.cache_hits} cache hit(s), {answer.elapsed_s:.1f}s; "
+               f"{answer.dropped_quotes} unverifiable quote(s) dropped")
+    names = {d.source: d.name for d in request.documents}
+    with st.form(f"verdict-{key}"):
+        if not answer.citations:
+            st.warning("No verified citation.")
+        marks = []
+        for n, citation in enumerate(answer.citations, 1):
+            st.html(citation_html(n, citation, review["texts"].get(citation.source),
+                                  names.get(citation.source)))
+            mark = st.radio(f"Citation [{n}]", (NOT_REVIEWED, *MARKS), horizontal=True,
+                            key=f"cite-{key}-{n}")
+            note = st.text_input(f"Comment on [{n}]", key=f"cite-note-{key}-{n}")
+            marks.append((None if mark == NOT_REVIEWED else mark, note))
+        verdict = st.radio("Verdict on the answer", MARKS, index=None, horizontal=True,
+                           key=f"verdict-{key}")
+        comment = st.text_area("Comment", key=f"comment-{key}", height=68)
+        submitted = st.form_submit_button("Record verdict", key=f"submit-{key}")
+    if submitted:
+        if verdict is None:
+            st.warning("Mark the answer correct, incorrect or unsure first.")
+        else:
+            try:
+                store.append(Verdict.of(
+                    answer, task=request.task, question=request.question, words=request.words,
+                    documents=request.documents, verdict=verdict, comment=comment,
+                    reviewer=reviewer, citation_marks=marks))
+                st.success(f"Verdict recorded in {store.path}")
+            except LongdocError as error:
+                st.error(str(error))
+    show_trace(run, key)
+
+
+def show_review(review: dict, reviewer: str, store: VerdictStore) -> None:
+    request: ReviewRequest = review["request"]
+    runs: list[StrategyRun] = review["runs"]
+    asked = (f"Question: {request.question}" if request.task == "qa"
+             else f"Summary in about {request.words} words")
+    st.divider()
+    st.text(f"{asked}\nDocuments: {', '.join(d.name for d in request.documents)}")
+    if len(runs) > 1:
+        st.dataframe(comparison_rows(runs), hide_index=True)
+    for row in range(0, len(runs), COLUMNS_PER_ROW):
+        chunk = runs[row:row + COLUMNS_PER_ROW]
+        for offset, (column, run) in enumerate(zip(st.columns(len(chunk)), chunk, strict=True)):
+            with column:
+                show_run(run, review, row + offset, reviewer, store)
+    st.divider()
+    st.subheader("Verdicts on this request")
+    try:
+        existing = store.for_request(request.task, request.question,
+                                     [d.sha256 for d in request.documents])
+        data = store.export()
+    except InputError as error:
+        st.error(str(error))
+        return
+    if existing:
+        st.dataframe(verdict_rows(existing), hide_index=True)
+    else:
+        st.caption("No verdict on this request and these documents yet.")
+    if store.skipped:
+        st.warning(f"{store.skipped} line(s) of {store.path} are not verdicts; skipped.")
+    st.download_button("Download all verdicts (JSONL)", data, file_name=store.path.name,
+                       mime="application/jsonl", disabled=not data, key="download")
+
+
+def main() -> None:
+    st.set_page_config(page_title="longdoc review", layout="wide")
+    st.title("longdoc review")
+    try:
+        base = load_settings()
+    except LongdocError as error:
+        st.error(str(error))
+        st.stop()
+    choice, reviewer, store = sidebar(base)
+    try:
+        request, paths, password = request_form(base)
+    except LongdocError as error:
+        st.error(str(error))
+        st.stop()
+    if request is not None:
+        run_review(request, paths, password, choice)
+    if "review" in st.session_state:
+        show_review(st.session_state["review"], reviewer, store)
+
+
+main()

@@ -1,0 +1,151 @@
+"""What the review app runs: the documents, the session's pipeline, one run per strategy."""
+
+from __future__ import annotations
+
+import atexit
+import hashlib
+import logging
+import threading
+import weakref
+from collections.abc import Sequence
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict
+
+from longdoc.app.verdicts import DocumentRef
+from longdoc.pipeline.api import Pipeline
+from longdoc.pipeline.errors import InputError, LongdocError
+from longdoc.pipeline.ingest import SUPPORTED_SUFFIXES, load_document
+from longdoc.pipeline.models import Answer, Document, Task
+from longdoc.pipeline.settings import Backend, Settings, load_settings
+
+SAMPLES_DIR = Path(__file__).resolve().parents[1] / "samples"
+QA_STRATEGIES = ("auto", "direct", "rag", "mapreduce", "chain", "memory")
+SUMMARY_STRATEGIES = ("mapreduce", "direct", "chain", "memory", "auto")
+UPLOAD_TYPES = tuple(s.lstrip(".") for s in SUPPORTED_SUFFIXES)
+UPLOADS_DIR = "uploads"
+
+log = logging.getLogger(__name__)
+
+
+def sample_documents() -> list[Path]:
+    """The bundled sample PDFs (present in a source checkout)."""
+    return sorted(SAMPLES_DIR.glob("*.pdf")) if SAMPLES_DIR.is_dir() else []
+
+
+def save_upload(name: str, data: bytes, folder: Path) -> Path:
+    """Keep an uploaded file under ``folder/<content hash>/<its base name>`` and return the
+    path (the same bytes land at the same path; no name can leave ``folder``)."""
+    base = Path(name.replace("\\", "/")).name.strip() or "upload"
+    if base in {".", ".."}:
+        base = "upload"
+    target = folder / hashlib.sha256(data).hexdigest()[:16] / base
+    if not target.is_file():
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(data)
+        except OSError as exc:
+            raise InputError(f"{base}: cannot store the upload ({exc.strerror or exc})") from exc
+    return target
+
+
+def load_for_review(paths: Sequence[str | Path], settings: Settings,
+                    password: str | None = None) -> list[Document]:
+    """The documents as the pipeline reads them (same text, so citation offsets index it)."""
+    if not paths:
+        raise InputError("choose or upload at least one document")
+    return [load_document(p, password=password, max_file_mb=settings.max_file_mb,
+                          max_pages=settings.max_pages) for p in paths]
+
+
+def document_refs(documents: Sequence[Document]) -> list[DocumentRef]:
+    return [DocumentRef(name=Path(d.source).name, source=d.source, sha256=d.sha256)
+            for d in documents]
+
+
+class BackendChoice(BaseModel):
+    """The backend the reviewer picked; everything else comes from the settings."""
+
+    model_config = ConfigDict(frozen=True)
+
+    backend: Backend
+    base_url: str | None = None
+    model: str | None = None
+    api_key: str | None = None
+
+    def settings(self) -> Settings:
+        """Effective settings (file and environment) with this choice on top."""
+        return load_settings(backend=self.backend, base_url=self.base_url or None,
+                             model=self.model or None, api_key=self.api_key or None)
+
+
+_open: weakref.WeakSet[Pipeline] = weakref.WeakSet()
+_open_lock = threading.Lock()
+
+
+def open_pipeline(choice: BackendChoice) -> Pipeline:
+    """A pipeline on ``choice`` with its backend started (an embedded server is launched;
+    an endpoint is asked for its model). Closed by ``close_pipeline`` or at exit."""
+    pipeline = Pipeline(choice.settings())
+    try:
+        pipeline.backend.start()
+    except BaseException:
+        pipeline.close()
+        raise
+    with _open_lock:
+        _open.add(pipeline)
+    return pipeline
+
+
+def close_pipeline(pipeline: Pipeline) -> None:
+    """Stop the pipeline's model server (if it started one) and close its cache."""
+    with _open_lock:
+        _open.discard(pipeline)
+    pipeline.close()
+
+
+@atexit.register
+def close_all() -> None:
+    """Stop every pipeline still open (the app's process is exiting)."""
+    with _open_lock:
+        pipelines = list(_open)
+    for pipeline in pipelines:
+        close_pipeline(pipeline)
+
+
+class ReviewRequest(BaseModel):
+    """One request of the reviewer: a question (or a summary) over some documents."""
+
+    task: Task = "qa"
+    question: str = ""
+    words: int | None = None
+    documents: list[DocumentRef]
+    strategies: list[str]
+
+
+class StrategyRun(BaseModel):
+    """One strategy's result for a request: its answer, or the error it stopped with."""
+
+    strategy: str
+    answer: Answer | None = None
+    error: str | None = None
+
+
+def run_strategy(pipeline: Pipeline, request: ReviewRequest, strategy: str,
+                 password: str | None = None) -> StrategyRun:
+    """Run ``strategy`` on ``request``; expected failures become a one-line ``error``, as do
+    unexpected ones (logged with their traceback)."""
+    paths = [d.source for d in request.documents]
+    try:
+        if request.task == "summary":
+            answer = pipeline.summarize(paths, strategy=strategy, password=password,
+                                        **({"words": request.words} if request.words else {}))
+        else:
+            answer = pipeline.ask(paths, request.question, strategy=strategy, password=password)
+    except LongdocError as error:
+        return StrategyRun(strategy=strategy, error=str(error))
+    except Exception as exc:
+        log.exception("strategy %s failed", strategy)
+        return StrategyRun(strategy=strategy,
+                           error=f"internal error: {type(exc).__name__}: {exc}")
+    return StrategyRun(strategy=strategy, answer=answer)
