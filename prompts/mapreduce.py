@@ -72,9 +72,10 @@ SUMMARY_MAP = register(
             "You read one part of a long document and note its key points, each with a "
             "sentence copied from the text as evidence. " + DATA_NOT_INSTRUCTIONS
         ),
-        user=(
-            "{document}\n\n"
-            "Write the {points} most important points of the text above. " + SUMMARY_PROTOCOL
+        user=(  # shared part first, as in the QA map prompt
+            "Write the {points} most important points of the text below. " + SUMMARY_PROTOCOL
+            + "\n\n{document}\n\n"
+            "Write the {points} most important points of the text above, in that form."
         ),
     )
 )
