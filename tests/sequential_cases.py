@@ -1,4 +1,5 @@
-"""Documents, scripted sim models and helpers shared by the chain and memory tests."""
+"""Documents, scripted sim models and helpers shared by the strategy tests (chain and memory
+use all of it; map-reduce its documents)."""
 
 from __future__ import annotations
 

@@ -27,25 +27,9 @@ from longdoc.pipeline.simserver import SimServer
 from longdoc.pipeline.state import Evidence, MapRecord
 from longdoc.prompts import get_prompt
 from tests.conftest import haystack, real_settings, run_strategy, sim_settings
+from tests.sequential_cases import FILLER, NEEDLE, NEEDLE_PARAGRAPH, QUESTION
 
-QUESTION = "What is the secret passkey?"
-NEEDLE = "The secret passkey is 48213."
-PARAGRAPHS = [
-    "The harbour was dredged in spring and the fishing fleet returned to the old quay. "
-    "Merchants along the waterfront reported a busy and profitable season, and the "
-    "harbour master ordered new ropes for every mooring.",
-    "The council debated the budget for three long evenings before the vote. In the end "
-    "the new bridge was approved by a narrow margin of members present, to the relief "
-    "of the mayor.",
-    "The library reopened in autumn with a larger reading room and a garden. Children "
-    "crowded the shelves on the first Saturday after the opening ceremony, and the "
-    "librarian stayed late to help them.",
-    f"Deep in the archive a single card was found among the ledgers. {NEEDLE} Nobody "
-    "else knows it, and the clerk kept the card locked in a drawer.",
-    "Winter came early that year and the river froze by the middle of December. Skaters "
-    "gathered on the ice while the mills stood idle for many weeks, waiting for the thaw "
-    "of the spring.",
-]
+PARAGRAPHS = [*FILLER[:3], NEEDLE_PARAGRAPH, FILLER[3]]
 MAP_SYSTEM = get_prompt("mapreduce.map").system
 RESOLVE_SYSTEM = get_prompt("mapreduce.resolve").system
 SIM_CHUNK_TOKENS = 50  # one paragraph per chunk
