@@ -417,6 +417,9 @@ class SimServer:
     # Cut replies to the request's max_tokens, as a real server does (off: tests' scripted
     # replies arrive whole, e.g. to check what the client does with over-long text).
     honor_max_tokens: bool = False
+    # Count tokens as a served model would: answers vLLM's POST /tokenize (and the model
+    # list says owned_by "vllm", as vLLM's does); None: no such route, like most servers.
+    tokenizer: Callable[[str], int] | None = None
     requests: list[dict[str, Any]] = field(default_factory=list)
     log: list[RequestLog] = field(default_factory=list)
 
@@ -442,7 +445,8 @@ class SimServer:
                 path = self.path.rstrip("/")
                 if path.endswith("/models"):
                     models = [{"id": server.model, "object": "model",
-                               "max_model_len": server.context_window}]
+                               "max_model_len": server.context_window,
+                               **({"owned_by": "vllm"} if server.tokenizer else {})}]
                     self._send(200, json.dumps({"object": "list", "data": models}))
                 elif path == STATS_PATH:
                     with server._lock:
@@ -458,12 +462,25 @@ class SimServer:
                     server.reset()
                     self._send(200, "{}")
                     return
+                if self.path.rstrip("/") == "/tokenize":
+                    self._send(*server.tokenize(json.loads(body or b"{}")))
+                    return
                 server._chat(self, json.loads(body or b"{}"))
 
         self._handler = Handler
         self._httpd = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
         self._httpd.daemon_threads = True
         self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
+
+    def tokenize(self, request: dict[str, Any]) -> tuple[int, str]:
+        """vLLM's ``/tokenize`` with ``tokenizer``: a prompt's count, or a chat's (4 tokens
+        of template per message)."""
+        if self.tokenizer is None:
+            return 404, json.dumps({"error": {"message": "not found"}})
+        count = (self.tokenizer(request["prompt"]) if "prompt" in request else
+                 sum(self.tokenizer(m.get("content", "")) + 4 for m in request["messages"]))
+        return 200, json.dumps({"count": count, "max_model_len": self.context_window,
+                                "tokens": list(range(count))})
 
     @property
     def base_url(self) -> str:

@@ -87,6 +87,40 @@ def test_conversion_is_cached_by_the_gguf_hash(monkeypatch: pytest.MonkeyPatch,
         converted_model(gguf, lacking, tmp_path / "cache")
 
 
+def test_budgets_use_the_served_tokenizer(sim, tmp_path: Path) -> None:
+    """With a /tokenize route (vLLM's), budgets follow the served model's counts: a model
+    that spends one token per byte leaves room for ~4x fewer cl100k tokens."""
+    from longdoc.pipeline.api import Pipeline
+    from longdoc.pipeline.errors import InputError
+    from tests.conftest import sim_settings
+
+    text = " ".join(f"The harbour master logged ship number {n} at dawn." for n in range(120))
+    doc = tmp_path / "doc.txt"
+    doc.write_text(text)
+    plain = sim(lambda m: "Answer: none", context_window=4096)
+    bytewise = sim(lambda m: "Answer: none", context_window=4096,
+                   tokenizer=lambda t: len(t.encode()))
+    assert not Backend(sim_settings(plain, tmp_path)).start().served_tokenizer
+    endpoint = Backend(sim_settings(bytewise, tmp_path)).start()
+    assert endpoint.served_tokenizer and not plain.requests and not bytewise.requests
+
+    llm = LLMClient(endpoint, sim_settings(bytewise, tmp_path))
+    ratio = asyncio.run(llm.calibrate([text]))
+    assert ratio == pytest.approx(len(text.encode()) / count_tokens(text))
+    assert llm.window_tokens == int(4096 / (ratio * 1.05)) < 4096 / 1.25
+    tokenizer = ServedTokenizer(endpoint.base_url, endpoint.model)
+    chat = [{"role": "system", "content": "ab"}, {"role": "user", "content": "cde"}]
+    assert asyncio.run(tokenizer.count_messages(chat)) == 2 + 3 + 2 * 4
+
+    # ~1,300 cl100k tokens fit 4096/1.25 but not ~5,800 bytes: direct refuses with the margin
+    with Pipeline(sim_settings(plain, tmp_path, use_cache=False)) as pipeline:
+        pipeline.ask(doc, "Which ship?", strategy="direct")
+    with (Pipeline(sim_settings(bytewise, tmp_path, use_cache=False)) as pipeline,
+          pytest.raises(InputError, match=r"direct path fits .*margin 4\.")):
+        pipeline.ask(doc, "Which ship?", strategy="direct")
+    assert len(plain.requests) == 1 and not bytewise.requests
+
+
 # --- real vLLM (CPU build) ------------------------------------------------------------------
 
 
