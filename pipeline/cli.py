@@ -237,6 +237,73 @@ def review_app(
     os.execv(command[0], command)
 
 
+batch_app = typer.Typer(
+    help="Run one task over many documents; one JSON line per document, a rerun resumes. "
+    "Exit codes: 0 all done, 1 some failed (rerun retries them), 2 bad usage, 3 backend down.",
+    no_args_is_help=True,
+)
+app.add_typer(batch_app, name="batch")
+InputsArg = Annotated[list[Path], typer.Argument(
+    help='Files, folders (searched for .pdf/.txt/.md) or JSONL files of {"id", "input"} lines',
+    show_default=False)]
+OutOpt = Annotated[Path, typer.Option(
+    "--out", "-o", help="Results JSONL; documents already done there are skipped")]
+JobsOpt = Annotated[int | None, typer.Option(
+    "--jobs", "-j", min=1, help="Documents in flight (default 4; --ray: the cluster's CPUs)")]
+RayOpt = Annotated[bool, typer.Option("--ray", help="Run documents as Ray tasks (ray extra)")]
+QuietJsonOpt = Annotated[bool, typer.Option("--json", help="No progress; a JSON summary line")]
+
+
+def _batch(as_json: bool, backend: Backend | None, **request: Any) -> None:
+    """Run a batch with the settings and ``backend``; print its summary; exit 1 on failures."""
+    from longdoc.pipeline.batch import run_batch
+
+    try:
+        summary = run_batch(settings=load_settings(backend=backend), progress=not as_json,
+                            console=err, **request)
+    except LongdocError as error:
+        _fail(error)
+    if as_json:
+        print(summary.model_dump_json())
+    else:
+        out.print(summary.line(), highlight=False)
+    raise typer.Exit(summary.exit_code)
+
+
+@batch_app.command(name="summarize")
+def batch_summarize(
+    inputs: InputsArg,
+    output: OutOpt,
+    words: Annotated[int, typer.Option(help="About how many words each summary has")] = 300,
+    strategy: Annotated[str | None, typer.Option(help="Strategy (default mapreduce)")] = None,
+    jobs: JobsOpt = None,
+    use_ray: RayOpt = False,
+    backend: BackendOpt = None,
+    password: PasswordOpt = None,
+    as_json: QuietJsonOpt = False,
+) -> None:
+    """Summarize every document, each summary with verified citations."""
+    _batch(as_json, backend, inputs=inputs, output=output, task="summary", words=words,
+           strategy=strategy, jobs=jobs, use_ray=use_ray, password=password)
+
+
+@batch_app.command(name="ask")
+def batch_ask(
+    inputs: InputsArg,
+    output: OutOpt,
+    question: Annotated[str, typer.Option("--question", "-q", help="The question to answer")],
+    strategy: StrategyOpt = None,
+    jobs: JobsOpt = None,
+    use_ray: RayOpt = False,
+    backend: BackendOpt = None,
+    password: PasswordOpt = None,
+    as_json: QuietJsonOpt = False,
+) -> None:
+    """Ask the same question about every document, each answer with verified citations."""
+    _batch(as_json, backend, inputs=inputs, output=output, task="qa", question=question,
+           strategy=strategy, jobs=jobs, use_ray=use_ray, password=password)
+
+
 def _csv(value: str, name: str, parse: Callable[[str], Any] = str) -> list[Any]:
     """Comma-separated values of option ``name``; InputError for a bad one."""
     items = [v.strip() for v in value.split(",") if v.strip()]
