@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from rapidfuzz import fuzz
@@ -69,9 +70,14 @@ def _widen_to_words(text: str, start: int, end: int) -> tuple[int, int]:
     return start, end
 
 
-def locate(quote: str, text: str, norm: Normalized | None = None) -> tuple[int, int] | None:
+NormalizedText = Normalized | Callable[[], Normalized] | None
+
+
+def locate(quote: str, text: str, norm: NormalizedText = None) -> tuple[int, int] | None:
     """Character span of ``quote`` in ``text``: exact, then normalized, then fuzzy.
 
+    ``norm`` is ``normalize(text)``, or a function returning it (called only when the
+    quote is not found verbatim), or None (computed when needed).
     The span is widened to whole words, so a quote "passkey is 7103" found inside
     "passkey is 71033" cites "passkey is 71033", never a cut number.
     """
@@ -79,7 +85,7 @@ def locate(quote: str, text: str, norm: Normalized | None = None) -> tuple[int, 
     return None if span is None else _widen_to_words(text, *span)
 
 
-def _locate(quote: str, text: str, norm: Normalized | None = None) -> tuple[int, int] | None:
+def _locate(quote: str, text: str, norm: NormalizedText = None) -> tuple[int, int] | None:
     """``locate`` without widening to whole words."""
     quote = quote.strip().strip("\"'“”‘’").strip()
     if len(quote) < MIN_QUOTE_CHARS:
@@ -87,7 +93,7 @@ def _locate(quote: str, text: str, norm: Normalized | None = None) -> tuple[int,
     pos = text.find(quote)
     if pos >= 0:
         return pos, pos + len(quote)
-    norm = norm or normalize(text)
+    norm = norm() if callable(norm) else norm or normalize(text)
     full = normalize(quote).text
     needle = full.rstrip(" .")  # models end fragments with a period the source lacks
     if len(needle) < MIN_QUOTE_CHARS:
@@ -204,7 +210,7 @@ class CitationVerifier:
             else list(self.documents.values())
         )
         for doc in docs:
-            span = locate(quote.text, doc.text, self._norm(doc))
+            span = locate(quote.text, doc.text, lambda doc=doc: self._norm(doc))
             if span is not None:
                 return self.citation(doc, *span, origin=quote.origin)
         return None

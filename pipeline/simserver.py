@@ -74,7 +74,7 @@ class RequestLog:
     kind: str  # the prompt template's name, or "unknown"
     arrived: float
     started: float  # service began: a concurrency slot was free
-    ended: float  # the response was written
+    ended: float  # service ended: the response is about to be written
     prompt_tokens: int = 0
     completion_tokens: int = 0
     modeled_s: float = 0.0  # what the latency model asked for
@@ -430,6 +430,8 @@ class SimServer:
                        if self.max_concurrency else None)
 
         class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"  # keep-alive, as real model servers do
+
             def log_message(self, *args: object) -> None:
                 pass
 
@@ -497,21 +499,22 @@ class SimServer:
         kind = identify(messages)[0]
         if self._slots:
             self._slots.acquire()
+        started = time.monotonic()
+        entry = RequestLog(index=index, kind=kind, arrived=arrived, started=started,
+                           ended=started)
         try:
-            started = time.monotonic()
-            entry = RequestLog(index=index, kind=kind, arrived=arrived, started=started,
-                               ended=started)
             status, body = self._respond(request, messages, entry)
             remaining = entry.modeled_s - (time.monotonic() - started)
             if remaining > 0:
                 time.sleep(remaining)
-            handler._send(status, body)  # type: ignore[attr-defined]
         finally:
+            # Logged before the reply is sent: a client that has its reply sees its entry.
             entry.ended = time.monotonic()
             if self._slots:
                 self._slots.release()
             with self._lock:
                 self.log.append(entry)
+        handler._send(status, body)  # type: ignore[attr-defined]
 
     def _respond(
         self, request: dict[str, Any], messages: Messages, entry: RequestLog

@@ -232,3 +232,23 @@ def test_mapreduce_summary_on_the_protocol_model_cites_the_text(sim, tmp_path: P
     assert answer.answer.strip()
     assert answer.citations and all(text[c.start:c.end] == c.quote for c in answer.citations)
     assert {"mapreduce.summary_map", "mapreduce.summary_reduce"} <= {r.kind for r in server.log}
+
+
+# --- benchmarks/perf.py at a tiny size (a smoke test, not a timing test) --------------------
+
+
+def test_perf_benchmark_functions_run_at_a_tiny_size() -> None:
+    from benchmarks import perf
+
+    assert perf.makespan([1, 1, 1], 2) == 2 and perf.makespan([3, 1, 1, 1], 2) == 3
+    logs = [RequestLog(index=i, kind=k, arrived=i, started=i, ended=i + 1, modeled_s=1.0)
+            for i, k in enumerate(["mapreduce.map"] * 4 + ["mapreduce.resolve"])]
+    assert perf.critical_path(logs, 2) == 3.0  # two waves of maps, then the resolve call
+    latency = LatencyModel(fixed_s=0.01)
+    table = perf.overhead(chunks=2, latency=latency, concurrency=2)
+    assert "48213" in table and "orchestration overhead" in table and "in flight" in table
+    table = perf.amplification([700], ["direct", "mapreduce", "memory"], embedder="none")
+    rows = [line for line in table.splitlines() if line.startswith("| 7")]
+    assert len(rows) == 3 and all(float(r.split("|")[-3]) > 0.5 for r in rows)
+    table = perf.scaling([1000, 2000], latency=latency, concurrency=2)
+    assert len([line for line in table.splitlines() if line[2:3].isdigit()]) == 2
