@@ -470,9 +470,12 @@ async def _run_local(pipeline: Pipeline, items: list[BatchItem], job: BatchJob, 
         for item in queue:
             record(await run_item(pipeline, item, job))
 
-    async with asyncio.TaskGroup() as group:
-        for _ in range(min(jobs, len(items))):
-            group.create_task(worker())
+    try:
+        async with asyncio.TaskGroup() as group:
+            for _ in range(min(jobs, len(items))):
+                group.create_task(worker())
+    except ExceptionGroup as errors:  # run_item returns failures: this is the recorder's
+        raise errors.exceptions[0] from None
 
 
 # --- Ray ----------------------------------------------------------------------------------------

