@@ -174,6 +174,11 @@ def assert_cited_passkey(result: dict, text: str) -> None:
     assert any("71942" in c["quote"] for c in result["citations"])
 
 
+def server_logs(cache: Path) -> set[Path]:
+    """The vLLM server logs (``vllm-PORT.log``) under ``cache``."""
+    return {p for p in (cache / "logs").glob("vllm-*.log") if p.stem[5:].isdigit()}
+
+
 def openai_env(endpoint: Endpoint) -> dict[str, str]:
     return {"LONGDOC_BACKEND": "openai", "LONGDOC_BASE_URL": endpoint.base_url,
             "LONGDOC_MODEL": endpoint.model}
@@ -187,13 +192,14 @@ def test_cli_backend_vllm_starts_answers_and_stops(vllm_cache: Path, tmp_path: P
     text = haystack(_shared_data(), 1500, PASSKEY, depth=0.4)  # ~2,000 tokens
     doc = tmp_path / "haystack.txt"
     doc.write_text(text)
+    before = server_logs(vllm_cache)
     result = ask(doc, "--backend", "vllm", "--strategy", "direct", "--trace",
                  env={"LONGDOC_CACHE_DIR": str(vllm_cache)})
     assert_cited_passkey(result, text)
     assert result["usage"]["llm_calls"] == 1
     ingest = next(e for e in result["trace"] if e["node"] == "ingest")
     assert 0.8 < ingest["data"]["served_tokens_per_cl100k"] < 2.0  # measured by /tokenize
-    logs = [p for p in (vllm_cache / "logs").glob("vllm-*.log") if p.stem[5:].isdigit()]
+    logs = sorted(server_logs(vllm_cache) - before)
     assert len(logs) == 1 and "Starting vLLM" in logs[0].read_text(errors="replace")
     with pytest.raises(httpx.HTTPError):  # the server on the logged port is gone
         httpx.get(f"http://127.0.0.1:{logs[0].stem[5:]}/v1/models", timeout=2)
