@@ -403,6 +403,11 @@ class ProtocolModel:
 # --- the server ----------------------------------------------------------------------------
 
 
+class _HTTPServer(ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 1024  # a client may open hundreds of connections at once
+
+
 @dataclass
 class SimServer:
     """Serve ``responder`` at ``base_url`` until ``stop``; every request is recorded
@@ -470,8 +475,7 @@ class SimServer:
                 server._chat(self, json.loads(body or b"{}"))
 
         self._handler = Handler
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
-        self._httpd.daemon_threads = True
+        self._httpd = _HTTPServer(("127.0.0.1", self.port), Handler)
         self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
 
     def tokenize(self, request: dict[str, Any]) -> tuple[int, str]:
