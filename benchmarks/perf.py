@@ -228,6 +228,8 @@ def overhead(chunks: int = DEFAULT_CHUNKS, latency: LatencyModel = DEFAULT_LATEN
                       concurrency=concurrency, profile=profile)
     maps = [r for r in run.logs if r.kind == MAP_KIND]
     ratio = run.map_stage.average / concurrency
+    modeled = sum(r.modeled_s for r in maps) / max(1, len(maps))
+    served = sum(r.ended - r.started for r in maps) / max(1, len(maps))
     rows = [
         "| measure | value | target |",
         "|---|---|---|",
@@ -237,6 +239,8 @@ def overhead(chunks: int = DEFAULT_CHUNKS, latency: LatencyModel = DEFAULT_LATEN
         f"| LLM calls / prompt / completion tokens | {run.calls} / {run.prompt_tokens} / "
         f"{run.completion_tokens} | |",
         f"| critical-path LLM latency | {run.critical_s:.2f} s | |",
+        f"| map call service time, modeled / as served | {modeled:.3f} / {served:.3f} s "
+        "(the server process, too, waits for a core under load) | |",
         f"| wall time | {run.wall_s:.2f} s | |",
         f"| client CPU time (all threads) | {run.client_cpu_s:.2f} s = "
         f"{run.client_cpu_s / run.critical_s:.1%} of the critical path | |",

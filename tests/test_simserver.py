@@ -252,3 +252,17 @@ def test_perf_benchmark_functions_run_at_a_tiny_size() -> None:
     assert len(rows) == 3 and all(float(r.split("|")[-3]) > 0.5 for r in rows)
     table = perf.scaling([1000, 2000], latency=latency, concurrency=2)
     assert len([line for line in table.splitlines() if line[2:3].isdigit()]) == 2
+
+
+def test_langchain_recipe_runs_on_the_simulated_server(sim) -> None:
+    pytest.importorskip("langchain_openai")
+    pytest.importorskip("langchain_classic")
+    from benchmarks import langchain_compare, perf
+
+    server = sim(ProtocolModel())
+    text = perf.document(5000)
+    outcome = langchain_compare.ask_recipe(server.base_url, server.model, text, QUESTION)
+    chunks = len(langchain_compare.split(text))
+    assert chunks >= 2 and outcome.calls == len(server.log) == chunks + 1  # map, then reduce
+    assert "48213" in outcome.answer
+    assert outcome.prompt_tokens == sum(r.prompt_tokens for r in server.log)
