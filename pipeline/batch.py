@@ -241,6 +241,7 @@ def _jsonl_items(path: Path) -> Iterator[BatchItem]:
 def make_job(task: Task, settings: Settings, endpoint: Endpoint, *, strategy: str,
              question: str = "", words: int = DEFAULT_SUMMARY_WORDS,
              password: str | None = None) -> BatchJob:
+    """The job for ``task`` on ``endpoint``, with the settings its answers depend on."""
     config = {name: getattr(settings, name) for name in ANSWER_SETTINGS}
     config["context_window"] = endpoint.context_window
     return BatchJob(task=task, strategy=strategy, question=question, words=words,
