@@ -74,6 +74,9 @@ def main() -> None:
     parser.add_argument("--lengths", type=int, nargs="+", default=[2000, 4000, 6000])
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--strategy", default="direct")
+    parser.add_argument("--first-run", type=int, default=0,
+                        help="skip the runs before this one (their keys and depths are the "
+                             "same as in a full run), e.g. to finish an interrupted run")
     parser.add_argument("--cli", action="store_true",
                         help="ask through `longdoc ask --json` and vary the text per run")
     parser.add_argument("--write-haystack", type=Path, metavar="PATH",
@@ -95,6 +98,8 @@ def main() -> None:
             for run in range(args.runs):
                 key = str(rng.randint(10000, 99999))
                 depth = (run + 0.5) / args.runs
+                if run < args.first_run:
+                    continue
                 doc = Path(tmp) / f"h{length}-{run}.txt"
                 first = 7 * run if args.cli else 0
                 doc.write_text(haystack(length, f"The secret passkey is {key}.", depth, first))
@@ -115,7 +120,7 @@ def main() -> None:
                           f"{'cited' if good else 'found' if hit else 'MISSED'}; "
                           f"{rejected(result)}; {seconds[-1]:.0f} s; answer {text[:80]!r}",
                           flush=True)
-            rows.append((length, found, cited, args.runs, statistics.mean(seconds)))
+            rows.append((length, found, cited, len(seconds), statistics.mean(seconds)))
     print("| strategy | tokens | answer has passkey | + verified citation | s/question |")
     print("|---|---|---|---|---|")
     for length, found, cited, runs, secs in rows:
