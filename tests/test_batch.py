@@ -391,5 +391,6 @@ def test_real_model_batch_of_two_tiny_documents(real_endpoint, tmp_path: Path) -
     for result in read_lines(tmp_path / "out.jsonl"):
         topic = Path(result.id).stem
         assert result.status == "ok" and len(result.answer.split()) >= 3, result
+        assert topic[:5] in result.answer.lower()  # "harbo(u)r", "libra(ry)": its own document
         assert result.model == real_endpoint.model
         assert_exact_citations(result, texts[topic])
