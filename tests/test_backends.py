@@ -33,7 +33,8 @@ def test_vllm_command_on_gpu_and_cpu() -> None:
     assert "--enforce-eager" not in joined
     cpu = VLLMRuntime(python="/env/bin/python", version="0.32.0", cpu=True)
     joined = " ".join(vllm_command(settings, 8123, cpu, "/models/smol"))
-    assert "--dtype bfloat16 --enforce-eager" in joined and "--served-model-name" in joined
+    assert "--dtype bfloat16 --enforce-eager --block-size 32" in joined
+    assert "--served-model-name" in joined
     assert "--gpu-memory-utilization" not in joined
     env = vllm_env(Settings(vllm_cpu_kvcache_gib=3), cpu)
     assert env["VLLM_CPU_KVCACHE_SPACE"] == "3" and env["HF_HUB_OFFLINE"] == "1"
