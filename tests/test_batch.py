@@ -208,7 +208,7 @@ def test_killed_cli_batch_loses_nothing_finished(sim, tmp_path: Path) -> None:
     rerun processes only what was not finished."""
     write_docs(tmp_path / "docs", TOPICS)
     model = ProtocolModel()
-    server = sim(lambda m: Fault(delay_s=0.4, then=model(m)))
+    server = sim(lambda m: Fault(delay_s=0.8, then=model(m)))
     env = {**sim_env(server), "LONGDOC_CACHE_DIR": str(tmp_path / "cache"),
            "LONGDOC_USE_CACHE": "false"}
     out = tmp_path / "results.jsonl"
