@@ -6,12 +6,14 @@ can add markup (or Markdown: the app renders these strings as HTML, never as Mar
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from html import escape
 
 from longdoc.pipeline.models import Answer, Citation
 
-CONTEXT_CHARS = 300
+CONTEXT_CHARS = 240
+LINE_BREAK = re.compile(r"(?<![\r\n])\r?\n(?!\r?\n)")
 ELLIPSIS = "…"
 CONTEXT_STYLE = (
     "white-space: pre-wrap; font-size: 0.9rem; line-height: 1.45; padding: 0.4rem 0.6rem; "
@@ -48,13 +50,19 @@ def snippet(text: str, start: int, end: int, radius: int = CONTEXT_CHARS) -> Sni
     return Snippet(text[lo:start], text[start:end], text[end:hi], lo > 0, hi < len(text))
 
 
+def _shown(text: str) -> str:
+    """Escaped text to display; single line breaks (PDF layout) flow as spaces, blank
+    lines stay paragraph breaks. Display only: offsets refer to the text as extracted."""
+    return escape(LINE_BREAK.sub(" ", text))
+
+
 def snippet_html(part: Snippet) -> str:
     """The snippet as escaped HTML with the quote in a ``<mark>``."""
     return (
         f'<div class="longdoc-context" style="{CONTEXT_STYLE}">'
-        f"{ELLIPSIS if part.clipped_before else ''}{escape(part.before)}"
-        f'<mark style="{MARK_STYLE}">{escape(part.quote)}</mark>'
-        f"{escape(part.after)}{ELLIPSIS if part.clipped_after else ''}</div>"
+        f"{ELLIPSIS if part.clipped_before else ''}{_shown(part.before)}"
+        f'<mark style="{MARK_STYLE}">{_shown(part.quote)}</mark>'
+        f"{_shown(part.after)}{ELLIPSIS if part.clipped_after else ''}</div>"
     )
 
 

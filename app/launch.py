@@ -19,15 +19,17 @@ def streamlit_command(
     address: str = "127.0.0.1",
     browser: bool = True,
 ) -> list[str]:
-    """``python -m streamlit run review.py ...`` with usage statistics off; ``documents``
-    are preselected in the app. Raises if Streamlit is missing or a document is."""
+    """``python -m streamlit run review.py ...`` with usage statistics (and the cloud
+    deploy button) off; ``documents`` are preselected in the app. Raises if Streamlit is
+    missing or a document is."""
     if importlib.util.find_spec("streamlit") is None:
         raise LongdocError("the review app needs Streamlit: pip install 'longdoc[app]'")
     for path in documents:
         if not path.is_file():
             raise InputError(f"{path.name or path}: file not found ({path})")
     command = [sys.executable, "-m", "streamlit", "run", str(APP_SCRIPT),
-               "--browser.gatherUsageStats", "false", "--server.address", address,
+               "--browser.gatherUsageStats", "false", "--client.toolbarMode", "minimal",
+               "--server.address", address,
                "--server.headless", "false" if browser else "true"]
     if port is not None:
         command += ["--server.port", str(port)]

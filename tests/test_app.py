@@ -9,7 +9,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from html import escape
+from html import escape, unescape
 from pathlib import Path
 
 import httpx
@@ -34,6 +34,12 @@ KENNEDY = SAMPLES / "kennedy-1962-state-of-the-union.pdf"
 KENNEDY_QUESTION = "How far did the number of major surplus labor areas decline?"
 KENNEDY_FACT = "the number of major surplus labor areas has declined"
 HOSTILE = '<script>alert("x")</script><img src=x onerror=alert(1)> [link](http://evil.example)'
+
+
+def marked(html: str) -> str:
+    """The highlighted text of a citation block, unescaped, whitespace collapsed."""
+    inner = re.search(r"<mark[^>]*>(.*?)</mark>", html, re.S).group(1)
+    return " ".join(unescape(inner).split())
 
 
 def citation_in(text: str, quote: str, source: str = "doc.txt", **extra: object) -> Citation:
@@ -71,6 +77,14 @@ def test_citation_html_escapes_document_text_and_marks_the_quote() -> None:
     assert f">{escape(quote)}</mark>" in html
     assert escape('<script>alert("x")</script>') in html
     assert f"[1] &lt;i&gt;doc&lt;/i&gt;.txt, page 3, chars {text.index(quote)}-" in html
+
+
+def test_single_line_breaks_flow_and_paragraph_breaks_stay() -> None:
+    text = "Line one\nwraps here.\r\nNext line.\n\nNew paragraph\r\n\r\nand another."
+    quote = "wraps here.\r\nNext"
+    html = citation_html(1, citation_in(text, quote), text)
+    assert ">wraps here. Next</mark>" in html
+    assert ">Line one <mark" in html and "line.\n\nNew paragraph\r\n\r\nand" in html
 
 
 def test_citation_html_warns_when_the_text_no_longer_holds_the_quote() -> None:
@@ -203,7 +217,8 @@ def test_streamlit_command_and_script_arguments(tmp_path: Path) -> None:
     command = streamlit_command([doc], port=8765, browser=False)
     assert command[:5] == [sys.executable, "-m", "streamlit", "run", str(APP_SCRIPT)]
     flags = dict(zip(command[5:-2:2], command[6:-2:2], strict=True))
-    assert flags == {"--browser.gatherUsageStats": "false", "--server.address": "127.0.0.1",
+    assert flags == {"--browser.gatherUsageStats": "false", "--client.toolbarMode": "minimal",
+                     "--server.address": "127.0.0.1",
                      "--server.headless": "true", "--server.port": "8765"}
     assert command[-2:] == ["--", str(doc.resolve())]
     with pytest.raises(InputError, match=r"missing\.pdf: file not found"):
@@ -299,7 +314,7 @@ def test_app_compares_two_strategies_and_records_a_verdict(sim, app_env, tmp_pat
         label = html.split("</div>")[0]
         assert "kennedy-1962-state-of-the-union.pdf, page 1, chars " in label
         start, end = map(int, re.search(r"chars (\d+)-(\d+)", label).groups())
-        assert f">{escape(text[start:end])}</mark>" in html
+        assert marked(html) == " ".join(text[start:end].split())
         assert KENNEDY_FACT in " ".join(text[start:end].split())
         assert "…" in html  # surrounded by context, cut from a longer page
 
