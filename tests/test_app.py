@@ -377,17 +377,16 @@ def test_app_shows_errors_as_messages(sim, app_env) -> None:
     at = start_app()
     run_question(at, KENNEDY_QUESTION, ["direct", "rag"])
     # direct is over its budget: a message in its column; rag still answers.
-    assert [e.value for e in at.error] == [
-        "the documents have ~1668 tokens but the direct path fits ~592 (window 1200, answer "
-        "256, margin 1.25); use another strategy or --truncate"]
+    (error,) = at.error
+    assert error.value.startswith("the documents have ~1668 tokens but the direct path fits")
     assert list(at.dataframe[0].value["status"]) == ["error", "ok"]
     assert len(marks(at)) == 1
 
     at.file_uploader(key="uploads").upload("bad.pdf", b"%PDF-1.4 garbage", "application/pdf")
     at.button(key="run").click().run()
     assert not at.exception
-    assert [e.value for e in at.error] == [
-        "bad.pdf: corrupt or truncated PDF (Stream has ended unexpectedly)"]
+    (error,) = at.error
+    assert error.value.startswith("bad.pdf: corrupt or truncated PDF")
     assert not at.subheader  # the earlier result is withdrawn with the failed request
 
     at.file_uploader(key="uploads").clear()
