@@ -26,6 +26,7 @@ import re
 from typing import TypedDict
 
 from langgraph.runtime import Runtime
+from rapidfuzz import fuzz
 
 from longdoc.agents.mapreduce import (
     SUMMARY_MAP_NODE,
@@ -59,6 +60,7 @@ MIN_LOCATED_OVERLAP = 3  # shared words for a chunk sentence to support a point 
 POINT_SUPPORT_SHARE = 0.6  # ... and the share of a key point's words it must hold
 SENTENCE_SUPPORT_SHARE = 0.4  # ... of a summary sentence's words (the reducer paraphrases)
 MAX_QUOTES_PER_PARAGRAPH = 3
+REPEAT_SIMILARITY = 90  # rapidfuzz ratio at which a paragraph repeats an earlier one
 TOKENS_PER_WORD = 1.4  # cl100k tokens per English word, with some slack
 TOKENS_PER_POINT = 60  # a point with its quote, for sizing how many points to ask for
 
@@ -372,6 +374,29 @@ def split_paragraphs(text: str) -> list[str]:
     return [" ".join(p.split()) for p in re.split(r"\n\s*\n", text) if p.strip()]
 
 
+def drop_degenerate(paragraphs: list[str]) -> tuple[list[str], int]:
+    """Paragraphs without the small model's loops, and how many were dropped.
+
+    A paragraph that repeats an earlier one (``REPEAT_SIMILARITY``, or a cut-off copy of
+    its start) is dropped; a last paragraph cut off by the token limit loses its unfinished
+    sentence (and is dropped if nothing finished remains).
+    """
+    kept: list[str] = []
+    for paragraph in paragraphs:
+        folded = paragraph.casefold()
+        if any(fuzz.ratio(folded, k.casefold()) >= REPEAT_SIMILARITY
+               or (len(folded) >= 40 and k.casefold().startswith(folded)) for k in kept):
+            continue
+        kept.append(paragraph)
+    if kept and not re.search(r"[.!?][\"'”’)\]]*$", kept[-1]):
+        ends = list(re.finditer(r"[.!?][\"'”’)\]]*(?=\s)", kept[-1]))
+        if ends:
+            kept[-1] = kept[-1][:ends[-1].end()]
+        elif len(kept) > 1:
+            kept.pop()
+    return kept, len(paragraphs) - len(kept)
+
+
 def attach_quotes(paragraphs: list[str], records: list[SummaryRecord]) -> list[list[Evidence]]:
     """For each paragraph, the carried verified quotes that support it best, found in code.
 
@@ -592,7 +617,7 @@ async def write_summary(state: GraphState, runtime: Runtime[RunContext]) -> dict
     )
     reply, call = await timed_chat(runtime, messages, REDUCE_NODE,
                                    max_tokens=summary_tokens(words))
-    paragraphs = split_paragraphs(reply)
+    paragraphs, repeated = drop_degenerate(split_paragraphs(reply))
     read = {cid for r in records for cid in r.chunk_ids}
     chunks = [c for c in state.get("chunks", []) if c.id in read]
     attached, checks = paragraph_evidence(paragraphs, records, chunks)
@@ -605,6 +630,7 @@ async def write_summary(state: GraphState, runtime: Runtime[RunContext]) -> dict
         data={"records": len(records), "points": sum(len(r.points) for r in records),
               "verified_points": sum(p.verified for r in records for p in r.points),
               "words": len(" ".join(paragraphs).split()), "words_requested": words,
+              "paragraphs_dropped": repeated,
               "paragraphs": [{"words": len(p.split()), **check,
                               "quotes": [(e.source, e.start, e.end, e.origin) for e in evs]}
                              for p, evs, check in zip(paragraphs, attached, checks,

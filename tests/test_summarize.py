@@ -13,6 +13,7 @@ import pytest
 
 from longdoc.agents.mapreduce_summary import (
     attach_quotes,
+    drop_degenerate,
     group_adjacent,
     make_record,
     parse_points,
@@ -312,6 +313,19 @@ def test_grouping_and_coverage_selection() -> None:
     duplicate = make_record(["0:6"], [_point("alpha beta gamma delta", start=400)], 0)
     chosen = select_by_coverage([*records[:2], duplicate], size * 2 + 2)
     assert [r.chunk_ids for r in chosen] == [["0:0"], ["0:1"]]  # new words beat repeats
+
+
+def test_repeated_and_cut_off_paragraphs_are_dropped() -> None:
+    """SmolLM2 loops: the govreport summary repeated one paragraph three times, then hit the
+    token limit mid-sentence."""
+    first = "The House adopts special rules. They set the terms of debate."
+    loop = "The House also has a process to call up special rules. It is called a layover."
+    paragraphs = [first, loop, loop, loop.replace("It is", "It's"),
+                  "The House also has a process to call up special", "Rules end. And then th"]
+    kept, dropped = drop_degenerate(paragraphs)
+    assert kept == [first, loop, "Rules end."] and dropped == 3
+    assert drop_degenerate(["One unfinished thought"]) == (["One unfinished thought"], 0)
+    assert drop_degenerate([first, "Then an unfinished"]) == ([first], 1)
 
 
 def test_attach_quotes_per_paragraph() -> None:
