@@ -294,6 +294,15 @@ def test_runs_are_recorded_and_resumed(sim, tmp_path: Path, corpus_dir: Path) ->
     assert [(r.task_id, r.strategy) for r in again] == [(first[-1].task_id,
                                                           first[-1].strategy)]
     assert len(read_results(results)) == 8
+    # A failed run (here: marked so by hand) is retried; the report keeps the last line.
+    lines = results.read_text().splitlines()
+    failed_line = json.loads(lines[-1]) | {"status": "error", "error": "backend: timed out"}
+    results.write_text("\n".join([*lines[:-1], json.dumps(failed_line)]) + "\n")
+    retried = run_tasks(tasks, ["direct", "mapreduce"], results, settings=settings,
+                        progress=False)
+    assert [(r.task_id, r.strategy, r.status) for r in retried] == [
+        (first[-1].task_id, first[-1].strategy, "ok")]
+    assert "| 1,500 | mapreduce | 2 | 1.00 |" in markdown_table(read_results(results))
 
 
 def test_reference_tasks_run_and_score(sim, tmp_path: Path) -> None:

@@ -2,7 +2,8 @@
 
 Every finished (task, strategy) run is appended to the results file at once, so an
 interrupted evaluation loses at most the run in progress; a rerun with the same file
-skips the runs already there (keyed by the task's digest and the strategy).
+skips the runs already answered or refused there (keyed by the task's digest and the
+strategy) and retries failed ones (e.g. backend timeouts); reports use the last line.
 """
 
 from __future__ import annotations
@@ -111,14 +112,15 @@ def run_tasks(
     progress: bool = True,
     console: Console | None = None,
 ) -> list[EvalResult]:
-    """Run every (task, strategy) not yet in ``results_path``, appending each result.
+    """Run every (task, strategy) not yet answered or refused in ``results_path``,
+    appending each result.
 
     Shorter tasks run first. Uses ``pipeline`` if given, else one built from ``settings``
     (default: the user's settings with the response cache off, so every run calls the
     model). Returns the results of this call's runs.
     """
     strategies = check_strategies(strategies)
-    done = {r.key for r in read_results(results_path)}
+    done = {r.key for r in read_results(results_path) if r.status != "error"}
     pending = [(t, s) for t in sorted(tasks, key=lambda t: (t.length, t.kind, t.depth or 0,
                                                           t.sample))
                for s in strategies if (t.digest, s) not in done]
