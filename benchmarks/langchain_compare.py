@@ -75,7 +75,7 @@ TOKEN_MAX = 1000  # the recipe's collapse threshold
 MAX_TOKENS = 256
 SPEED_TOKENS = (32000, 352000)  # ~18 and ~200 chunks
 ACCURACY_TOKENS = (8000,)
-ACCURACY_DEPTHS = (0.25, 0.5, 0.75)
+ACCURACY_DEPTHS = (0.25, 0.75)  # as the eval harness's default grid
 TASKS = ("single_needle", "distractor")
 SYSTEMS = ("longdoc mapreduce", "LangChain recipe")
 
@@ -294,20 +294,23 @@ def read_outcomes(path: Path = RESULTS) -> list[Outcome]:
 
 def accuracy(token_counts: Sequence[int] = ACCURACY_TOKENS, runs: int = len(ACCURACY_DEPTHS),
              tasks: Sequence[str] = TASKS, base_url: str | None = None,
-             model: str | None = None, results: Path = RESULTS) -> str:
-    """Both on the embedded model (or ``base_url``): needle and distractor tasks."""
+             model: str | None = None, results: Path = RESULTS, run: bool = True) -> str:
+    """Both on the embedded model (or ``base_url``): needle and distractor tasks; the
+    table of what ``results`` holds for them (``run=False``: run nothing)."""
     from longdoc.pipeline.backends import Backend
     from longdoc.pipeline.evaluation.metrics import contains_value, score_answer
     from longdoc.pipeline.evaluation.tasks import DEFAULT_DATA, Corpus, needle_task
 
     corpus = Corpus.from_folder(DEFAULT_DATA)
-    depths = [(i + 0.5) / runs for i in range(runs)] if runs != 3 else list(ACCURACY_DEPTHS)
+    depths = (list(ACCURACY_DEPTHS) if runs == len(ACCURACY_DEPTHS)
+              else [round((i + 0.5) / runs, 4) for i in range(runs)])
+    # Depth-major order: a run stopped early still has every task kind.
     wanted = [needle_task(kind, corpus, tokens, depth)  # type: ignore[arg-type]
-              for tokens in token_counts for kind in tasks for depth in depths]
+              for tokens in token_counts for depth in depths for kind in tasks]
     done = {(o.system, o.task) for o in read_outcomes(results)}
     todo = [(t, s) for t in wanted for s in SYSTEMS if (s, t.id) not in done]
     results.parent.mkdir(parents=True, exist_ok=True)
-    if todo:
+    if todo and run:
         backend_settings = Settings(backend="openai", base_url=base_url, model=model) \
             if base_url else Settings()
         with tempfile.TemporaryDirectory() as tmp, Backend(backend_settings) as endpoint, \
@@ -328,7 +331,14 @@ def accuracy(token_counts: Sequence[int] = ACCURACY_TOKENS, runs: int = len(ACCU
                 print(f"{system:18} {task.id:32} score {outcome.score:.0f} "
                       f"{outcome.wall_s:6.1f}s {outcome.answer[:70]!r}", flush=True)
     ids = {t.id for t in wanted}
-    return accuracy_table([o for o in read_outcomes(results) if o.task in ids])
+    outcomes = [o for o in read_outcomes(results) if o.task in ids]
+    table = accuracy_table(outcomes)
+    missing = len(wanted) * len(SYSTEMS) - len({(o.system, o.task) for o in outcomes})
+    if missing:
+        table = (f"**Partial:** {missing} of {len(wanted) * len(SYSTEMS)} questions not run yet "
+                 "(the command above resumes from `benchmarks/langchain/results.jsonl`).\n\n"
+                 + table)
+    return table
 
 
 def accuracy_table(outcomes: list[Outcome]) -> str:
@@ -362,15 +372,17 @@ def peer_versions() -> str:
     return ", ".join(found)
 
 
-def results_section() -> str:
-    """The RESULTS.md section (speed: minutes; accuracy: resumes from the results file)."""
+def results_section(run_accuracy: bool = True) -> str:
+    """The RESULTS.md section (speed: minutes; accuracy: resumes from the results file,
+    or with ``run_accuracy=False`` only tabulates it)."""
     return "\n".join([
         "## longdoc mapreduce vs LangChain's map-reduce recipe (generated)",
         "",
         "`.venv/bin/python -m benchmarks.langchain_compare speed` and `... accuracy` (also "
         f"`python -m benchmarks.make_results --only langchain_compare`). Generated "
         f"{datetime.now(UTC):%Y-%m-%d} on {platform.system()} {platform.machine()}, "
-        f"{os.cpu_count()} CPU cores shared with other jobs (seconds are indicative). "
+        f"{os.cpu_count()} CPU cores shared with other jobs (load average "
+        f"{os.getloadavg()[0]:.1f} at the start; seconds are indicative). "
         f"Peers: {peer_versions()}. The recipe and what was changed in it: see the "
         "docstring of `benchmarks/langchain_compare.py`.",
         "",
@@ -383,7 +395,7 @@ def results_section() -> str:
         f"Tasks from the eval harness, needle depths {', '.join(map(str, ACCURACY_DEPTHS))}; "
         "no response cache.",
         "",
-        accuracy(),
+        accuracy(run=run_accuracy),
     ])
 
 

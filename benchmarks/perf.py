@@ -329,7 +329,8 @@ def results_section() -> str:
         f"{datetime.now(UTC):%Y-%m-%d} on {platform.system()} {platform.machine()}, "
         f"{os.cpu_count()} CPU cores; the simulated server (`longdoc.pipeline.simserver`, "
         "its deterministic protocol model) ran in its own process. The two cores were "
-        "shared with other jobs, so seconds are indicative.",
+        f"shared with other jobs (load average {os.getloadavg()[0]:.1f} at the start), so "
+        "seconds are indicative; client CPU time is the steadier figure.",
         "",
         f"### Overhead and in-flight concurrency ({DEFAULT_CHUNKS} chunks)",
         "",
