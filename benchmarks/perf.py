@@ -228,6 +228,7 @@ def overhead(chunks: int = DEFAULT_CHUNKS, latency: LatencyModel = DEFAULT_LATEN
                       concurrency=concurrency, profile=profile)
     maps = [r for r in run.logs if r.kind == MAP_KIND]
     ratio = run.map_stage.average / concurrency
+    from_first = (run.wall_s - run.before_first_call_s) / run.critical_s - 1
     modeled = sum(r.modeled_s for r in maps) / max(1, len(maps))
     served = sum(r.ended - r.started for r in maps) / max(1, len(maps))
     rows = [
@@ -248,6 +249,7 @@ def overhead(chunks: int = DEFAULT_CHUNKS, latency: LatencyModel = DEFAULT_LATEN
         f"≤ {OVERHEAD_TARGET:.0%}: {_verdict(run.overhead <= OVERHEAD_TARGET)} |",
         f"| of which before the first LLM call (ingest, chunking) | "
         f"{run.before_first_call_s:.2f} s | |",
+        f"| overhead from the first LLM call on (map-reduce alone) | {from_first:.1%} | |",
         f"| of which after the last LLM call (reduce, verification) | "
         f"{run.after_last_call_s:.2f} s | |",
         f"| map stage: average in flight / limit | {run.map_stage.average:.2f} / "
