@@ -30,12 +30,13 @@ from dataclasses import asdict, dataclass, field
 from functools import lru_cache
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from string import Formatter
-from typing import Any
+from typing import Any, TypeVar
 
 from longdoc.pipeline.citations import sentences
 from longdoc.pipeline.tokens import count_tokens, encoding
 
 Messages = list[dict[str, str]]
+T = TypeVar("T")
 STATS_PATH = "/sim/stats"
 RESET_PATH = "/sim/reset"
 
@@ -222,7 +223,7 @@ def first_words(text: str, words: int) -> str:
     return " ".join(text.split()[:max(1, words)])
 
 
-def spread(items: list[str], count: int) -> list[str]:
+def spread(items: list[T], count: int) -> list[T]:
     """``count`` items evenly spaced over ``items`` (all if fewer)."""
     if count >= len(items):
         return list(items)
