@@ -26,20 +26,23 @@ from longdoc.pipeline.protocol import parse_confidence, parse_map_reply
 from longdoc.pipeline.simserver import SimServer
 from longdoc.pipeline.state import Evidence, MapRecord
 from longdoc.prompts import get_prompt
+from tests import sequential_cases as cases
 from tests.conftest import haystack, real_settings, run_strategy, sim_settings
-from tests.sequential_cases import FILLER, NEEDLE, NEEDLE_PARAGRAPH, QUESTION
+from tests.sequential_cases import (
+    FILLER,
+    NEEDLE,
+    NEEDLE_PARAGRAPH,
+    QUESTION,
+    SIM_CHUNK_TOKENS,
+)
 
 PARAGRAPHS = [*FILLER[:3], NEEDLE_PARAGRAPH, FILLER[3]]
 MAP_SYSTEM = get_prompt("mapreduce.map").system
 RESOLVE_SYSTEM = get_prompt("mapreduce.resolve").system
-SIM_CHUNK_TOKENS = 50  # one paragraph per chunk
 
 
 def write(tmp_path: Path, paragraphs: list[str] = PARAGRAPHS) -> tuple[Path, str]:
-    text = "\n\n".join(paragraphs)
-    path = tmp_path / "doc.txt"
-    path.write_text(text)
-    return path, text
+    return cases.write(tmp_path, paragraphs)
 
 
 def responder(
