@@ -71,10 +71,14 @@ def offers_tokenizer(base_url: str, model: str, api_key: str,
 
 
 def _die_with_parent() -> None:  # pragma: no cover - runs in the child
-    """Ask Linux to SIGTERM the server if longdoc dies without cleaning up."""
+    """Ask Linux to SIGKILL the server if longdoc dies without cleaning up.
+
+    SIGKILL, not SIGTERM: on SIGTERM the servers shut down gracefully, i.e. only after
+    the request in flight, which on a loaded CPU took minutes (seen with llama.cpp).
+    """
     os.setsid()
     with contextlib.suppress(OSError):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
 
 class ManagedServer:

@@ -133,3 +133,63 @@ def test_serve_stops_its_server_on_ctrl_c(tmp_path: Path) -> None:
         assert "Traceback" not in proc.stderr.read()
     finally:
         proc.kill()
+
+
+STUBBORN_SERVER = '''
+import json, signal, sys
+from http.server import BaseHTTPRequestHandler, HTTPServer
+signal.signal(signal.SIGTERM, signal.SIG_IGN)  # like a server finishing a long request
+class Models(BaseHTTPRequestHandler):
+    def do_GET(self):
+        body = json.dumps({"data": [{"id": "stub"}]}).encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    def log_message(self, *args):
+        pass
+HTTPServer(("127.0.0.1", int(sys.argv[1])), Models).serve_forever()
+'''
+
+PARENT = '''
+import sys, time
+from pathlib import Path
+from longdoc.pipeline.backends import ManagedServer
+from longdoc.pipeline.settings import Settings
+
+class Stub(ManagedServer):
+    name = "stub"
+    def command(self):
+        return [sys.executable, "-c", sys.argv[1], str(self.port)]
+    def context_window(self, models):
+        return 1024
+
+server = Stub(Settings(cache_dir=Path(sys.argv[2])))
+server.start()
+print(server.process.pid, flush=True)
+time.sleep(600)
+'''
+
+
+def test_server_dies_with_a_killed_longdoc_even_if_it_ignores_sigterm(tmp_path: Path) -> None:
+    """longdoc killed without cleaning up (SIGTERM, no handler): the kernel kills its
+    server at once, whatever the server does with SIGTERM."""
+    parent = subprocess.Popen([sys.executable, "-c", PARENT, STUBBORN_SERVER, str(tmp_path)],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        child = int(parent.stdout.readline())
+        os.kill(child, 0)  # alive
+        parent.send_signal(signal.SIGTERM)
+        parent.wait(timeout=30)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                os.kill(child, 0)
+            except ProcessLookupError:
+                break
+            time.sleep(0.1)
+        else:
+            os.killpg(child, signal.SIGKILL)
+            pytest.fail("the server outlived the longdoc process that started it")
+    finally:
+        parent.kill()
