@@ -125,13 +125,20 @@ def makespan(latencies: Sequence[float], slots: int | None) -> float:
     return max(free)
 
 
-def critical_path(logs: Sequence[RequestLog], slots: int | None) -> float:
+def critical_path(logs: Sequence[RequestLog], slots: int | None,
+                  parallel: int | None = None) -> float:
     """LLM seconds the run cannot avoid: its parallel map calls scheduled on ``slots``,
-    then every other call one after another (each waits for the one before it)."""
+    then every other call one after another (each waits for the one before it).
+
+    Map calls are known by their prompt's kind, or (``parallel``) are the first
+    ``parallel`` requests to arrive, for prompts the server does not know.
+    """
     ordered = sorted(logs, key=lambda r: r.arrived)
-    parallel = [r.modeled_s for r in ordered if r.kind in PARALLEL_KINDS]
-    return makespan(parallel, slots) + sum(r.modeled_s for r in ordered
-                                          if r.kind not in PARALLEL_KINDS)
+    is_map = [(i < parallel) if parallel is not None else r.kind in PARALLEL_KINDS
+              for i, r in enumerate(ordered)]
+    maps = [r.modeled_s for r, m in zip(ordered, is_map, strict=True) if m]
+    rest = [r.modeled_s for r, m in zip(ordered, is_map, strict=True) if not m]
+    return makespan(maps, slots) + sum(rest)
 
 
 @dataclass
