@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import functools
 import importlib.metadata
 import importlib.util
 import os
@@ -70,21 +71,21 @@ def offers_tokenizer(base_url: str, model: str, api_key: str,
     return ServedTokenizer(base_url, model, api_key).available()
 
 
-def _die_with_parent() -> None:  # pragma: no cover - runs in the child
-    """Ask Linux to SIGKILL the server if longdoc dies without cleaning up.
-
-    SIGKILL, not SIGTERM: on SIGTERM the servers shut down gracefully, i.e. only after
-    the request in flight, which on a loaded CPU took minutes (seen with llama.cpp).
-    """
+def _die_with_parent(death_signal: int) -> None:  # pragma: no cover - runs in the child
+    """Ask Linux to send ``death_signal`` to the server if longdoc dies without cleaning up
+    (``ManagedServer.death_signal``)."""
     os.setsid()
     with contextlib.suppress(OSError):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, death_signal)  # PR_SET_PDEATHSIG
 
 
 class ManagedServer:
     """A model server longdoc starts on 127.0.0.1 and stops on exit, error or Ctrl-C."""
 
     name = "server"
+    # Sent to the server if longdoc dies without cleaning up. SIGKILL, not SIGTERM: on
+    # SIGTERM llama.cpp shuts down only after the request in flight, minutes on a loaded CPU.
+    death_signal = signal.SIGKILL
 
     def __init__(self, settings: Settings):
         self.settings = settings
@@ -113,7 +114,8 @@ class ManagedServer:
         with open(self.log_path, "wb") as log:
             self.process = subprocess.Popen(
                 command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                env=self.environment(), preexec_fn=_die_with_parent,
+                env=self.environment(),
+                preexec_fn=functools.partial(_die_with_parent, self.death_signal),
             )
         deadline = time.monotonic() + self.settings.server_start_timeout_s
         while time.monotonic() < deadline:
@@ -197,6 +199,9 @@ class VLLMServer(ManagedServer):
     """
 
     name = "vllm"
+    # SIGTERM: vLLM then stops its engine processes too; SIGKILL would leave them running
+    # (the death signal reaches only the server process itself).
+    death_signal = signal.SIGTERM
 
     def __init__(self, settings: Settings):
         super().__init__(settings)
