@@ -63,13 +63,18 @@ def test_interrupted_run_resumes_without_repeating_calls(sim, tmp_path: Path,
         with pytest.raises(BackendError):
             pipeline.ask(doc, QUESTION, strategy=strategy, run_id="flaky")
         before = flaky.calls
-        assert before == 3
+        # Sequential steps stop at the failure. Map calls queue for the one request slot:
+        # the failing call hands it to the next before LangGraph cancels the fan-out, so
+        # that call may reach the server (keep-alive makes it quick), and its answer is
+        # lost with the cancellation; it is made again on resume.
+        lost = before - 3
+        assert lost == 0 if strategy == "memory" else lost in (0, 1)
         resumed = pipeline.ask(doc, QUESTION, strategy=strategy, run_id="flaky")
     assert resumed.answer == reference.answer
     assert [c.quote for c in resumed.citations] == [c.quote for c in reference.citations]
     answered = flaky.calls - 1  # the failed request got no answer
-    assert answered == uninterrupted
-    assert resumed.usage.llm_calls == uninterrupted - (before - 1)
+    assert answered == uninterrupted + lost
+    assert resumed.usage.llm_calls == uninterrupted - (before - 1 - lost)
 
 
 def test_finished_run_returns_its_result_without_calls(sim, tmp_path: Path) -> None:
