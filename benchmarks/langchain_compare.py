@@ -40,6 +40,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import atexit
+import contextvars
 import importlib.metadata
 import json
 import operator
@@ -190,8 +191,8 @@ class Outcome:
     answer: str
     wall_s: float
     calls: int
-    prompt_tokens: int
-    completion_tokens: int
+    prompt_tokens: int | None  # None: not recorded
+    completion_tokens: int | None
     score: float | None = None
     cited: bool | None = None  # longdoc: a verified citation holds the expected value
     depth: float | None = None
@@ -220,8 +221,10 @@ def ask_recipe(base_url: str, model: str, text: str, question: str) -> Outcome:
     app = build_recipe(llm, question)
     started = time.monotonic()
     with get_usage_metadata_callback() as usage:
+        # This context (with the usage handler), not the loop's first one.
         state = recipe_loop().run(app.ainvoke({"contents": split(text)},
-                                              {"recursion_limit": 10, "callbacks": [Calls()]}))
+                                              {"recursion_limit": 10, "callbacks": [Calls()]}),
+                                  context=contextvars.copy_context())
     wall = time.monotonic() - started
     totals = [u for u in usage.usage_metadata.values()]
     return Outcome(
@@ -368,13 +371,17 @@ def accuracy_table(outcomes: list[Outcome]) -> str:
         cells.setdefault((int(length), kind, o.system), []).append(o)
     for (length, kind, system), group in sorted(cells.items()):
         n = len(group)
+        counted = [o.prompt_tokens for o in group if o.prompt_tokens is not None]
+        tokens = f"{sum(counted) / len(counted):.0f}" if counted else "–"
+        if 0 < len(counted) < n:
+            tokens += f" ({len(counted)} of {n} runs)"
         correct = sum(o.score or 0 for o in group)
         cited = (f"{sum(bool(o.cited and o.score) for o in group)}/{n}"
                  if system == SYSTEMS[0] else "– (no citations)")
         rows.append(
             f"| {length} | {kind} | {system} | {correct:.0f}/{n} | {cited} | "
             f"{sum(o.calls for o in group) / n:.1f} | "
-            f"{sum(o.prompt_tokens for o in group) / n:.0f} | "
+            f"{tokens} | "
             f"{sum(o.wall_s for o in group) / n:.1f} |")
     return "\n".join(rows)
 

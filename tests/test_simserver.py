@@ -266,3 +266,6 @@ def test_langchain_recipe_runs_on_the_simulated_server(sim) -> None:
     assert chunks >= 2 and outcome.calls == len(server.log) == chunks + 1  # map, then reduce
     assert "48213" in outcome.answer
     assert outcome.prompt_tokens == sum(r.prompt_tokens for r in server.log)
+    server.reset()  # a second run in the same event loop counts its own tokens
+    again = langchain_compare.ask_recipe(server.base_url, server.model, text, QUESTION)
+    assert again.prompt_tokens == sum(r.prompt_tokens for r in server.log) > 0
