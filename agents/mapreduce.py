@@ -434,10 +434,11 @@ async def timed_chat(
     runtime: Runtime[RunContext], messages: list[Message], node: str, **kwargs: int
 ) -> tuple[str, dict]:
     """A model call and its trace data: cl100k tokens in and out, seconds taken."""
+    prompt_tokens = sum(count_tokens(m["content"]) for m in messages)  # while queued
     started = time.perf_counter()
     reply = await runtime.context.llm.chat(messages, node=node, **kwargs)
     return reply, {
-        "prompt_tokens": sum(count_tokens(m["content"]) for m in messages),
+        "prompt_tokens": prompt_tokens,
         "reply_tokens": count_tokens(reply),
         "elapsed_s": round(time.perf_counter() - started, 3),
     }

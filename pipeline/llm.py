@@ -160,6 +160,9 @@ class LLMClient:
                 raise BackendError(f"model server sent an unreadable response: {_short(exc)}") \
                     from exc
             latency = time.perf_counter() - started
+        # Let a call waiting for the slot just freed send its request before this reply is
+        # processed: with equal latencies replies come in waves, and the slot would idle.
+        await asyncio.sleep(0)
         text = _reply_text(response)
         usage = response.usage
         self.calls.append(

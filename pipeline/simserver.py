@@ -437,6 +437,9 @@ class SimServer:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"  # keep-alive, as real model servers do
+            # Headers and body go out as two writes; with Nagle's algorithm the second
+            # waits for the client's delayed ACK (~40 ms a reply).
+            disable_nagle_algorithm = True
 
             def log_message(self, *args: object) -> None:
                 pass
