@@ -202,12 +202,14 @@ def serve(backend: BackendOpt = None) -> None:
     except LongdocError as error:
         _fail(error)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-    out.print(f"serving {endpoint.model} at {endpoint.base_url} (window {endpoint.context_window})")
-    out.print(
-        f"use it from other shells: LONGDOC_BACKEND=openai LONGDOC_BASE_URL={endpoint.base_url} "
-        f"LONGDOC_MODEL={endpoint.model} LONGDOC_CONTEXT_WINDOW={endpoint.context_window}"
-    )
-    try:
+    try:  # from here on, Ctrl-C or SIGTERM at any moment stops the server
+        out.print(f"serving {endpoint.model} at {endpoint.base_url} "
+                  f"(window {endpoint.context_window})")
+        out.print(
+            f"use it from other shells: LONGDOC_BACKEND=openai LONGDOC_BASE_URL="
+            f"{endpoint.base_url} LONGDOC_MODEL={endpoint.model} "
+            f"LONGDOC_CONTEXT_WINDOW={endpoint.context_window}"
+        )
         while server.server is None or server.server.process.poll() is None:  # type: ignore[union-attr]
             time.sleep(1)
         err.print("[red]error:[/red] the model server exited")

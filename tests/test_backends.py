@@ -120,7 +120,7 @@ def test_serve_stops_its_server_on_ctrl_c(tmp_path: Path) -> None:
         base_url = line.split(" at ")[1].split()[0]
         assert httpx.get(f"{base_url}/models").status_code == 200
         proc.send_signal(signal.SIGINT)
-        proc.wait(timeout=30)
+        proc.wait(timeout=60)  # stop() allows the server 10 s for SIGTERM, 10 s after SIGKILL
         deadline = time.monotonic() + 15
         while time.monotonic() < deadline:
             try:
