@@ -202,6 +202,9 @@ def serve(backend: BackendOpt = None) -> None:
     except LongdocError as error:
         _fail(error)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    # Ctrl-C stops serve even when it was started with SIGINT ignored (a background job of
+    # a non-interactive shell inherits that, and Python then never raises KeyboardInterrupt).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     try:  # from here on, Ctrl-C or SIGTERM at any moment stops the server
         out.print(f"serving {endpoint.model} at {endpoint.base_url} "
                   f"(window {endpoint.context_window})")

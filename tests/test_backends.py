@@ -112,8 +112,10 @@ def test_embedded_server_starts_and_stops(tmp_path: Path) -> None:
 @pytest.mark.real_model
 def test_serve_stops_its_server_on_ctrl_c(tmp_path: Path) -> None:
     env = {**os.environ, "LONGDOC_CACHE_DIR": str(tmp_path)}
+    # Started with SIGINT ignored, as a background job of a non-interactive shell is (CI).
     proc = subprocess.Popen([sys.executable, "-m", "longdoc", "serve"], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=env)
+                            stderr=subprocess.PIPE, text=True, env=env,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
     try:
         line = proc.stdout.readline()
         assert line.startswith("serving"), line + proc.stderr.read()
