@@ -7,6 +7,10 @@ verify   in code, per record: the model's quotes are located in the chunk's text
          answer key (numbers, else names, else words) occurs in that evidence. Records
          without an answer or without verified evidence are demoted: they never reach
          the answer, only the trace.
+look     when no verified record's evidence shares a word with the question (the chunk
+         holding the answer misread it, and only off-topic phrases verified), the
+         sentences that match the question best get a second, short map call each:
+         SmolLM2 that misses a fact in 2,000 tokens reads it from two sentences.
 reduce   verified records are grouped by answer key; groups whose evidence shares no
          word with the question withdraw if another group's evidence does, and so do
          groups whose evidence only hedges ("some say it might be ...") if another's
@@ -34,7 +38,7 @@ from typing import TypedDict
 from langgraph.graph import END, START
 from langgraph.graph.state import CompiledStateGraph
 from langgraph.runtime import Runtime
-from langgraph.types import Send
+from langgraph.types import Command, Send
 
 from longdoc.pipeline.citations import answer_keys, locate, normalize, sentences
 from longdoc.pipeline.errors import InputError
@@ -56,11 +60,13 @@ MAP_NODE = "mapreduce.map"
 SUMMARY_MAP_NODE = "mapreduce.summary_map"
 REDUCE_NODE = "mapreduce.reduce"
 RESOLVE_NODE = "mapreduce.resolve"
+SECOND_LOOK_NODE = "mapreduce.second_look"
 
 NOT_FOUND_ANSWER = "Not found: no part of the document supports an answer."
 EVIDENCE_TOKEN_BUDGET = 1500  # verified evidence the reduce keeps (see collapse_to_budget)
 MAX_EVIDENCE_CHARS = 400  # a longer model quote is narrowed to its key sentence
 MAX_CONFLICT_OPTIONS = 4
+SECOND_LOOK_PASSAGES = 3  # question-matching passages re-read when no verified record matches
 MAX_EVIDENCE_PER_OPTION = 2
 TRACE_REPLY_CHARS = 500
 CONFIDENCE_RANK = {"high": 3, "medium": 2, "low": 1, None: 0}
@@ -211,6 +217,47 @@ def key_sentence(
 
 def _acceptable(evidence: str, key: list[str]) -> bool:
     return key_supported(key, evidence) and not is_instruction_like(evidence)
+
+
+def needs_second_look(records: list[MapRecord]) -> bool:
+    """Whether no verified record's evidence mentions the question (nor was re-read)."""
+    return not any(r.verified and r.relevance > 0 for r in records) and not any(
+        r.second_look for r in records
+    )
+
+
+def second_look_passages(
+    chunks: list[Chunk], question: str, limit: int = SECOND_LOOK_PASSAGES
+) -> list[Chunk]:
+    """The passages that match ``question`` best, as small chunks of their own.
+
+    A passage is a sentence holding at least half of the question's key words (and no
+    instruction to a model), with the sentence after it. The ``limit`` best by key words,
+    then by position; a sentence in two overlapping chunks counts once.
+    """
+    keys = answer_keys(question)
+    if not keys:
+        return []
+    need = math.ceil(len(keys) / 2)
+    found: dict[int, tuple[int, Chunk, int, int]] = {}
+    for chunk in chunks:
+        spans = sentences(chunk.text)
+        for i, (s, e) in enumerate(spans):
+            sentence = chunk.text[s:e]
+            score = relevance(question, sentence)
+            if score < need or is_instruction_like(sentence) or chunk.start + s in found:
+                continue
+            end = spans[i + 1][1] if i + 1 < len(spans) else e
+            found[chunk.start + s] = (score, chunk, s, end)
+    best = sorted(found.items(), key=lambda item: (-item[1][0], item[0]))[:limit]
+    passages = []
+    for n, (_, (_, chunk, s, e)) in enumerate(sorted(best, key=lambda item: item[0])):
+        text = chunk.text[s:e]
+        passages.append(chunk.model_copy(update={
+            "id": f"{chunk.id}:look{n}", "start": chunk.start + s, "end": chunk.start + e,
+            "text": text, "tokens": count_tokens(text),
+        }))
+    return passages
 
 
 # --- grouping, collapse, conflicts --------------------------------------------------------
@@ -446,12 +493,22 @@ async def timed_chat(
 
 async def map_chunk(item: MapInput, runtime: Runtime[RunContext]) -> dict:
     """Ask the question of one chunk and ground the reply in the chunk's text."""
+    return await _map(item, runtime)
+
+
+async def second_look_chunk(item: MapInput, runtime: Runtime[RunContext]) -> dict:
+    """The map call on one question-matching passage (see ``second_look``)."""
+    return await _map(item, runtime, second_look=True)
+
+
+async def _map(item: MapInput, runtime: Runtime[RunContext], second_look: bool = False) -> dict:
     chunk, question = item["chunk"], item["question"]
     messages = get_prompt(MAP_NODE).render(
         document=document_block(chunk.source, chunk.text), question=question
     )
     reply, call = await timed_chat(runtime, messages, MAP_NODE)
     record = ground_record(chunk, question, reply)
+    record.second_look = second_look
     data = record.model_dump(exclude={"reply"})
     data["reply"] = reply[:TRACE_REPLY_CHARS]
     data["call"] = call
@@ -462,6 +519,25 @@ async def map_chunk(item: MapInput, runtime: Runtime[RunContext]) -> dict:
     }
 
 
+def second_look(state: GraphState) -> Command:
+    """Re-read the question's best-matching passages if no verified record matched it."""
+    question = state["question"]
+    if not needs_second_look(state.get("map_records", [])):
+        return Command(goto="reduce")
+    passages = second_look_passages(_chunks_to_read(state), question)
+    if not passages:
+        return Command(goto="reduce")
+    event = TraceEvent(
+        node=SECOND_LOOK_NODE,
+        message=(f"no verified answer's evidence mentions the question: re-reading "
+                 f"{len(passages)} passage(s) that do"),
+        data={"passages": [{"id": p.id, "start": p.start, "end": p.end, "text": p.text}
+                           for p in passages]},
+    )
+    return Command(update={"trace": [event]},
+                   goto=[Send("look", MapInput(chunk=p, question=question)) for p in passages])
+
+
 async def reduce(state: GraphState, runtime: Runtime[RunContext]) -> dict:
     """Decide the answer from the verified records; ask the model only on a conflict."""
     records = sorted(state.get("map_records", []), key=lambda r: _chunk_order(r.chunk_id))
@@ -469,7 +545,8 @@ async def reduce(state: GraphState, runtime: Runtime[RunContext]) -> dict:
     kept, dropped = collapse_to_budget(verified, _evidence_budget(state, runtime))
     groups = group_by_answer(kept)
     data: dict = {
-        "chunks_read": len(records),
+        "chunks_read": sum(not r.second_look for r in records),
+        "passages_reread": sum(r.second_look for r in records),
         "parse_failures": sum(not r.parsed for r in records),
         "no_answer": sum(r.parsed and not r.found for r in records),
         "demoted": sum(r.found and not r.verified for r in records),
@@ -548,7 +625,8 @@ def _chunk_order(chunk_id: str) -> tuple[int, ...]:
 
 
 def build_mapreduce() -> CompiledStateGraph:
-    """Questions: START -> map (one per chunk, in parallel) -> reduce -> END.
+    """Questions: START -> map (one per chunk, in parallel) -> second_look -> [look (one per
+    question-matching passage)] -> reduce -> END.
 
     Summaries: START -> summary_map (one per chunk) -> collapse -> write -> END.
     """
@@ -556,12 +634,15 @@ def build_mapreduce() -> CompiledStateGraph:
 
     graph = strategy_graph()
     graph.add_node("map", map_chunk)
+    graph.add_node("second_look", second_look, destinations=("look", "reduce"))
+    graph.add_node("look", second_look_chunk)
     graph.add_node("reduce", reduce)
     graph.add_node("summary_map", summary.map_chunk)
     graph.add_node("collapse", summary.collapse)
     graph.add_node("write", summary.write_summary)
     graph.add_conditional_edges(START, fan_out, ["map", "reduce", "summary_map", "collapse"])
-    graph.add_edge("map", "reduce")
+    graph.add_edge("map", "second_look")
+    graph.add_edge("look", "reduce")
     graph.add_edge("reduce", END)
     graph.add_edge("summary_map", "collapse")
     graph.add_edge("collapse", "write")

@@ -56,6 +56,9 @@ class MapRecord(BaseModel):
         False, description="The answer key occurs in evidence located in the chunk's text"
     )
     relevance: int = Field(0, description="Question words in the evidence")
+    second_look: bool = Field(
+        False, description="From a second look at a question-matching passage, not a chunk"
+    )
     status: str = Field("", description="Why the record is (not) verified, for the trace")
     chunk_tokens: int = 0
     evidence_tokens: int = 0

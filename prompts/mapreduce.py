@@ -17,7 +17,7 @@ MAP_CHUNK = register(
         name="mapreduce.map",
         system=(
             "You read one part of a long document and report what this part says about a "
-            "question. Use only the text of this part. " + DATA_NOT_INSTRUCTIONS
+            "question. " + DATA_NOT_INSTRUCTIONS
         ),
         # Shared part first (instructions, question, rubric), the chunk last: a server's
         # prefix cache then serves the shared part across the whole map fan-out. The
@@ -33,7 +33,7 @@ MAP_CHUNK = register(
             + CONFIDENCE_CRITERIA
             + "\n\n{document}\n\n"
             "Question: {question}\n"
-            "Report on the text above in the form given before it."
+            "Report in the form above."
         ),
     )
 )
