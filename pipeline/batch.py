@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import fcntl
 import hashlib
 import json
 import logging
@@ -31,19 +30,12 @@ import time
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO, Any, Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, Field
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
+from rich.progress import Progress, TextColumn
 
 from longdoc.pipeline.api import (
     DEFAULT_SUMMARY_STRATEGY,
@@ -55,6 +47,7 @@ from longdoc.pipeline.errors import BackendError, InputError
 from longdoc.pipeline.ingest import SUPPORTED_SUFFIXES
 from longdoc.pipeline.llm import Endpoint
 from longdoc.pipeline.models import Citation, Task, Usage
+from longdoc.pipeline.runs import JsonLog, progress_bar
 from longdoc.pipeline.settings import Settings, load_settings
 
 JSONL_SUFFIX = ".jsonl"
@@ -299,63 +292,6 @@ def result_of(item: BatchItem, job: BatchJob, **fields: Any) -> BatchResult:
     )
 
 
-# --- the output file --------------------------------------------------------------------------
-
-
-class ResultLog:
-    """The output JSONL: read back for resuming, appended one synced line per result.
-
-    Opening locks the file, so two batches cannot write the same output at once.
-    """
-
-    def __init__(self, path: Path):
-        self.path = path
-        self._file: IO[str] | None = None
-
-    def read(self) -> list[BatchResult]:
-        """The results in the file; a line that is not one (e.g. cut by a kill) is skipped."""
-        if not self.path.is_file():
-            return []
-        results = []
-        with self.path.open(encoding="utf-8", errors="replace") as handle:
-            for line in handle:
-                if line.strip():
-                    with contextlib.suppress(ValidationError):
-                        results.append(BatchResult.model_validate_json(line))
-        return results
-
-    def __enter__(self) -> ResultLog:
-        if self.path.is_dir():
-            raise InputError(f"--out {self.path} is a folder; give a .jsonl file")
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            handle = self.path.open("a+", encoding="utf-8")
-        except OSError as exc:
-            raise InputError(f"cannot write {self.path}: {exc.strerror or exc}") from exc
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as exc:
-            handle.close()
-            raise InputError(f"{self.path} is being written by another batch") from exc
-        if handle.tell() > 0:  # a line cut by a kill must not swallow the next one
-            handle.seek(handle.tell() - 1)
-            if handle.read(1) != "\n":
-                handle.write("\n")
-        self._file = handle
-        return self
-
-    def append(self, result: BatchResult) -> None:
-        assert self._file is not None, "ResultLog is not open"
-        self._file.write(result.model_dump_json() + "\n")
-        self._file.flush()
-        os.fsync(self._file.fileno())
-
-    def __exit__(self, *exc_info: object) -> None:
-        if self._file is not None:
-            self._file.close()  # closing releases the lock
-            self._file = None
-
-
 # --- the run ----------------------------------------------------------------------------------
 
 
@@ -363,7 +299,7 @@ class _Recorder:
     """Writes each result, keeps the counts, drives the progress bar; stops the batch when
     the backend keeps failing (``BACKEND_STREAK`` more documents than can be in flight)."""
 
-    def __init__(self, log: ResultLog, bar: Progress, bar_id: Any, *, verbose: bool):
+    def __init__(self, log: JsonLog[BatchResult], bar: Progress, bar_id: Any, *, verbose: bool):
         self.log, self.bar, self.bar_id, self.verbose = log, bar, bar_id, verbose
         self.results: list[BatchResult] = []
         self.backend_streak = 0
@@ -423,8 +359,8 @@ def run_batch(
         raise InputError(f"--jobs must be at least 1 (got {jobs})")
     items = collect_inputs(inputs)
     console = console or Console(stderr=True)
-    with ResultLog(Path(output)) as log, Pipeline(settings) as pipeline:
-        done = {r.key for r in log.read() if r.status == "ok"}
+    with JsonLog(Path(output), BatchResult) as log, Pipeline(settings) as pipeline:
+        done = log.done(lambda r: r.status == "ok")
         endpoint = pipeline.backend.start()
         job = make_job(task, settings, endpoint, strategy=strategy, question=question,
                        words=words, password=password)
@@ -432,12 +368,9 @@ def run_batch(
         skipped = len(items) - len(pending)
         if progress and not pending:
             console.print(f"all {len(items)} document(s) already done in {log.path}")
-        bar = Progress(
-            TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-            TextColumn("{task.fields[failed]} failed"), TextColumn("{task.fields[tokens]:,} tok"),
-            TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
-            console=console, disable=not progress or not pending,
-        )
+        bar = progress_bar(console, TextColumn("{task.fields[failed]} failed"),
+                           TextColumn("{task.fields[tokens]:,} tok"),
+                           disable=not progress or not pending)
         label = f"batch {task}" + (f" ({skipped} done before)" if skipped else "")
         with bar:
             bar_id = bar.add_task(label, total=len(pending), failed=0, tokens=0)

@@ -16,10 +16,11 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from longdoc.pipeline.batch import BatchResult, ResultLog, collect_inputs, run_batch
+from longdoc.pipeline.batch import BatchResult, collect_inputs, run_batch
 from longdoc.pipeline.cli import app
 from longdoc.pipeline.errors import BackendError, InputError
 from longdoc.pipeline.ingest import load_document
+from longdoc.pipeline.runs import JsonLog
 from longdoc.pipeline.simserver import Fault, LatencyModel, Messages, ProtocolModel, SimServer
 from tests.conftest import real_settings, sim_env, sim_settings
 
@@ -45,7 +46,7 @@ def write_docs(folder: Path, topics: list[str]) -> list[Path]:
 
 
 def read_lines(path: Path) -> list[BatchResult]:
-    return ResultLog(path).read()
+    return JsonLog(path, BatchResult).read()
 
 
 def prompted_topics(server: SimServer) -> list[str]:

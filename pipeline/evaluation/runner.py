@@ -14,21 +14,13 @@ from collections.abc import Sequence
 from contextlib import ExitStack
 from pathlib import Path
 
-from pydantic import ValidationError
 from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
 
 from longdoc.pipeline.api import Pipeline
 from longdoc.pipeline.errors import BackendError, InputError
 from longdoc.pipeline.evaluation.metrics import EvalResult, evaluate, failed
 from longdoc.pipeline.evaluation.tasks import EvalTask
+from longdoc.pipeline.runs import JsonLog, progress_bar
 from longdoc.pipeline.settings import Settings, load_settings
 
 STRATEGY_NAMES = ("direct", "rag", "mapreduce", "chain", "memory", "auto")
@@ -46,29 +38,14 @@ def check_strategies(strategies: Sequence[str]) -> list[str]:
 
 
 def read_results(path: Path) -> list[EvalResult]:
-    """The results in ``path`` (none if it does not exist).
-
-    A line that is not a result (e.g. cut short by a kill mid-write) is skipped.
-    """
-    if not path.is_file():
-        return []
-    results = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        if line.strip():
-            try:
-                results.append(EvalResult.model_validate_json(line))
-            except ValidationError:
-                continue
-    return results
+    """The results in ``path`` (none if it does not exist); a line that is not a result
+    (e.g. cut short by a kill mid-write) is skipped."""
+    return results_log(path).read()
 
 
-def append_result(path: Path, result: EvalResult) -> None:
-    """Append one result line (and make sure an earlier cut line does not swallow it)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    needs_newline = path.is_file() and path.stat().st_size > 0 and \
-        not path.read_bytes().endswith(b"\n")
-    with path.open("a", encoding="utf-8") as out:
-        out.write(("\n" if needs_newline else "") + result.model_dump_json() + "\n")
+def results_log(path: Path) -> JsonLog[EvalResult]:
+    """The results file as the log a rerun resumes from, keyed by (task digest, strategy)."""
+    return JsonLog(path, EvalResult, option="--results")
 
 
 def run_one(pipeline: Pipeline, task: EvalTask, strategy: str, document: Path,
@@ -120,7 +97,7 @@ def run_tasks(
     model). Returns the results of this call's runs.
     """
     strategies = check_strategies(strategies)
-    done = {r.key for r in read_results(results_path) if r.status != "error"}
+    done = results_log(results_path).done(lambda r: r.status != "error")
     pending = [(t, s) for t in sorted(tasks, key=lambda t: (t.length, t.kind, t.depth or 0,
                                                           t.sample))
                for s in strategies if (t.digest, s) not in done]
@@ -131,15 +108,13 @@ def run_tasks(
         return []
     new: list[EvalResult] = []
     with ExitStack() as stack:
+        log = stack.enter_context(results_log(results_path))
         if pipeline is None:
             pipeline = stack.enter_context(
                 Pipeline(settings or load_settings(use_cache=False)))
         model = pipeline.backend.start().model
         folder = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="longdoc-eval-")))
-        bar = stack.enter_context(Progress(
-            TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-            TimeElapsedColumn(), TimeRemainingColumn(), console=console, disable=not progress,
-        ))
+        bar = stack.enter_context(progress_bar(console, disable=not progress))
         skipped = len(tasks) * len(strategies) - len(pending)
         bar_id = bar.add_task(f"eval ({skipped} done before)", total=len(pending))
         backend_failures = 0
@@ -155,7 +130,7 @@ def run_tasks(
                     raise BackendError(f"{backend_failures} backend failures in a row, "
                                        f"stopping (rerun to resume): {exc}") from exc
                 result = failed(task, strategy, "error", f"backend: {exc}", 0.0, model)
-            append_result(results_path, result)
+            log.append(result)
             new.append(result)
             if progress:
                 bar.console.print(_line(result), highlight=False, markup=False)
