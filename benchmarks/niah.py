@@ -61,11 +61,14 @@ def ask_cli(doc: Path, question: str, strategy: str) -> dict:
 
 
 def rejected(result: dict) -> str:
-    """'demoted/records' from the reduce step's trace (records with an answer not verified)."""
+    """From the reduce step's trace: records demoted (an answer not verified), verified,
+    and passages re-read by the second look."""
     for event in result.get("trace", []):
         data = event.get("data", {})
         if "demoted" in data and "verified" in data:
-            return f"{data['demoted']} demoted, {data['verified']} verified"
+            looked = data.get("passages_reread", 0)
+            return (f"{data['demoted']} demoted, {data['verified']} verified"
+                    + (f", second look at {looked} passage(s)" if looked else ""))
     return "-"
 
 
