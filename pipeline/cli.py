@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 import signal
@@ -275,38 +276,56 @@ def _batch(as_json: bool, backend: Backend | None, **request: Any) -> None:
     raise typer.Exit(summary.exit_code)
 
 
-@batch_app.command(name="summarize")
-def batch_summarize(
+def _batch_options(
     inputs: InputsArg,
     output: OutOpt,
+    jobs: JobsOpt = None,
+    use_ray: RayOpt = False,
+    backend: BackendOpt = None,
+    password: PasswordOpt = None,
+    as_json: QuietJsonOpt = False,
+) -> None:
+    """The arguments and options every ``batch`` command has (a signature, never called)."""
+
+
+def _batch_command(name: str) -> Callable[[Callable[..., dict[str, Any]]], Callable[..., None]]:
+    """Register ``batch <name>`` from a function of the command's own options that returns
+    its part of the request: the command takes the inputs and ``--out``, then those options,
+    then the ones every batch command has, and runs the batch."""
+
+    def register(own: Callable[..., dict[str, Any]]) -> Callable[..., None]:
+        shared = list(inspect.signature(_batch_options, eval_str=True).parameters.values())
+        mine = list(inspect.signature(own, eval_str=True).parameters.values())
+
+        def command(**values: Any) -> None:
+            request = own(**{p.name: values.pop(p.name) for p in mine})
+            _batch(values.pop("as_json"), values.pop("backend"), **values, **request)
+
+        command.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
+            [p.replace(kind=inspect.Parameter.KEYWORD_ONLY)
+             for p in (*shared[:2], *mine, *shared[2:])])
+        command.__doc__ = own.__doc__
+        return batch_app.command(name=name)(command)
+
+    return register
+
+
+@_batch_command("summarize")
+def batch_summarize(
     words: Annotated[int, typer.Option(help="About how many words each summary has")] = 300,
     strategy: Annotated[str | None, typer.Option(help="Strategy (default mapreduce)")] = None,
-    jobs: JobsOpt = None,
-    use_ray: RayOpt = False,
-    backend: BackendOpt = None,
-    password: PasswordOpt = None,
-    as_json: QuietJsonOpt = False,
-) -> None:
+) -> dict[str, Any]:
     """Summarize every document, each summary with verified citations."""
-    _batch(as_json, backend, inputs=inputs, output=output, task="summary", words=words,
-           strategy=strategy, jobs=jobs, use_ray=use_ray, password=password)
+    return {"task": "summary", "words": words, "strategy": strategy}
 
 
-@batch_app.command(name="ask")
+@_batch_command("ask")
 def batch_ask(
-    inputs: InputsArg,
-    output: OutOpt,
     question: Annotated[str, typer.Option("--question", "-q", help="The question to answer")],
     strategy: StrategyOpt = None,
-    jobs: JobsOpt = None,
-    use_ray: RayOpt = False,
-    backend: BackendOpt = None,
-    password: PasswordOpt = None,
-    as_json: QuietJsonOpt = False,
-) -> None:
+) -> dict[str, Any]:
     """Ask the same question about every document, each answer with verified citations."""
-    _batch(as_json, backend, inputs=inputs, output=output, task="qa", question=question,
-           strategy=strategy, jobs=jobs, use_ray=use_ray, password=password)
+    return {"task": "qa", "question": question, "strategy": strategy}
 
 
 def _csv(value: str, name: str, parse: Callable[[str], Any] = str) -> list[Any]:
