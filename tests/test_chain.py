@@ -16,7 +16,6 @@ from longdoc.agents.sequential import (
 from longdoc.pipeline.api import Pipeline
 from longdoc.pipeline.state import Evidence
 from longdoc.pipeline.tokens import count_tokens
-from longdoc.prompts import get_prompt
 from tests.conftest import haystack, real_settings, sim_settings
 from tests.sequential_cases import (
     HOP_DISTRACTOR,
@@ -34,6 +33,8 @@ from tests.sequential_cases import (
     events,
     first_number,
     invented,
+    prompt_systems,
+    real_passkey_answer,
     requests_of,
     responder,
     run,
@@ -43,10 +44,8 @@ from tests.sequential_cases import (
     write,
 )
 
-SYSTEMS = {"step": get_prompt("chain.worker").system,
-           "answer": get_prompt("chain.manager").system,
-           "compress": get_prompt("chain.compress").system}
 WORKER, MANAGER = "chain.worker", "chain.manager"
+SYSTEMS = prompt_systems(WORKER, MANAGER, "chain.compress")
 
 
 def hallucinating_worker(user: str) -> str:
@@ -216,9 +215,8 @@ def test_injected_text_is_never_carried_or_cited(sim, tmp_path: Path) -> None:
 
 
 def test_summary_task_carries_key_points_and_cites_them(sim, tmp_path: Path) -> None:
-    summary_systems = {"step": get_prompt("chain.worker.summary").system,
-                       "answer": get_prompt("chain.manager.summary").system,
-                       "compress": SYSTEMS["compress"]}
+    summary_systems = prompt_systems(f"{WORKER}.summary", f"{MANAGER}.summary",
+                                     "chain.compress")
 
     def worker(user: str) -> str:
         part = document_of(user)
@@ -271,12 +269,7 @@ def test_reply_candidates_include_quoted_and_plain_sentences() -> None:
 @pytest.mark.real_model
 def test_real_model_chain_finds_passkey(real_endpoint, shared_data: Path,
                                         tmp_path: Path) -> None:
-    doc = tmp_path / "haystack.txt"
-    text = haystack(shared_data, 2600, "The secret passkey is 71942.", depth=0.6)
-    doc.write_text(text)
-    settings = real_settings(real_endpoint, tmp_path, chunk_tokens=800, chunk_overlap=0)
-    with Pipeline(settings) as pipeline:
-        answer = pipeline.ask(doc, "What is the secret passkey?", strategy="chain")
+    answer, text = real_passkey_answer(real_endpoint, shared_data, tmp_path, "chain", 0.6)
     assert "71942" in answer.answer
     assert any("71942" in c.quote for c in answer.citations)
     for citation in answer.citations:

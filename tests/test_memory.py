@@ -10,8 +10,7 @@ import pytest
 from longdoc.agents.mapreduce import NOT_FOUND_ANSWER
 from longdoc.pipeline.api import Pipeline
 from longdoc.pipeline.tokens import count_tokens
-from longdoc.prompts import get_prompt
-from tests.conftest import haystack, real_settings, sim_settings
+from tests.conftest import sim_settings
 from tests.sequential_cases import (
     HOP_FACT_1,
     HOP_FACT_2,
@@ -27,6 +26,8 @@ from tests.sequential_cases import (
     events,
     first_number,
     invented,
+    prompt_systems,
+    real_passkey_answer,
     requests_of,
     responder,
     run,
@@ -36,10 +37,8 @@ from tests.sequential_cases import (
     write,
 )
 
-SYSTEMS = {"step": get_prompt("memory.update").system,
-           "answer": get_prompt("memory.answer").system,
-           "compress": get_prompt("memory.compress").system}
 UPDATE, ANSWER = "memory.update", "memory.answer"
+SYSTEMS = prompt_systems(UPDATE, ANSWER, "memory.compress")
 
 
 def rewriting_model(user: str) -> str:
@@ -159,9 +158,8 @@ def test_injection_is_not_remembered_as_evidence(sim, tmp_path: Path) -> None:
 
 
 def test_summary_from_memory(sim, tmp_path: Path) -> None:
-    summary_systems = {"step": get_prompt("memory.update.summary").system,
-                       "answer": get_prompt("memory.answer.summary").system,
-                       "compress": SYSTEMS["compress"]}
+    summary_systems = prompt_systems(f"{UPDATE}.summary", f"{ANSWER}.summary",
+                                     "memory.compress")
     server = sim(responder(
         summary_systems,
         lambda user: "Memory: " + document_of(user).split(". ")[0] + ".",  # copies a sentence
@@ -205,12 +203,7 @@ def test_selected_chunks_are_the_segments(sim, tmp_path: Path) -> None:
 @pytest.mark.real_model
 def test_real_model_memory_finds_passkey(real_endpoint, shared_data: Path,
                                          tmp_path: Path) -> None:
-    doc = tmp_path / "haystack.txt"
-    text = haystack(shared_data, 2600, "The secret passkey is 71942.", depth=0.3)
-    doc.write_text(text)
-    settings = real_settings(real_endpoint, tmp_path, chunk_tokens=800, chunk_overlap=0)
-    with Pipeline(settings) as pipeline:
-        answer = pipeline.ask(doc, "What is the secret passkey?", strategy="memory")
+    answer, text = real_passkey_answer(real_endpoint, shared_data, tmp_path, "memory", 0.3)
     assert "71942" in answer.answer
     assert any("71942" in c.quote for c in answer.citations)
     for citation in answer.citations:

@@ -27,6 +27,7 @@ from longdoc.pipeline.simserver import Fault, Messages, SimServer
 from longdoc.pipeline.state import Evidence, KeyPoint
 from longdoc.prompts import get_prompt
 from tests.conftest import SAMPLES, real_settings, sim_env, sim_settings
+from tests.sequential_cases import document_of, write
 
 MAP_SYSTEM = get_prompt("mapreduce.summary_map").system
 COLLAPSE_SYSTEM = get_prompt("mapreduce.summary_collapse").system
@@ -53,20 +54,12 @@ def paragraph(topic: tuple[str, str, str], i: int) -> str:
 
 
 def write_doc(tmp_path: Path, n: int = len(TOPICS)) -> tuple[Path, str]:
-    text = "\n\n".join(paragraph(t, i) for i, t in enumerate(TOPICS[:n]))
-    path = tmp_path / "town.txt"
-    path.write_text(text)
-    return path, text
-
-
-def document_text(user: str) -> str:
-    found = re.search(r"<document[^>]*>\n(.*)\n</document>", user, re.S)
-    return found.group(1) if found else ""
+    return write(tmp_path, [paragraph(t, i) for i, t in enumerate(TOPICS[:n])], "town.txt")
 
 
 def map_points(user: str) -> str:
     """A model that reads its chunk: one point per sentence, the sentence as its quote."""
-    text = document_text(user)
+    text = document_of(user)
     sentences = re.findall(r"[^.]+\.", text)
     return "\n".join(f"Point: {' '.join(s.split()[:7])}.\nQuote: \"{s.strip()}\""
                      for s in sentences[:2])
@@ -74,13 +67,13 @@ def map_points(user: str) -> str:
 
 def halve_notes(user: str) -> str:
     """A collapse that keeps every other note, quotes copied (so records shrink)."""
-    pairs = re.findall(r"Point: (.*)\n(Quote: .*)", document_text(user))
+    pairs = re.findall(r"Point: (.*)\n(Quote: .*)", document_of(user))
     return "\n".join(f"Point: {p}\n{q}" for p, q in pairs[::2])
 
 
 def echo_notes(user: str) -> str:
     """A collapse that does not compress: every note back, and a rambling extra point."""
-    return document_text(user) + "\nPoint: and also much more that matters a great deal."
+    return document_of(user) + "\nPoint: and also much more that matters a great deal."
 
 
 def write_paragraphs(user: str) -> str:
