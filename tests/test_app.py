@@ -431,3 +431,27 @@ def test_app_keeps_one_pipeline_per_session(sim, app_env) -> None:
     # The new endpoint replaced the old pipeline, which was closed.
     assert len(list(app_runs._open)) == 1 and pipeline not in app_runs._open
     assert pipeline.cache is None and len(second.requests) >= 1
+
+
+@pytest.mark.real_model
+def test_real_model_app_answers_the_sample_side_by_side(real_endpoint, app_env) -> None:
+    """The review app on the embedded model: direct and mapreduce on the bundled sample,
+    each citation's highlight is the exact source span its label names."""
+    app_env(real_endpoint, MODEL=real_endpoint.model,
+            CONTEXT_WINDOW=str(real_endpoint.context_window), USE_CACHE="false")
+    at = start_app()
+    run_question(at, KENNEDY_QUESTION, ["direct", "mapreduce"])
+    assert not at.error
+    table = at.dataframe[0].value
+    assert list(table["strategy"]) == ["direct", "mapreduce"]
+    assert list(table["status"]) == ["ok", "ok"]
+    answers = [h.value for h in at.html if "longdoc-answer" in h.value]
+    assert len(answers) == 2
+    assert "101" in answers[0] and "60" in answers[0]  # the README's answer, direct path
+    text = load_document(KENNEDY).text
+    cited = marks(at)
+    assert cited, "no citation was highlighted"
+    for html in cited:
+        start, end = map(int, re.search(r"chars (\d+)-(\d+)", html).groups())
+        assert marked(html) == " ".join(text[start:end].split())
+    assert any("101 to 60" in marked(html) for html in cited)
