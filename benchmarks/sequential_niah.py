@@ -2,7 +2,7 @@
 embedded model, over ~20,000 tokens of real prose from ../shared/data.
 
 Usage: .venv/bin/python benchmarks/sequential_niah.py [--strategies chain memory]
-       [--tokens 20000] [--runs 10] [--hop-runs 10] [--chunk-tokens 2000]
+       [--tokens 20000] [--runs 10] [--hop-runs 10] [--chunk-tokens 2000] [--first-run N]
 
 Needle: "The secret passkey is NNNNN." at depth (i+0.5)/runs in run i; question "What is
 the secret passkey?". Two-hop: "The entry code of the Marlow vault is the room number of
@@ -54,6 +54,9 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=10)
     parser.add_argument("--hop-runs", type=int, default=10)
     parser.add_argument("--chunk-tokens", type=int, default=2000)
+    parser.add_argument("--first-run", type=int, default=0,
+                        help="skip the runs before this one (their keys and positions are "
+                             "the same as in a full run), e.g. to finish an interrupted run")
     args = parser.parse_args()
     rng = random.Random(11)
     base = prose(args.tokens)
@@ -75,6 +78,8 @@ def main() -> None:
     settings = load_settings(use_cache=False, chunk_tokens=args.chunk_tokens)
     with Pipeline(settings) as pipeline, tempfile.TemporaryDirectory() as tmp:
         for kind, run, key, question, text, where in cases:
+            if run < args.first_run:
+                continue
             doc = Path(tmp) / f"{kind}-{run}.txt"
             doc.write_text(text)
             for strategy in args.strategies:
