@@ -55,7 +55,8 @@ COLUMNS_PER_ROW = 3
 @st.cache_resource(scope="session", max_entries=1, on_release=close_pipeline,
                    show_spinner="Starting the model backend…")
 def session_pipeline(choice: BackendChoice) -> Pipeline:
-    """One pipeline (and model server) per browser session; a new choice replaces it."""
+    """One pipeline per browser session (model servers are shared between sessions); a new
+    choice replaces it."""
     return open_pipeline(choice)
 
 

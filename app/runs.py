@@ -14,8 +14,10 @@ from pydantic import BaseModel, ConfigDict
 
 from longdoc.app.verdicts import DocumentRef
 from longdoc.pipeline.api import Pipeline
+from longdoc.pipeline.backends import Backend as ModelBackend
 from longdoc.pipeline.errors import InputError, LongdocError
 from longdoc.pipeline.ingest import SUPPORTED_SUFFIXES, load_document
+from longdoc.pipeline.llm import Endpoint
 from longdoc.pipeline.models import Answer, Document, Task
 from longdoc.pipeline.settings import Backend, Settings, load_settings
 
@@ -79,34 +81,72 @@ class BackendChoice(BaseModel):
                              model=self.model or None, api_key=self.api_key or None)
 
 
-_open: weakref.WeakSet[Pipeline] = weakref.WeakSet()
+# Open pipelines -> the backend choice whose shared server they use (None: an endpoint).
+_open: weakref.WeakKeyDictionary[Pipeline, BackendChoice | None] = weakref.WeakKeyDictionary()
+# One model server per managed backend choice (embedded, vllm), shared by every session
+# on it: choice -> (its backend, how many open pipelines use it).
+_servers: dict[BackendChoice, tuple[ModelBackend, int]] = {}
 _open_lock = threading.Lock()
 
 
+def _acquire_server(choice: BackendChoice, settings: Settings) -> Endpoint:
+    """The endpoint of the server shared on ``choice``, started on first use."""
+    with _open_lock:
+        backend, users = _servers.get(choice) or (ModelBackend(settings), 0)
+        endpoint = backend.start()  # under the lock: two sessions never start two servers
+        _servers[choice] = (backend, users + 1)
+    return endpoint
+
+
+def _release_server(choice: BackendChoice) -> None:
+    """One user fewer of ``choice``'s shared server; the last one stops it."""
+    with _open_lock:
+        backend, users = _servers[choice]
+        if users > 1:
+            _servers[choice] = (backend, users - 1)
+            return
+        del _servers[choice]
+    backend.stop()
+
+
 def open_pipeline(choice: BackendChoice) -> Pipeline:
-    """A pipeline on ``choice`` with its backend started (an embedded server is launched;
-    an endpoint is asked for its model). Closed by ``close_pipeline`` or at exit."""
-    pipeline = Pipeline(choice.settings())
+    """A pipeline on ``choice``, its endpoint ready. An embedded or vLLM server is started
+    once and shared by every session on the same choice (a second server would only
+    compete for the same cores); an endpoint is asked for its model. Closed by
+    ``close_pipeline`` or at exit."""
+    settings = choice.settings()
+    shared = choice if settings.backend != "openai" else None
+    if shared is not None:
+        endpoint = _acquire_server(shared, settings)
+        settings = settings.model_copy(update={
+            "backend": "openai", "base_url": endpoint.base_url, "model": endpoint.model,
+            "api_key": endpoint.api_key, "context_window": endpoint.context_window,
+        })
+    pipeline = Pipeline(settings)
     try:
         pipeline.backend.start()
     except BaseException:
         pipeline.close()
+        if shared is not None:
+            _release_server(shared)
         raise
     with _open_lock:
-        _open.add(pipeline)
+        _open[pipeline] = shared
     return pipeline
 
 
 def close_pipeline(pipeline: Pipeline) -> None:
-    """Stop the pipeline's model server (if it started one) and close its cache."""
+    """Close the pipeline's cache; its shared server stops with its last user."""
     with _open_lock:
-        _open.discard(pipeline)
+        shared = _open.pop(pipeline, None)
     pipeline.close()
+    if shared is not None:
+        _release_server(shared)
 
 
 @atexit.register
 def close_all() -> None:
-    """Stop every pipeline still open (the app's process is exiting)."""
+    """Stop every pipeline and shared server still open (the app's process is exiting)."""
     with _open_lock:
         pipelines = list(_open)
     for pipeline in pipelines:

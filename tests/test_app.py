@@ -24,6 +24,7 @@ from longdoc.app.verdicts import DocumentRef, Verdict, VerdictStore
 from longdoc.pipeline.backends import free_port
 from longdoc.pipeline.errors import InputError
 from longdoc.pipeline.ingest import load_document
+from longdoc.pipeline.llm import Endpoint
 from longdoc.pipeline.models import Answer, CallRecord, Citation, TraceEvent, Usage
 from longdoc.pipeline.simserver import ProtocolModel, SimServer
 from tests.conftest import SAMPLES
@@ -455,3 +456,47 @@ def test_real_model_app_answers_the_sample_side_by_side(real_endpoint, app_env) 
         start, end = map(int, re.search(r"chars (\d+)-(\d+)", html).groups())
         assert marked(html) == " ".join(text[start:end].split())
     assert any("101 to 60" in marked(html) for html in cited)
+
+
+def test_sessions_on_a_managed_backend_share_one_server(sim, monkeypatch, tmp_path) -> None:
+    """Two sessions on the embedded backend use one model server (two would compete for
+    the same cores), which stops when the last of them closes."""
+    server = sim(ProtocolModel())
+    events: list[str] = []
+
+    class FakeServer:
+        def __init__(self, settings) -> None:
+            assert settings.backend == "embedded"
+            self.endpoint = None
+
+        def start(self) -> Endpoint:
+            if self.endpoint is None:
+                events.append("start")
+                self.endpoint = Endpoint(base_url=server.base_url, model="sim",
+                                         context_window=8192)
+            return self.endpoint
+
+        def stop(self) -> None:
+            events.append("stop")
+
+    monkeypatch.setattr(app_runs, "ModelBackend", FakeServer)
+    monkeypatch.setenv("LONGDOC_CACHE_DIR", str(tmp_path / "cache"))
+    choice = app_runs.BackendChoice(backend="embedded")
+    first, second = app_runs.open_pipeline(choice), app_runs.open_pipeline(choice)
+    try:
+        assert events == ["start"]
+        for pipeline in (first, second):
+            assert pipeline.settings.backend == "openai"
+            assert pipeline.settings.base_url == server.base_url
+        request = app_runs.ReviewRequest(
+            question=KENNEDY_QUESTION, strategies=["direct"],
+            documents=app_runs.document_refs([load_document(KENNEDY)]))
+        run = app_runs.run_strategy(second, request, "direct")
+        assert run.error is None and KENNEDY_FACT in run.answer.answer
+        assert len(server.requests) == 1  # answered by the shared server
+        app_runs.close_pipeline(first)
+        assert events == ["start"]  # the other session still uses it
+    finally:
+        app_runs.close_pipeline(second)
+    assert events == ["start", "stop"]
+    assert not list(app_runs._open) and not app_runs._servers
