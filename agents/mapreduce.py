@@ -32,6 +32,7 @@ from __future__ import annotations
 import math
 import re
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TypedDict
 
@@ -124,10 +125,15 @@ def is_instruction_like(text: str) -> bool:
     return _INSTRUCTION_LIKE.search(text) is not None
 
 
+def count_keys(keys: Iterable[str], text: str) -> int:
+    """How many of ``keys`` occur in ``text`` as whole words (case-insensitive)."""
+    folded = normalize(text).text
+    return sum(_contains(folded, k) for k in keys)
+
+
 def relevance(question: str, evidence: str) -> int:
     """How many of the question's key words occur in ``evidence``."""
-    text = normalize(evidence).text
-    return sum(_contains(text, k) for k in answer_keys(question))
+    return count_keys(answer_keys(question), evidence)
 
 
 def ground_record(chunk: Chunk, question: str, reply: str) -> MapRecord:
@@ -220,10 +226,8 @@ def _acceptable(evidence: str, key: list[str]) -> bool:
 
 
 def needs_second_look(records: list[MapRecord]) -> bool:
-    """Whether no verified record's evidence mentions the question (nor was re-read)."""
-    return not any(r.verified and r.relevance > 0 for r in records) and not any(
-        r.second_look for r in records
-    )
+    """Whether no verified record's evidence mentions the question."""
+    return not any(r.verified and r.relevance > 0 for r in records)
 
 
 def second_look_passages(
@@ -244,7 +248,7 @@ def second_look_passages(
         spans = sentences(chunk.text)
         for i, (s, e) in enumerate(spans):
             sentence = chunk.text[s:e]
-            score = relevance(question, sentence)
+            score = count_keys(keys, sentence)
             if score < need or is_instruction_like(sentence) or chunk.start + s in found:
                 continue
             end = spans[i + 1][1] if i + 1 < len(spans) else e

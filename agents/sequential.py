@@ -35,6 +35,7 @@ from langgraph.runtime import Runtime
 from longdoc.agents.mapreduce import (
     NOT_FOUND_ANSWER,
     answer_key,
+    count_keys,
     is_instruction_like,
     key_supported,
     relevance,
@@ -79,16 +80,6 @@ class ReaderSpec:
 
 
 # --- evidence: keys, scores, candidates --------------------------------------------------
-
-
-def _has(text: str, key: str) -> bool:
-    return re.search(rf"(?<!\w){re.escape(key)}(?!\w)", text) is not None
-
-
-def count_keys(keys: set[str], text: str) -> int:
-    """How many of ``keys`` occur in ``text`` as whole words (case-insensitive)."""
-    folded = normalize(text).text
-    return sum(_has(folded, k) for k in keys)
 
 
 def question_keys(question: str) -> set[str]:
