@@ -485,13 +485,15 @@ async def timed_chat(
     runtime: Runtime[RunContext], messages: list[Message], node: str, **kwargs: int
 ) -> tuple[str, dict]:
     """A model call and its trace data: cl100k tokens in and out, seconds taken."""
-    prompt_tokens = sum(count_tokens(m["content"]) for m in messages)  # while queued
     started = time.perf_counter()
     reply = await runtime.context.llm.chat(messages, node=node, **kwargs)
+    elapsed = time.perf_counter() - started
+    # Counted after the call: counted before, the first wave's requests would wait while
+    # every queued map call counted its prompt.
     return reply, {
-        "prompt_tokens": prompt_tokens,
+        "prompt_tokens": sum(count_tokens(m["content"]) for m in messages),
         "reply_tokens": count_tokens(reply),
-        "elapsed_s": round(time.perf_counter() - started, 3),
+        "elapsed_s": round(elapsed, 3),
     }
 
 

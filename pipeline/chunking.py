@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from typing import NamedTuple
+
+import numpy as np
 
 from longdoc.pipeline.models import Chunk, Document
-from longdoc.pipeline.tokens import count_tokens, token_char_offsets
+from longdoc.pipeline.tokens import TokenIndex
 
 _PARAGRAPH_BREAK = re.compile(r"\n[ \t]*\n\s*")
-_SENTENCE_END = re.compile(r"(?<=[.!?])[\"')\]]*\s+|(?<=[。！？])")
+# A piece ends after the match; no look-behind, so the scan jumps from one mark to the next.
+_SENTENCE_END = re.compile(r"[.!?][\"')\]]*\s+|[。！？]")
 
 
-@dataclass(frozen=True)
-class Span:
+class Span(NamedTuple):
     """A sentence (or slice of one) by character offsets, with its token count."""
 
     start: int
@@ -33,33 +35,44 @@ def _pieces(text: str, start: int, end: int, pattern: re.Pattern[str]) -> list[t
     return [(s, e) for s, e in out if text[s:e].strip()]
 
 
-def _split_by_tokens(text: str, start: int, end: int, max_tokens: int) -> list[Span]:
-    """Hard-split a piece with no usable boundary into spans of at most ``max_tokens``."""
-    offsets = token_char_offsets(text[start:end])
+def _split_by_tokens(starts: np.ndarray, start: int, end: int, max_tokens: int) -> list[Span]:
+    """Hard-split a piece with no usable boundary into spans of at most ``max_tokens``
+    (``starts``: the token start offsets that fall inside the piece)."""
     spans = []
-    for i in range(0, len(offsets), max_tokens):
-        s = start + offsets[i]
-        e = start + offsets[i + max_tokens] if i + max_tokens < len(offsets) else end
-        spans.append(Span(s, e, min(max_tokens, len(offsets) - i)))
+    for i in range(0, len(starts), max_tokens):
+        s = start if i == 0 else int(starts[i])
+        e = int(starts[i + max_tokens]) if i + max_tokens < len(starts) else end
+        spans.append(Span(s, e, min(max_tokens, len(starts) - i)))
     return spans
 
 
-def sentence_spans(text: str, max_tokens: int) -> list[Span]:
+def sentence_spans(text: str, max_tokens: int, index: TokenIndex | None = None) -> list[Span]:
     """The sentences of ``text`` (token slices of any longer than ``max_tokens``).
 
     Each span keeps its trailing separator, so spans tile the text; the last span
-    of each paragraph is marked, so chunks can prefer to end there.
+    of each paragraph is marked, so chunks can prefer to end there. A span's tokens are
+    those of the whole text's encoding (``index``) that start in it, so they sum to the
+    text's count.
     """
+    pieces = [
+        (s_start, s_end, s_end == p_end)
+        for p_start, p_end in _pieces(text, 0, len(text), _PARAGRAPH_BREAK)
+        for s_start, s_end in _pieces(text, p_start, p_end, _SENTENCE_END)
+    ]
+    if not pieces:
+        return []
+    starts = (index or TokenIndex(text)).starts
+    bounds = np.searchsorted(starts, [p[0] for p in pieces])
+    bounds = [*bounds.tolist(), len(starts)]  # trailing whitespace goes to the last span
     units: list[Span] = []
-    for p_start, p_end in _pieces(text, 0, len(text), _PARAGRAPH_BREAK):
-        for s_start, s_end in _pieces(text, p_start, p_end, _SENTENCE_END):
-            tokens = count_tokens(text[s_start:s_end])
-            if tokens <= max_tokens:
-                units.append(Span(s_start, s_end, tokens))
-            else:
-                units.extend(_split_by_tokens(text, s_start, s_end, max_tokens))
-        last = units[-1]
-        units[-1] = Span(last.start, last.end, last.tokens, ends_paragraph=True)
+    for (start, end, ends_paragraph), first, stop in zip(
+            pieces, bounds, bounds[1:], strict=False):
+        if stop - first > max_tokens:
+            units.extend(_split_by_tokens(starts[first:stop], start, end, max_tokens))
+        else:
+            units.append(Span(start, end, stop - first))
+        if ends_paragraph:
+            units[-1] = units[-1]._replace(ends_paragraph=True)
     return units
 
 
@@ -89,29 +102,16 @@ def chunk_document(
     """
     if overlap >= chunk_tokens:
         raise ValueError("chunk overlap must be smaller than the chunk size")
-    units = sentence_spans(document.text, chunk_tokens)
-    chunks: list[Chunk] = []
+    index = TokenIndex(document.text)
+    units = sentence_spans(document.text, chunk_tokens, index)
+    spans: list[tuple[int, int]] = []
     first = 0
     while first < len(units):
         last = _last_unit(units, first, chunk_tokens)
         start, end = units[first].start, units[last].end
         while end > start and document.text[end - 1].isspace():
             end -= 1
-        text = document.text[start:end]
-        chunks.append(
-            Chunk(
-                id=f"{doc_index}:{len(chunks)}",
-                source=document.source,
-                doc_index=doc_index,
-                index=len(chunks),
-                start=start,
-                end=end,
-                text=text,
-                tokens=count_tokens(text),
-                page_start=document.page_at(start),
-                page_end=document.page_at(max(start, end - 1)),
-            )
-        )
+        spans.append((start, end))
         if last + 1 >= len(units):
             break
         # Step back over whole sentences to share up to `overlap` tokens, always advancing.
@@ -120,7 +120,21 @@ def chunk_document(
             nxt -= 1
             shared += units[nxt].tokens
         first = nxt
-    return chunks
+    return [
+        Chunk(
+            id=f"{doc_index}:{number}",
+            source=document.source,
+            doc_index=doc_index,
+            index=number,
+            start=start,
+            end=end,
+            text=document.text[start:end],
+            tokens=index.count(start, end),
+            page_start=document.page_at(start),
+            page_end=document.page_at(max(start, end - 1)),
+        )
+        for number, (start, end) in enumerate(spans)
+    ]
 
 
 def chunk_documents(

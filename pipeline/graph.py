@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from functools import cache
 
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.graph import END, START, StateGraph
@@ -164,3 +165,10 @@ def build_graph(strategy: str, checkpointer: BaseCheckpointSaver | None = None
         graph.add_edge(name, "verify")
     graph.add_edge("verify", END)
     return graph.compile(checkpointer=checkpointer)
+
+
+@cache
+def compiled_graph(strategy: str) -> CompiledStateGraph:
+    """``build_graph(strategy)`` without a checkpointer, compiled once per process (a
+    compiled graph keeps no run state, so runs share it)."""
+    return build_graph(strategy)

@@ -131,13 +131,16 @@ class LLMClient:
             "seed": self.settings.seed,
             "max_tokens": max_tokens or self.settings.max_answer_tokens,
         }
-        key = ResponseCache.key({"model": self.endpoint.model, "messages": messages, **params})
-        if self.cache is not None and self.settings.use_cache:
-            hit = self.cache.get(key)
-            if hit is not None:
-                self.calls.append(CallRecord(node=node, cached=True))
-                return hit["text"]
+        # Keyed and looked up inside the slot: calls queued behind the first wave then do
+        # this work while the first requests are out, not before they are sent.
         async with self._semaphore:
+            key = ResponseCache.key({"model": self.endpoint.model, "messages": messages,
+                                     **params})
+            if self.cache is not None and self.settings.use_cache:
+                hit = self.cache.get(key)
+                if hit is not None:
+                    self.calls.append(CallRecord(node=node, cached=True))
+                    return hit["text"]
             started = time.perf_counter()
             try:
                 response = await self._client.chat.completions.create(

@@ -2,12 +2,14 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import random
+from pathlib import Path
 
 import pytest
 
 from longdoc.pipeline.chunking import chunk_document, sentence_spans
 from longdoc.pipeline.models import Document, Page
-from longdoc.pipeline.tokens import count_tokens
+from longdoc.pipeline.tokens import TokenIndex, count_tokens, encoding, token_char_offsets
 
 
 def make_doc(text: str, pages: list[Page] | None = None) -> Document:
@@ -97,3 +99,26 @@ def test_sentence_spans_mark_paragraph_ends() -> None:
     spans = sentence_spans(text, 10)
     assert [text[s.start:s.end].strip() for s in spans] == ["One.", "Two three.", "Four."]
     assert [s.ends_paragraph for s in spans] == [False, True, True]
+
+
+MIXED = "naïve café — 東京は晴れ。 😀 emoji x <|endoftext|> \n\n\t tabs  and   spaces. " * 200
+
+
+def test_token_offsets_match_tiktoken() -> None:
+    enc = encoding()
+    for text in ["", "One sentence. Two.", MIXED]:
+        _, expected = enc.decode_with_offsets(enc.encode_ordinary(text))
+        assert token_char_offsets(text) == expected
+
+
+def test_token_index_counts_any_span_like_encoding_it_alone(shared_data: Path) -> None:
+    texts = [MIXED, PROSE] + [p.read_text()[:60000]
+                              for p in sorted((shared_data / "state_union").glob("*.txt"))[:5]]
+    rng = random.Random(0)
+    for text in texts:
+        index = TokenIndex(text)
+        assert index.starting_in(0, len(text)) == count_tokens(text)
+        for _ in range(150):
+            start = rng.randrange(len(text))
+            end = min(len(text), start + rng.randrange(1, 9000))
+            assert index.count(start, end) == count_tokens(text[start:end]), (start, end)
