@@ -177,6 +177,9 @@ def settings_for(base_url: str, cache_dir: Path, **overrides: object) -> Setting
     values: dict[str, object] = {
         "backend": "openai", "base_url": base_url, "cache_dir": cache_dir,
         "chunk_tokens": CHUNK_TOKENS, "chunk_overlap": CHUNK_OVERLAP, "max_retries": 0,
+        # No response cache: past ~500k tokens the prose repeats, and a repeated chunk's
+        # map call would be answered from the cache instead of measured.
+        "use_cache": False,
     }
     values.update(overrides)
     return Settings(**values)
@@ -280,8 +283,7 @@ def amplification(token_counts: Sequence[int] = AMPLIFICATION_TOKENS,
             doc_tokens = count_tokens(path.read_text(encoding="utf-8"))
             for strategy in strategies:
                 settings = settings_for(server.base_url, work / f"cache-{strategy}-{tokens}",
-                                        use_cache=False, embedder=embedder,
-                                        index_dir=work / "indexes")
+                                        embedder=embedder, index_dir=work / "indexes")
                 try:
                     with Pipeline(settings) as pipeline:
                         answer = pipeline.ask(path, QUESTION, strategy=strategy)

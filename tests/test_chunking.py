@@ -9,7 +9,14 @@ import pytest
 
 from longdoc.pipeline.chunking import chunk_document, sentence_spans
 from longdoc.pipeline.models import Document, Page
-from longdoc.pipeline.tokens import TokenIndex, count_tokens, encoding, token_char_offsets
+from longdoc.pipeline.tokens import (
+    PARALLEL_ENCODE_CHARS,
+    TokenIndex,
+    count_tokens,
+    encode_whole,
+    encoding,
+    token_char_offsets,
+)
 
 
 def make_doc(text: str, pages: list[Page] | None = None) -> Document:
@@ -122,3 +129,10 @@ def test_token_index_counts_any_span_like_encoding_it_alone(shared_data: Path) -
             start = rng.randrange(len(text))
             end = min(len(text), start + rng.randrange(1, 9000))
             assert index.count(start, end) == count_tokens(text[start:end]), (start, end)
+
+
+def test_long_text_is_encoded_in_parts_like_whole(shared_data: Path) -> None:
+    text = "\n\n".join(p.read_text(errors="replace")
+                         for p in sorted((shared_data / "state_union").glob("*.txt")))
+    assert len(text) > 2 * PARALLEL_ENCODE_CHARS
+    assert encode_whole(text) == encoding().encode_ordinary(text)
