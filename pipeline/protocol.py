@@ -19,6 +19,9 @@ _ANSWER_LABEL = re.compile(
     re.I,
 )
 _PARAGRAPH_BREAK = re.compile(r"\n\s*\n")
+# Prompt text a model echoes after its answer: a "<placeholder ...>" line (maybe cut off)
+# or the document block's tags. The answer ends where the echo starts.
+_TEMPLATE_ECHO = re.compile(r"\s*(?:^[ \t]*<[a-z/]|</?document\b).*", re.I | re.M | re.S)
 _QUOTED = re.compile(r"\"([^\"]{20,})\"|“([^”]{20,})”")
 _NOT_FOUND = re.compile(
     r"^\W*(?:none|n/?a|unknown|no)\W*$"
@@ -59,6 +62,7 @@ def parse_answer(reply: str) -> ParsedReply:
     if not answer:
         answer = _ANSWER_LABEL.sub("", text).strip()
     answer = _PARAGRAPH_BREAK.split(answer, maxsplit=1)[0].strip()
+    answer = _TEMPLATE_ECHO.sub("", answer, count=1).strip()
     unique = list(dict.fromkeys(q for q in quotes if q))
     return ParsedReply(
         answer=answer,

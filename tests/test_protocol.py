@@ -45,3 +45,23 @@ def test_empty_reply() -> None:
 def test_answer_preamble_is_stripped() -> None:
     assert parse_answer("The answer to the question is: It rose to 60.").answer == "It rose to 60."
     assert parse_answer("Final answer - 42").answer == "42"
+
+
+@pytest.mark.parametrize(("reply", "answer"), [
+    # replies of SmolLM2-135M in the eval (rag, benchmarks/eval/results.jsonl)
+    ("The special magic number for crimson-violin is 28169.\n<a sentence copied exactly "
+     "from a passage that supports the answer>", "The special magic number for crimson-violin "
+     "is 28169."),
+    ("The special magic number for crimson-anchor is 20.\n</document>",
+     "The special magic number for crimson-anchor is 20."),
+    ("It is 7. </document> and more", "It is 7."),
+    ("The passkey is 48213.\n<a sentence copi", "The passkey is 48213."),
+    ("The ratio is < 5 and x<3 holds.", "The ratio is < 5 and x<3 holds."),
+])
+def test_echoed_prompt_text_is_cut_from_the_answer(reply: str, answer: str) -> None:
+    assert parse_answer(reply).answer == answer
+
+
+def test_an_echoed_placeholder_alone_is_no_answer() -> None:
+    parsed = parse_answer("<the short answer, or none if the text does not contain it>")
+    assert parsed.answer == "" and not parsed.found
