@@ -237,13 +237,15 @@ def second_look_passages(
 
     A passage is a sentence holding at least half of the question's key words (and no
     instruction to a model), with the sentence after it. The ``limit`` best by key words,
-    then by position; a sentence in two overlapping chunks counts once.
+    then plain before hedged (a hedged claim withdraws in reduce anyway, and a few of
+    them early in the document must not crowd out the statement), then by position; a
+    sentence in two overlapping chunks counts once.
     """
     keys = answer_keys(question)
     if not keys:
         return []
     need = math.ceil(len(keys) / 2)
-    found: dict[int, tuple[int, Chunk, int, int]] = {}
+    found: dict[int, tuple[int, bool, Chunk, int, int]] = {}
     for chunk in chunks:
         spans = sentences(chunk.text)
         for i, (s, e) in enumerate(spans):
@@ -252,10 +254,10 @@ def second_look_passages(
             if score < need or is_instruction_like(sentence) or chunk.start + s in found:
                 continue
             end = spans[i + 1][1] if i + 1 < len(spans) else e
-            found[chunk.start + s] = (score, chunk, s, end)
-    best = sorted(found.items(), key=lambda item: (-item[1][0], item[0]))[:limit]
+            found[chunk.start + s] = (score, is_hedged(sentence), chunk, s, end)
+    best = sorted(found.items(), key=lambda item: (-item[1][0], item[1][1], item[0]))[:limit]
     passages = []
-    for n, (_, (_, chunk, s, e)) in enumerate(sorted(best, key=lambda item: item[0])):
+    for n, (_, (_, _, chunk, s, e)) in enumerate(sorted(best, key=lambda item: item[0])):
         text = chunk.text[s:e]
         passages.append(chunk.model_copy(update={
             "id": f"{chunk.id}:look{n}", "start": chunk.start + s, "end": chunk.start + e,

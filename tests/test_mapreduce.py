@@ -182,6 +182,20 @@ def test_second_look_passages_rank_dedupe_and_skip_instructions(tmp_path: Path) 
     assert second_look_passages(chunks, "Why?") == []
 
 
+def test_second_look_prefers_plain_statements_to_hedged_ones() -> None:
+    # the eval's distractor task: hedged values early in the document, the fact late
+    text = ("Some say the special magic number for north-glacier might be 11111. "
+            "A rumour had it that the special magic number for north-glacier was 22222. "
+            "The special magic number for north-glacier is possibly 33333. "
+            "Other things happened. The special magic number for north-glacier is 65096.")
+    chunk = Chunk(id="0:0", source="doc.txt", doc_index=0, index=0, start=0, end=len(text),
+                  text=text, tokens=80)
+    passages = second_look_passages(
+        [chunk], "What is the special magic number for north-glacier?", limit=3)
+    assert len(passages) == 3
+    assert passages[-1].text == "The special magic number for north-glacier is 65096."
+
+
 def test_unlabelled_answer_gets_evidence_located_in_code(sim, tmp_path: Path) -> None:
     server = sim(responder(lambda user: "The passkey is 48213.\n\nIt was on a card."
                            if "48213" in user else "It is 99999 I think."))
