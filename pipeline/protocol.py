@@ -62,7 +62,7 @@ def parse_answer(reply: str) -> ParsedReply:
     if not answer:
         answer = _ANSWER_LABEL.sub("", text).strip()
     answer = _PARAGRAPH_BREAK.split(answer, maxsplit=1)[0].strip()
-    answer = _TEMPLATE_ECHO.sub("", answer, count=1).strip()
+    answer = _answer_lines(_TEMPLATE_ECHO.sub("", answer, count=1).strip())
     unique = list(dict.fromkeys(q for q in quotes if q))
     return ParsedReply(
         answer=answer,
@@ -137,6 +137,16 @@ def _first_paragraph(text: str) -> str:
     return _PARAGRAPH_BREAK.split(text.strip(), maxsplit=1)[0].strip()
 
 
+_COMPLETE_LINE = re.compile(r"^[^\n]*[.!?][\"')\]”’]*[ \t]*\n")
+
+
+def _answer_lines(paragraph: str) -> str:
+    """An answer paragraph without what the model added on the next lines: a first line
+    that ends a sentence is the whole answer ("... is 96700.\nThis is a special")."""
+    complete = _COMPLETE_LINE.match(paragraph)
+    return complete.group(0).strip() if complete else paragraph
+
+
 def parse_map_reply(reply: str) -> MapReply:
     """Read an Information/Rationale/Answer/Quote/Confidence reply, labels optional.
 
@@ -161,7 +171,7 @@ def parse_map_reply(reply: str) -> MapReply:
         answer = _first_paragraph(text)
         if len(answer) > MAX_UNLABELLED_ANSWER_CHARS:
             answer = _SENTENCE_END.split(answer, maxsplit=1)[0]
-    answer = _ANSWER_PREAMBLE.sub("", answer)
+    answer = _answer_lines(_ANSWER_PREAMBLE.sub("", answer))
     if len(answer) > 1 and answer[0] in "\"'“‘`" and answer[-1] in "\"'”’`":
         answer = answer[1:-1].strip()
     quotes = [_strip_quotes(_first_paragraph(q)) for q in fields.get("quote", [])]

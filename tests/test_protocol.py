@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from longdoc.pipeline.protocol import parse_answer
+from longdoc.pipeline.protocol import parse_answer, parse_map_reply
 
 
 def test_labelled_answer_and_quote() -> None:
@@ -65,3 +65,20 @@ def test_echoed_prompt_text_is_cut_from_the_answer(reply: str, answer: str) -> N
 def test_an_echoed_placeholder_alone_is_no_answer() -> None:
     parsed = parse_answer("<the short answer, or none if the text does not contain it>")
     assert parsed.answer == "" and not parsed.found
+
+
+@pytest.mark.parametrize("reply", [
+    # replies of SmolLM2-135M in the eval (mapreduce, benchmarks/eval/results.jsonl)
+    "The special magic number for hollow-harbor is 96700.\nThis is a special",
+    "Answer: The special magic number for hollow-harbor is 96700.\nThis is our goal",
+])
+def test_an_answer_ends_with_its_first_complete_line(reply: str) -> None:
+    expected = "The special magic number for hollow-harbor is 96700."
+    assert parse_answer(reply).answer == expected
+    assert parse_map_reply(reply).answer == expected
+
+
+def test_a_list_answer_keeps_its_lines() -> None:
+    reply = "The values are:\n- 12\n- 34"
+    assert parse_answer(reply).answer == reply
+    assert parse_map_reply(reply).answer == reply
