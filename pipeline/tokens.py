@@ -75,15 +75,10 @@ def _token_positions(text: str) -> tuple[np.ndarray, np.ndarray | None]:
     return (np.cumsum(first_byte) - 1)[byte_starts], first_byte[byte_starts]
 
 
-def token_starts(text: str) -> np.ndarray:
+def token_char_offsets(text: str) -> list[int]:
     """Character offset where each cl100k token of ``text`` starts (a token starting inside
     a multi-byte character maps to that character)."""
-    return _token_positions(text)[0]
-
-
-def token_char_offsets(text: str) -> list[int]:
-    """Character offset where each cl100k token of ``text`` starts."""
-    return token_starts(text).tolist()
+    return _token_positions(text)[0].tolist()
 
 
 class TokenIndex:
