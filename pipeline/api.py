@@ -10,8 +10,9 @@ from pathlib import Path
 from typing import Any
 
 from longdoc.pipeline.backends import Backend
-from longdoc.pipeline.errors import InputError
+from longdoc.pipeline.errors import BackendError, InputError
 from longdoc.pipeline.graph import build_graph, compiled_graph
+from longdoc.pipeline.ingest import load_documents
 from longdoc.pipeline.llm import LLMClient, ResponseCache
 from longdoc.pipeline.models import Answer, Task, Usage
 from longdoc.pipeline.settings import Settings, load_settings
@@ -58,7 +59,8 @@ class Pipeline:
         self._limit: tuple[asyncio.AbstractEventLoop, asyncio.Semaphore] | None = None
 
     def __enter__(self) -> Pipeline:
-        self.backend.start()
+        """The backend starts with the first request, after the request's own checks (a
+        bad question or file is reported before a model server spends time starting)."""
         return self
 
     def __exit__(self, *exc_info: object) -> None:
@@ -125,6 +127,9 @@ class Pipeline:
         if not paths:
             raise InputError("no input files given")
         started = time.perf_counter()
+        documents = load_documents(paths, password=password,
+                                   max_file_mb=self.settings.max_file_mb,
+                                   max_pages=self.settings.max_pages)
         endpoint = self.backend.start()
         settle_heap()
         llm = LLMClient(endpoint, self.settings, self.cache, limit=self._request_limit())
@@ -133,10 +138,16 @@ class Pipeline:
         context = RunContext(settings=self.settings, llm=llm, password=password)
         try:
             if run_id is None:
-                state = await compiled_graph(strategy).ainvoke({**request, "trace": []},
-                                                            context=context)
+                state = await compiled_graph(strategy).ainvoke(
+                    {**request, "documents": documents, "trace": []}, context=context)
             else:
                 state = await self._run_durably(run_id, strategy, request, context)
+        except BackendError as error:
+            # A crashed managed server reads as a connection error: say that it died.
+            reason = self.backend.exit_reason()
+            if reason is None:
+                raise
+            raise BackendError(reason) from error
         finally:
             await llm.close()
         draft = state["draft"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import ctypes
 import functools
@@ -18,6 +19,7 @@ from typing import Any
 
 import httpx
 
+from longdoc.pipeline.cpu import missing_flags
 from longdoc.pipeline.errors import BackendError
 from longdoc.pipeline.llm import Endpoint
 from longdoc.pipeline.settings import Settings
@@ -79,6 +81,58 @@ def _die_with_parent(death_signal: int) -> None:  # pragma: no cover - runs in t
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, death_signal)  # PR_SET_PDEATHSIG
 
 
+# PR_SET_PDEATHSIG fires when the *thread* that forked the child exits, not the process:
+# a server started from a short-lived thread (Streamlit's script thread, a worker thread of
+# the API's user) was killed when that thread ended. Every server is therefore forked from
+# this one thread, which lives as long as the process.
+_SPAWNER = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="longdoc-spawn")
+
+
+def spawn(command: list[str], **popen_kwargs: Any) -> subprocess.Popen[bytes]:
+    """``subprocess.Popen`` from the process-long spawner thread (see ``_SPAWNER``)."""
+    return _SPAWNER.submit(subprocess.Popen, command, **popen_kwargs).result()
+
+
+def describe_exit(returncode: int) -> str:
+    """``exit code 1`` or ``SIGILL, illegal instruction`` for a child's return code."""
+    if returncode >= 0:
+        return f"exit code {returncode}"
+    try:
+        name = signal.Signals(-returncode).name
+    except ValueError:
+        return f"signal {-returncode}"
+    meaning = signal.strsignal(-returncode) or ""
+    return f"{name}, {meaning[0].lower() + meaning[1:]}" if meaning else name
+
+
+def listening_pids(port: int) -> set[int]:
+    """Pids of the processes holding a listening TCP socket on 127.0.0.1:``port`` (Linux
+    /proc; empty where it cannot be read)."""
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(OSError):
+            for line in Path(table).read_text().splitlines()[1:]:
+                fields = line.split()
+                if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
+                    inodes.add(fields[9])
+    pids = set()
+    for fd_dir in Path("/proc").glob("[0-9]*/fd"):
+        with contextlib.suppress(OSError):
+            for fd in fd_dir.iterdir():
+                with contextlib.suppress(OSError):
+                    link = os.readlink(fd)
+                    if link.startswith("socket:[") and link[8:-1] in inodes:
+                        pids.add(int(fd_dir.parent.name))
+    return pids
+
+
+def _process_group(pid: int) -> int | None:
+    try:
+        return os.getpgid(pid)
+    except OSError:
+        return None
+
+
 class ManagedServer:
     """A model server longdoc starts on 127.0.0.1 and stops on exit, error or Ctrl-C."""
 
@@ -91,6 +145,7 @@ class ManagedServer:
         self.settings = settings
         self.port = free_port()
         self.process: subprocess.Popen[bytes] | None = None
+        self._stopping = False
         self.log_path = settings.cache_dir / "logs" / f"{self.name}-{self.port}.log"
 
     @property
@@ -108,28 +163,50 @@ class ManagedServer:
         raise NotImplementedError
 
     def start(self) -> Endpoint:
-        """Start the server and wait until ``/v1/models`` answers."""
+        """Start the server and wait until ``/v1/models`` answers from it.
+
+        The port is picked free just before the server binds it, so another process may
+        take it first: an answer counts only when the listening socket belongs to the
+        server's own process group (else the server starts again on another port).
+        """
+        for _attempt in range(3):
+            endpoint = self._start_once()
+            if endpoint is not None:
+                return endpoint
+            self.stop()
+            self.port = free_port()
+            self.log_path = self.log_path.with_name(f"{self.name}-{self.port}.log")
+        raise BackendError(f"{self.name} server: its port was taken by another process "
+                           "three times in a row")
+
+    def _start_once(self) -> Endpoint | None:
+        """Start the server; its endpoint, or None if another process answers on its port."""
         command = self.command()
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log_path, "wb") as log:
-            self.process = subprocess.Popen(
+            self.process = spawn(
                 command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                 env=self.environment(),
                 preexec_fn=functools.partial(_die_with_parent, self.death_signal),
             )
+        self._stopping = False
         deadline = time.monotonic() + self.settings.server_start_timeout_s
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 self.stop()
+                if listening_pids(self.port):
+                    return None  # it could not bind: another process took the port
                 raise BackendError(
-                    f"{self.name} server exited with code {self.process.returncode}: "
-                    f"{self.log_tail()} (log: {self.log_path})"
+                    f"{self.name} server exited ({describe_exit(self.process.returncode)}) "
+                    f"while starting: {self.log_tail()} (log: {self.log_path})"
                 )
             try:
                 models = list_models(self.base_url, timeout=2.0)
             except (httpx.HTTPError, ValueError):
                 time.sleep(0.25)
                 continue
+            if not self._owns_port():
+                return None
             model = self.settings.model or str(models[0]["id"])
             return Endpoint(
                 base_url=self.base_url, model=model, context_window=self.context_window(models),
@@ -141,6 +218,22 @@ class ManagedServer:
             f"(log: {self.log_path})"
         )
 
+    def _owns_port(self) -> bool:
+        """Whether the socket listening on the port is the server's (or its children's);
+        True where /proc cannot tell."""
+        pids = listening_pids(self.port)
+        if not pids or self.process is None:
+            return True
+        group = self.process.pid
+        return any(pid == group or _process_group(pid) == group for pid in pids)
+
+    def exit_reason(self) -> str | None:
+        """A one-line error if the server died on its own (not stopped by longdoc)."""
+        if self.process is None or self._stopping or self.process.poll() is None:
+            return None
+        return (f"the {self.name} model server died ({describe_exit(self.process.returncode)})"
+                f" — see {self.log_path}")
+
     def log_tail(self, lines: int = 3) -> str:
         try:
             text = self.log_path.read_text(errors="replace").strip().splitlines()
@@ -149,8 +242,17 @@ class ManagedServer:
         return " | ".join(text[-lines:])
 
     def stop(self) -> None:
-        """Terminate the server (SIGTERM, then SIGKILL after 10 s)."""
-        if self.process is None or self.process.poll() is not None:
+        """Terminate the server's process group (SIGTERM, then SIGKILL after 10 s).
+
+        A server that already exited may have left children in its group (vLLM's engine
+        processes): they get SIGKILL.
+        """
+        if self.process is None:
+            return
+        self._stopping = True
+        if self.process.poll() is not None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self.process.pid, signal.SIGKILL)
             return
         try:
             os.killpg(self.process.pid, signal.SIGTERM)
@@ -172,6 +274,13 @@ class EmbeddedServer(ManagedServer):
         if importlib.util.find_spec("llama_cpp") is None:
             raise BackendError(
                 "the embedded backend needs llama-cpp-python: pip install 'longdoc[embedded]'"
+            )
+        missing = missing_flags(Path(sys.prefix))
+        if missing:
+            raise BackendError(
+                f"llama.cpp in {sys.prefix} was built for a CPU with {', '.join(missing)}, "
+                "which this CPU lacks (a venv copied from another machine?): rerun "
+                "bash scripts/setup.sh to rebuild it for this one"
             )
         model = self.settings.model_path or default_gguf()
         if not Path(model).is_file():
@@ -297,6 +406,9 @@ class Backend:
 
     def start(self) -> Endpoint:
         if self.endpoint is not None:
+            reason = self.exit_reason()
+            if reason is not None:
+                raise BackendError(reason)
             return self.endpoint
         if self.settings.backend == "openai":
             self.endpoint = remote_endpoint(self.settings)
@@ -313,6 +425,10 @@ class Backend:
                 update={"context_window": self.settings.context_window}
             )
         return self.endpoint
+
+    def exit_reason(self) -> str | None:
+        """Why the managed server died on its own, if it did (see ``ManagedServer``)."""
+        return self.server.exit_reason() if self.server is not None else None
 
     def stop(self) -> None:
         if self.server is not None:

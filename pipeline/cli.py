@@ -397,6 +397,24 @@ def eval_(
                   f"({len(run.report.images)} plot(s))")
 
 
+def _is_a(exc: BaseException, name: str) -> bool:
+    """Whether ``exc`` is click's ``name`` exception (typer vendors click: match by name)."""
+    return any(cls.__name__ == name for cls in type(exc).__mro__)
+
+
+def _usage_failure(error: Any) -> NoReturn:
+    """One line for a bad command line (and where to look), instead of click's box."""
+    ctx = getattr(error, "ctx", None)
+    if _is_a(error, "NoArgsIsHelpError") and ctx is not None:  # bare `longdoc batch`
+        print(ctx.get_help())
+        sys.exit(0)
+    hint = f" (see {ctx.command_path} --help)" if ctx is not None and _is_a(
+        error, "UsageError") else ""
+    err.print(f"[red]error:[/red] {escape(error.format_message())}{escape(hint)}",
+              highlight=False, soft_wrap=True)
+    sys.exit(error.exit_code)
+
+
 def main() -> None:
     """Entry point of the ``longdoc`` script.
 
@@ -405,14 +423,17 @@ def main() -> None:
     to find the traceback (``LONGDOC_DEBUG=1``) instead of a bare traceback.
     """
     try:
-        app(standalone_mode=True)
-    except KeyboardInterrupt:
+        code = app(standalone_mode=False, prog_name="longdoc")
+    except (KeyboardInterrupt, typer.Abort):
         err.print("interrupted")
         sys.exit(130)
     except Exception as exc:
+        if _is_a(exc, "ClickException"):
+            _usage_failure(exc)
         if os.environ.get("LONGDOC_DEBUG"):
             raise
         err.print(f"[red]internal error:[/red] {escape(type(exc).__name__)}: {escape(str(exc))} "
                   "(rerun with LONGDOC_DEBUG=1 for the traceback; please report it)",
                   highlight=False, soft_wrap=True)
         sys.exit(1)
+    sys.exit(code if isinstance(code, int) else 0)

@@ -18,9 +18,9 @@ from longdoc.pipeline.state import GraphState, RunContext
 
 
 async def ingest(state: GraphState, runtime: Runtime[RunContext]) -> dict:
-    """Read every input file into a ``Document``."""
+    """Read every input file into a ``Document`` (unless the caller already has)."""
     settings = runtime.context.settings
-    documents = load_documents(
+    documents = state.get("documents") or load_documents(
         state["paths"],
         password=runtime.context.password,
         max_file_mb=settings.max_file_mb,

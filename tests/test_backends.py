@@ -92,7 +92,7 @@ def test_server_that_dies_reports_its_log(tmp_path: Path) -> None:
     bad = tmp_path / "bad.gguf"
     bad.write_bytes(b"not a gguf file at all")
     settings = Settings(model_path=bad, cache_dir=tmp_path, server_start_timeout_s=60)
-    with pytest.raises(BackendError, match="exited with code"):
+    with pytest.raises(BackendError, match=r"exited \(exit code 1\) while starting"):
         Backend(settings).start()
 
 
@@ -195,3 +195,167 @@ def test_server_dies_with_a_killed_longdoc_even_if_it_ignores_sigterm(tmp_path: 
             pytest.fail("the server outlived the longdoc process that started it")
     finally:
         parent.kill()
+
+
+DIES_ON_COMPLETION = '''
+import json, os, signal, sys
+from http.server import BaseHTTPRequestHandler, HTTPServer
+class Handler(BaseHTTPRequestHandler):
+    def do_GET(self):
+        body = json.dumps({"data": [{"id": "stub"}]}).encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    def do_POST(self):
+        os.kill(os.getpid(), signal.SIGILL)  # as an AMX build of llama.cpp did
+    def log_message(self, *args):
+        pass
+HTTPServer(("127.0.0.1", int(sys.argv[1])), Handler).serve_forever()
+'''
+
+
+def _stub_command(script: str):
+    def command(self: EmbeddedServer) -> list[str]:
+        return [sys.executable, "-c", script, str(self.port)]
+    return command
+
+
+def test_a_server_that_dies_mid_run_is_named_with_its_signal_and_log(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The server answers /v1/models, then dies with SIGILL on the first completion: the
+    error says it died, of what, and where its log is, not 'cannot reach'."""
+    from longdoc.pipeline.api import Pipeline
+
+    monkeypatch.setattr(EmbeddedServer, "command", _stub_command(DIES_ON_COMPLETION))
+    doc = tmp_path / "doc.txt"
+    doc.write_text("The code of the west wing is 4417.")
+    with Pipeline(backend="embedded", cache_dir=tmp_path / "cache", max_retries=0,
+                  use_cache=False) as pipeline:
+        with pytest.raises(BackendError) as caught:
+            pipeline.ask(doc, "What is the code?", strategy="direct")
+        message = str(caught.value)
+        assert "embedded model server died (SIGILL, illegal instruction)" in message
+        assert str(pipeline.backend.server.log_path) in message
+        # The next request says the same at once, without trying the dead endpoint.
+        with pytest.raises(BackendError, match="died \\(SIGILL"):
+            pipeline.ask(doc, "What is the code?", strategy="direct")
+
+
+def test_the_cli_names_a_dead_server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                     capsys: pytest.CaptureFixture[str]) -> None:
+    from longdoc.pipeline import cli
+
+    monkeypatch.setattr(EmbeddedServer, "command", _stub_command(DIES_ON_COMPLETION))
+    monkeypatch.setenv("LONGDOC_MAX_RETRIES", "0")
+    doc = tmp_path / "doc.txt"
+    doc.write_text("The code of the west wing is 4417.")
+    monkeypatch.setattr(sys, "argv", ["longdoc", "ask", str(doc), "-q", "What is the code?",
+                                      "--strategy", "direct", "--backend", "embedded"])
+    with pytest.raises(SystemExit) as caught:
+        cli.main()
+    assert caught.value.code == 3
+    stderr = capsys.readouterr().err
+    assert "died (SIGILL, illegal instruction)" in stderr and "see " in stderr
+    assert "Traceback" not in stderr
+
+
+def test_a_server_started_from_a_short_lived_thread_outlives_it(tmp_path: Path) -> None:
+    """PR_SET_PDEATHSIG is bound to the forking thread: the app starts servers from
+    Streamlit's script threads, which end after every run."""
+    import threading
+
+    server = _Stub(Settings(cache_dir=tmp_path))
+    thread = threading.Thread(target=server.start)
+    thread.start()
+    thread.join()
+    try:
+        time.sleep(0.5)
+        assert server.process is not None and server.process.poll() is None
+        assert httpx.get(f"{server.base_url}/models", timeout=5).status_code == 200
+    finally:
+        server.stop()
+
+
+class _Stub(EmbeddedServer):
+    name = "stub"
+
+    def command(self) -> list[str]:
+        return [sys.executable, "-c", STUBBORN_SERVER, str(self.port)]
+
+
+def test_stop_kills_what_an_exited_server_left_in_its_group(tmp_path: Path) -> None:
+    """vLLM's API process can exit and leave its engine processes running."""
+    leader = '''
+import subprocess, sys, time
+child = subprocess.Popen([sys.executable, "-c", sys.argv[1], sys.argv[2]])
+time.sleep(3)  # serve /v1/models through the child, then exit without it
+'''
+    class Leaves(EmbeddedServer):
+        name = "leaves"
+
+        def command(self) -> list[str]:
+            return [sys.executable, "-c", leader, STUBBORN_SERVER, str(self.port)]
+
+    server = Leaves(Settings(cache_dir=tmp_path))
+    server.start()
+    server.process.wait(timeout=30)
+    group = server.process.pid
+    os.killpg(group, 0)  # the child is still there
+    server.stop()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(group, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.1)
+    else:
+        os.killpg(group, signal.SIGKILL)
+        pytest.fail("stop() left the exited server's children running")
+
+
+def test_a_port_taken_by_another_process_is_not_taken_for_the_server(tmp_path: Path) -> None:
+    """Another process that answers /v1/models on the chosen port is not our server."""
+    import threading
+    from http.server import HTTPServer
+
+    from longdoc.pipeline import backends
+
+    server = _Stub(Settings(cache_dir=tmp_path))
+    # The chosen port is taken before the server binds it: this process answers there.
+    squatter = HTTPServer((backends.HOST, server.port), _models_handler())
+    threading.Thread(target=squatter.serve_forever, daemon=True).start()
+    try:
+        endpoint = server.start()
+        assert server.port != squatter.server_address[1]
+        assert endpoint.model == "stub"
+        assert server.process.pid in backends.listening_pids(server.port)
+    finally:
+        server.stop()
+        squatter.shutdown()
+
+
+def _models_handler() -> type:
+    from http.server import BaseHTTPRequestHandler
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body = b'{"data": [{"id": "foreign"}]}'
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    return Handler
+
+
+def test_describe_exit() -> None:
+    from longdoc.pipeline.backends import describe_exit
+
+    assert describe_exit(1) == "exit code 1"
+    assert describe_exit(-signal.SIGILL) == "SIGILL, illegal instruction"
+    assert describe_exit(-signal.SIGKILL) == "SIGKILL, killed"

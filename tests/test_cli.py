@@ -335,3 +335,53 @@ def test_unexpected_error_is_one_line_without_traceback(monkeypatch, capsys) -> 
     err = capsys.readouterr().err
     assert "internal error: RuntimeError: settings exploded" in err
     assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("args", [
+    ["ask", "{doc}", "-q", "What?", "--strategy", "nope"],
+    ["ask", "{doc}", "-q", "  "],
+    ["summarize", "{doc}", "--words", "0"],
+    ["ask", "{empty}", "-q", "What?"],
+    ["ask", "{missing}", "-q", "What?"],
+    ["summarize", "{empty}"],
+])
+def test_request_errors_are_reported_before_any_model_server_starts(
+        args: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    from longdoc.pipeline import backends, cli
+
+    def no_start(self: object) -> None:
+        raise AssertionError("a model server was started for a request that cannot run")
+
+    monkeypatch.setattr(backends.ManagedServer, "start", no_start)
+    doc, empty = tmp_path / "doc.txt", tmp_path / "empty.txt"
+    doc.write_text("The code of the west wing is 4417.")
+    empty.write_text("")
+    paths = {"doc": doc, "empty": empty, "missing": tmp_path / "missing.txt"}
+    argv = [a.format(**paths) for a in args]
+    monkeypatch.setattr(sys, "argv", ["longdoc", *argv, "--backend", "embedded"])
+    with pytest.raises(SystemExit) as caught:
+        cli.main()
+    assert caught.value.code == 2
+    stderr = capsys.readouterr().err
+    assert stderr.startswith("error: ") and len(stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("args, expected", [
+    (["ask", "--bogus"], "error: No such option: --bogus (see longdoc ask --help)"),
+    (["ask", "x.txt"], "error: Missing option '--question' / '-q'. (see longdoc ask --help)"),
+    (["summarize", "x.txt", "--words", "many"], "error: Invalid value for '--words'"),
+    (["nosuchcommand"], "error: No such command 'nosuchcommand'. (see longdoc --help)"),
+])
+def test_a_bad_command_line_is_one_line_with_a_hint(
+        args: list[str], expected: str, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    from longdoc.pipeline import cli
+
+    monkeypatch.setattr(sys, "argv", ["longdoc", *args])
+    with pytest.raises(SystemExit) as caught:
+        cli.main()
+    assert caught.value.code == 2
+    stderr = capsys.readouterr().err
+    assert stderr.startswith(expected), stderr
+    assert len(stderr.strip().splitlines()) == 1 and "╭" not in stderr
