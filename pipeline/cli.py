@@ -192,6 +192,29 @@ def config() -> None:
 
 
 @app.command()
+def doctor(
+    backend: BackendOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON list of the checks")] = False,
+) -> None:
+    """Check this machine, the install and the backend (starts it and times a completion).
+    Exit 0 only if the backend answers."""
+    from longdoc.pipeline.doctor import run_checks
+
+    try:
+        checks = run_checks(load_settings(backend=backend))
+    except LongdocError as error:
+        _fail(error)
+    if as_json:
+        print(json.dumps([c.model_dump() for c in checks]))
+    else:
+        for check in checks:
+            mark = "[green]ok[/green]  " if check.ok else "[red]FAIL[/red]"
+            out.print(f"{mark} [bold]{escape(check.name)}[/bold]: {escape(check.detail)}",
+                      highlight=False)
+    raise typer.Exit(0 if all(c.ok for c in checks) else 3)
+
+
+@app.command()
 def serve(backend: BackendOpt = None) -> None:
     """Keep a model server running so several commands can share it (Ctrl-C stops it)."""
     from longdoc.pipeline.backends import Backend as ModelBackend

@@ -109,8 +109,12 @@ def _hashes(libraries: list[Path]) -> dict[str, str]:
 
 def ggml_libraries(site_packages: Path) -> list[Path]:
     """Every ``libggml*.so`` that llama-cpp-python installed under ``site_packages``."""
-    found = (site_packages / "llama_cpp").rglob("libggml*.so*")
-    return sorted({path.resolve() for path in found if path.is_file()})
+    found = sorted({p.resolve() for p in (site_packages / "llama_cpp").rglob("libggml*.so*")
+                    if p.is_file()})
+    unique: dict[str, Path] = {}  # wheels hold lib.so, lib.so.0, ... as copies, not links
+    for path in found:
+        unique.setdefault(hashlib.sha256(path.read_bytes()).hexdigest(), path)
+    return sorted(unique.values())
 
 
 def amx_instructions(library: Path, limit: int = 3) -> list[str]:

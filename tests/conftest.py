@@ -14,7 +14,7 @@ from longdoc.pipeline.settings import Settings
 from longdoc.pipeline.simserver import Responder, SimServer
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED_DATA = REPO.parent / "shared" / "data"
+TEST_DATA = REPO / "tests" / "data"  # small real texts and PDFs (tests/data/README.md)
 SAMPLES = REPO / "samples"
 
 
@@ -29,10 +29,9 @@ def _isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.fixture
-def shared_data() -> Path:
-    if not SHARED_DATA.is_dir():
-        pytest.skip("../shared/data is absent (it ships only with the development repo)")
-    return SHARED_DATA
+def test_data() -> Path:
+    """The real texts and PDFs the tests carry (tests/data)."""
+    return TEST_DATA
 
 
 @pytest.fixture
@@ -120,3 +119,29 @@ def run_strategy(server: SimServer, settings: Settings, strategy: str, state: di
         return final
 
     return asyncio.run(run())
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--fail-on-skip", action="store_true",
+                     help="Fail the run if any test was skipped (scripts/test.sh sets it: a "
+                     "missing piece must never pass as green)")
+
+
+def _skipped(config: pytest.Config) -> list[object]:
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
+    return reporter.stats.get("skipped", []) if reporter is not None else []
+
+
+def pytest_terminal_summary(terminalreporter: object, exitstatus: int,
+                            config: pytest.Config) -> None:
+    if config.getoption("--fail-on-skip") and _skipped(config):
+        terminalreporter.write_line(  # type: ignore[attr-defined]
+            f"--fail-on-skip: {len(_skipped(config))} test(s) skipped, so the run fails",
+            red=True)
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    if session.config.getoption("--fail-on-skip") and _skipped(session.config) \
+            and exitstatus == 0:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED

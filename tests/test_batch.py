@@ -82,22 +82,21 @@ class Failing:
 # --- inputs and results ---------------------------------------------------------------------
 
 
-def test_folder_with_bad_pdfs_and_jsonl(sim, tmp_path: Path, shared_data: Path) -> None:
+def test_folder_with_bad_pdfs_and_jsonl(sim, tmp_path: Path, test_data: Path) -> None:
     """Good text and PDF files, an encrypted and an image-only PDF, an empty file and a
     JSONL of two reports (one with an id, one without) and a blank document: every
     document gets one line; the bad ones fail with their reason, the rest are cited."""
     folder = tmp_path / "docs"
     write_docs(folder / "nested", ["harbour"])
-    pdfs = shared_data / "pdfs"
+    pdfs = test_data / "pdfs"
     for name in ("normal__pdflatex-4-pages.pdf", "enc-pw__libreoffice-writer-password.pdf",
                  "imageonly__grayscale-image.pdf"):
         (folder / name).write_bytes((pdfs / name).read_bytes())
     (folder / "empty.txt").write_text("")
     (folder / ".hidden.txt").write_text("never read")
-    reports = [json.loads(line) for line in
-               (shared_data / "govreport" / "gov_report_summ.jsonl").read_text().splitlines()[:2]]
-    lines = [{"id": "report-a", "input": reports[0]["input"][:6000]},
-             {"input": reports[1]["input"][:6000], "source": "ignored"},
+    reports = [p.read_text() for p in sorted((test_data / "state_union").glob("*.txt"))[:2]]
+    lines = [{"id": "report-a", "input": reports[0][:6000]},
+             {"input": reports[1][:6000], "source": "ignored"},
              {"id": 7, "input": "   "}]
     jsonl = tmp_path / "reports.jsonl"
     jsonl.write_text("\n".join(json.dumps(line) for line in lines) + "\n\n")

@@ -267,9 +267,9 @@ def test_reply_candidates_include_quoted_and_plain_sentences() -> None:
 
 
 @pytest.mark.real_model
-def test_real_model_chain_finds_passkey(real_endpoint, shared_data: Path,
+def test_real_model_chain_finds_passkey(real_endpoint, test_data: Path,
                                         tmp_path: Path) -> None:
-    answer, text = real_passkey_answer(real_endpoint, shared_data, tmp_path, "chain", 0.6)
+    answer, text = real_passkey_answer(real_endpoint, test_data, tmp_path, "chain", 0.6)
     assert "71942" in answer.answer
     assert any("71942" in c.quote for c in answer.citations)
     for citation in answer.citations:
@@ -277,11 +277,11 @@ def test_real_model_chain_finds_passkey(real_endpoint, shared_data: Path,
 
 
 @pytest.mark.real_model
-def test_real_model_chain_answers_two_hop(real_endpoint, shared_data: Path,
+def test_real_model_chain_answers_two_hop(real_endpoint, test_data: Path,
                                           tmp_path: Path) -> None:
     """The vault's code is Edith Crane's room number: the two facts sit ~700 words apart, in
     different 500-token parts; the worker notes carry the first to the part with the second."""
-    text = haystack(shared_data, 1200, HOP_FACT_1, depth=0.2)
+    text = haystack(test_data, 1200, HOP_FACT_1, depth=0.2)
     cut = text.rfind(". ", 0, int(len(text) * 0.75)) + 2
     text = text[:cut] + HOP_FACT_2 + " " + text[cut:]
     doc = tmp_path / "hop.txt"  # the file name is part of the prompt

@@ -118,9 +118,9 @@ def test_token_offsets_match_tiktoken() -> None:
         assert token_char_offsets(text) == expected
 
 
-def test_token_index_counts_any_span_like_encoding_it_alone(shared_data: Path) -> None:
+def test_token_index_counts_any_span_like_encoding_it_alone(test_data: Path) -> None:
     texts = [MIXED, PROSE] + [p.read_text()[:60000]
-                              for p in sorted((shared_data / "state_union").glob("*.txt"))[:5]]
+                              for p in sorted((test_data / "state_union").glob("*.txt"))[:5]]
     rng = random.Random(0)
     for text in texts:
         index = TokenIndex(text)
@@ -131,8 +131,8 @@ def test_token_index_counts_any_span_like_encoding_it_alone(shared_data: Path) -
             assert index.count(start, end) == count_tokens(text[start:end]), (start, end)
 
 
-def test_long_text_is_encoded_in_parts_like_whole(shared_data: Path) -> None:
+def test_long_text_is_encoded_in_parts_like_whole(test_data: Path) -> None:
     text = "\n\n".join(p.read_text(errors="replace")
-                         for p in sorted((shared_data / "state_union").glob("*.txt")))
+                         for p in sorted((test_data / "state_union").glob("*.txt")))
     assert len(text) > 2 * PARALLEL_ENCODE_CHARS
     assert encode_whole(text) == encoding().encode_ordinary(text)

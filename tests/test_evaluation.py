@@ -113,7 +113,7 @@ def test_single_needle_is_at_its_depth(corpus_dir: Path, depth: float) -> None:
     assert task.question == f"What is the special magic number for {task.text[evidence.start:].split()[5]}?"  # noqa: E501
 
 
-def test_needles_on_real_text_at_128k(shared_data: Path) -> None:
+def test_needles_on_real_text_at_128k(test_data: Path) -> None:
     """The default corpus (inaugural and State of the Union prose) at the longest length."""
     [task] = generate_tasks(["single_needle"], lengths=[128000], depths=[0.75])
     assert all(s.startswith(("inaugural/", "state_union/")) for s in task.sources)

@@ -1,4 +1,4 @@
-"""Tests of ``longdoc.pipeline.ingest``: generated files, plus the shared real-world PDFs."""
+"""Tests of ``longdoc.pipeline.ingest``: generated files, plus real-world PDFs (tests/data/pdfs)."""
 
 from __future__ import annotations
 
@@ -18,21 +18,15 @@ from longdoc.pipeline.errors import InputError
 from longdoc.pipeline.ingest import PAGE_SEPARATOR, load_document, load_documents
 from longdoc.pipeline.models import Document
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-PDFS = DATA / "pdfs"
+PDFS = Path(__file__).resolve().parent / "data" / "pdfs"
 
 
 # --------------------------------------------------------------------------- helpers
 
 
 def shared_pdf(name: str) -> Path:
-    """Path of a shared test PDF; skips the test when the shared data is absent."""
-    if not PDFS.is_dir():
-        pytest.skip(f"shared test data not found at {PDFS} (only present in the dev checkout)")
-    path = PDFS / name
-    if not path.is_file():
-        pytest.skip(f"shared test PDF missing: {path}")
-    return path
+    """Path of one of the real-world PDFs in tests/data/pdfs."""
+    return PDFS / name
 
 
 def make_pdf(pages: list[str], password: str | None = None) -> bytes:

@@ -542,11 +542,11 @@ PASSKEY = "The secret passkey is 71942. Remember the passkey 71942."
 
 @pytest.mark.real_model
 def test_real_model_finds_passkey_in_many_chunks(
-    real_endpoint, shared_data: Path, tmp_path: Path
+    real_endpoint, test_data: Path, tmp_path: Path
 ) -> None:
     """~4,000 tokens in 7 chunks of 600: every other chunk invents; verification wins."""
     doc = tmp_path / "haystack.txt"
-    doc.write_text(haystack(shared_data, 3000, PASSKEY, depth=0.65))
+    doc.write_text(haystack(test_data, 3000, PASSKEY, depth=0.65))
     settings = real_settings(real_endpoint, tmp_path, chunk_tokens=600, chunk_overlap=50)
     with Pipeline(settings) as pipeline:
         answer = pipeline.ask(doc, QUESTION, strategy="mapreduce")
@@ -560,11 +560,11 @@ def test_real_model_finds_passkey_in_many_chunks(
 
 @pytest.mark.real_model
 def test_real_model_resolves_hedged_distractors(
-    real_endpoint, shared_data: Path, tmp_path: Path
+    real_endpoint, test_data: Path, tmp_path: Path
 ) -> None:
     """Other chunks suggest a different value ("some say ... might be 1234"): the plainly
     stated, verified value wins, and the counts of rejected records are in the trace."""
-    text = haystack(shared_data, 3000, PASSKEY, depth=0.65)
+    text = haystack(test_data, 3000, PASSKEY, depth=0.65)
     words = text.split(" ")
     for depth in (0.15, 0.35):
         cut = int(len(words) * depth)

@@ -201,9 +201,9 @@ def test_selected_chunks_are_the_segments(sim, tmp_path: Path) -> None:
 
 
 @pytest.mark.real_model
-def test_real_model_memory_finds_passkey(real_endpoint, shared_data: Path,
+def test_real_model_memory_finds_passkey(real_endpoint, test_data: Path,
                                          tmp_path: Path) -> None:
-    answer, text = real_passkey_answer(real_endpoint, shared_data, tmp_path, "memory", 0.3)
+    answer, text = real_passkey_answer(real_endpoint, test_data, tmp_path, "memory", 0.3)
     assert "71942" in answer.answer
     assert any("71942" in c.quote for c in answer.citations)
     for citation in answer.citations:

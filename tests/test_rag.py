@@ -30,10 +30,10 @@ def events(answer, node: str) -> list:
 
 
 def test_rag_reads_only_retrieved_chunks_and_cites_the_needle(
-    sim, tmp_path: Path, shared_data: Path, hashing_retrieval: None
+    sim, tmp_path: Path, test_data: Path, hashing_retrieval: None
 ) -> None:
     doc = tmp_path / "haystack.txt"
-    doc.write_text(haystack(shared_data, 6000, NEEDLE, depth=0.6))
+    doc.write_text(haystack(test_data, 6000, NEEDLE, depth=0.6))
     server = sim(lambda m: f'The passkey is 48213.\nQuote: "{NEEDLE}"')
     settings = sim_settings(server, tmp_path, chunk_tokens=500, chunk_overlap=50)
     with Pipeline(settings) as pipeline:
@@ -90,12 +90,12 @@ def test_passages_merge_adjacent_chunks_and_fit_the_budget(tmp_path: Path) -> No
 
 @pytest.mark.real_model
 def test_real_model_answers_from_retrieved_chunks(
-    real_endpoint, shared_data: Path, tmp_path: Path
+    real_endpoint, test_data: Path, tmp_path: Path
 ) -> None:
     """~5,000 tokens, MiniLM + BM25 hybrid retrieval, the real 135M model."""
     pytest.importorskip("sentence_transformers")
     doc = tmp_path / "haystack.txt"
-    doc.write_text(haystack(shared_data, 3800, NEEDLE, depth=0.4))
+    doc.write_text(haystack(test_data, 3800, NEEDLE, depth=0.4))
     settings = real_settings(real_endpoint, tmp_path, chunk_tokens=400, chunk_overlap=40)
     with Pipeline(settings) as pipeline:
         answer = pipeline.ask(doc, QUESTION, strategy="rag")

@@ -30,7 +30,7 @@ from longdoc.pipeline.llm import Endpoint, LLMClient
 from longdoc.pipeline.settings import Settings
 from longdoc.pipeline.tokens import ServedTokenizer, count_tokens
 from longdoc.pipeline.vllm_model import VLLMRuntime, converted_model, find_vllm, probe_python
-from tests.conftest import SHARED_DATA, haystack
+from tests.conftest import TEST_DATA, haystack
 
 PASSKEY = "The secret passkey is 71942. Remember the passkey 71942."
 QUESTION = "What is the secret passkey?"
@@ -137,12 +137,6 @@ def _runtime() -> VLLMRuntime:
         pytest.skip(str(error))
 
 
-def _shared_data() -> Path:
-    if not SHARED_DATA.is_dir():
-        pytest.skip("../shared/data is absent (it ships only with the development repo)")
-    return SHARED_DATA
-
-
 @pytest.fixture(scope="module")
 def vllm_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One cache dir for the module, so the embedded model is converted once."""
@@ -228,7 +222,7 @@ def test_cli_backend_vllm_starts_answers_and_stops(vllm_cache: Path, tmp_path: P
     """`longdoc ask --backend vllm` end to end: it converts the embedded model (cached for
     the module), starts vLLM, answers with a verified citation, and leaves no server."""
     _runtime()
-    text = haystack(_shared_data(), 1500, PASSKEY, depth=0.4)  # ~2,000 tokens
+    text = haystack(TEST_DATA, 1500, PASSKEY, depth=0.4)  # ~2,000 tokens
     doc = tmp_path / "haystack.txt"
     doc.write_text(text)
     before = server_logs(vllm_cache)
@@ -248,7 +242,7 @@ def test_cli_backend_vllm_starts_answers_and_stops(vllm_cache: Path, tmp_path: P
 @pytest.mark.parametrize("depth", [0.1, 0.9])
 def test_direct_passkey_at_depths(vllm_endpoint: Endpoint, tmp_path: Path,
                                   depth: float) -> None:
-    text = haystack(_shared_data(), 1500, PASSKEY, depth=depth)
+    text = haystack(TEST_DATA, 1500, PASSKEY, depth=depth)
     doc = tmp_path / "haystack.txt"
     doc.write_text(text)
     result = ask(doc, "--strategy", "direct", env=openai_env(vllm_endpoint))
@@ -259,7 +253,7 @@ def test_direct_passkey_at_depths(vllm_endpoint: Endpoint, tmp_path: Path,
 def test_mapreduce_passkey_and_prefix_cache(vllm_endpoint: Endpoint, tmp_path: Path) -> None:
     """Map-reduce over ~6,000 tokens (several chunks): the passkey, a verified citation, and
     vLLM reporting prompt tokens served from its prefix cache across the map calls."""
-    text = haystack(_shared_data(), 4500, PASSKEY, depth=0.6)
+    text = haystack(TEST_DATA, 4500, PASSKEY, depth=0.6)
     doc = tmp_path / "haystack.txt"
     doc.write_text(text)
     result = ask(doc, "--strategy", "mapreduce", env=openai_env(vllm_endpoint))
@@ -277,7 +271,7 @@ def test_tokenize_counts_with_the_served_tokenizer(vllm_endpoint: Endpoint,
 
     folder = next(p for p in (vllm_cache / "vllm-models").iterdir() if p.is_dir())
     local = AutoTokenizer.from_pretrained(folder)
-    text = haystack(_shared_data(), 300, "Numbers: 123456789 and 2026-11-23.", depth=0.5)
+    text = haystack(TEST_DATA, 300, "Numbers: 123456789 and 2026-11-23.", depth=0.5)
     assert vllm_endpoint.served_tokenizer
     served = ServedTokenizer(vllm_endpoint.base_url, vllm_endpoint.model)
     count = asyncio.run(served.count(text))
