@@ -132,7 +132,8 @@ def test_token_index_counts_any_span_like_encoding_it_alone(test_data: Path) -> 
 
 
 def test_long_text_is_encoded_in_parts_like_whole(test_data: Path) -> None:
-    text = "\n\n".join(p.read_text(errors="replace")
-                         for p in sorted((test_data / "state_union").glob("*.txt")))
+    texts = [p.read_text(errors="replace")
+             for p in sorted((test_data / "state_union").glob("*.txt"))]
+    text = "\n\n".join(texts * 2)  # the addresses twice: several parts to encode
     assert len(text) > 2 * PARALLEL_ENCODE_CHARS
     assert encode_whole(text) == encoding().encode_ordinary(text)
