@@ -239,7 +239,8 @@ def serve(backend: BackendOpt = None) -> None:
         )
         while server.server is None or server.server.process.poll() is None:  # type: ignore[union-attr]
             time.sleep(1)
-        err.print("[red]error:[/red] the model server exited")
+        err.print(f"[red]error:[/red] {escape(server.exit_reason() or 'the model server exited')}",
+                  highlight=False, soft_wrap=True)
         raise typer.Exit(3)
     except KeyboardInterrupt:
         pass
