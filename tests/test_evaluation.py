@@ -20,9 +20,12 @@ from longdoc.pipeline.evaluation import (
     write_report,
 )
 from longdoc.pipeline.evaluation.metrics import (
+    EvalResult,
     citation_precision,
     citation_recall,
     contains_value,
+    evaluate,
+    rescore,
     score_answer,
     token_f1,
 )
@@ -36,7 +39,7 @@ from longdoc.pipeline.evaluation.tasks import (
     parse_length,
     reference_tasks,
 )
-from longdoc.pipeline.models import Citation
+from longdoc.pipeline.models import Answer, Citation
 from longdoc.pipeline.tokens import count_tokens
 from tests.conftest import real_settings, sim_env, sim_settings
 
@@ -246,21 +249,98 @@ def _reference_pair() -> list:
     ]
 
 
+def cite(start: int, end: int) -> Citation:
+    return Citation(source="doc.txt", page=None, start=start, end=end, quote="q")
+
+
 def test_citation_precision_and_recall() -> None:
-    assert citation_precision(3, 1) == 0.75
-    assert citation_precision(2, 0) == 1.0
-    assert citation_precision(0, 0) is None
     gold = [Evidence(text="a" * 40, start=100, end=140, depth=0.1),
             Evidence(text="b" * 40, start=500, end=540, depth=0.5)]
-
-    def cite(start: int, end: int) -> Citation:
-        return Citation(source="doc.txt", page=None, start=start, end=end, quote="q")
-
+    assert citation_precision(gold, [cite(100, 140), cite(500, 540)]) == 1.0
+    assert citation_precision(gold, [cite(110, 130), cite(200, 260), cite(0, 20)]) == \
+        pytest.approx(1 / 3)  # one of three quotes is on gold evidence
+    assert citation_precision(gold, [cite(135, 200)]) == 0.0  # only touches it
+    assert citation_precision(gold, []) is None and citation_precision([], [cite(0, 9)]) is None
     assert citation_recall(gold, []) == 0.0
     assert citation_recall(gold, [cite(110, 130)]) == 0.5  # part of the first sentence
     assert citation_recall(gold, [cite(0, 1000)]) == 1.0  # a long quote holding both
     assert citation_recall(gold, [cite(135, 200)]) == 0.0  # only touches the first
     assert citation_recall([], [cite(0, 10)]) is None
+
+
+def test_an_answer_offering_other_values_is_wrong(corpus_dir: Path) -> None:
+    """The gold value among other candidates scores 0 (it scored 1 before)."""
+    corpus = Corpus.from_folder(corpus_dir)
+    single = needle_task("single_needle", corpus, 2000, 0.5)
+    gold = single.answers[0]
+    for answer in (f"{gold} or 11111", f"Candidates: 48,213, {gold}, 90210.",
+                   f"The codes are {gold}\n12345\n67890"):
+        score, details = score_answer(single, answer)
+        assert score == 0.0 and details["values_found"] == 1 and details["other_values"] >= 1
+    # The value repeated, and numbers of another shape (a year, a page), stay right.
+    assert score_answer(single, f"It is {gold}; yes, {gold} (page 3, 1962).")[0] == 1.0
+    values = needle_task("multi_value", corpus, 2000, 0.5)
+    listed = ", ".join([*values.answers, "11111"])
+    assert score_answer(values, listed)[0] == pytest.approx(3 / 4)
+    hop = needle_task("two_hop", corpus, 2000, 0.5)
+    other = "1234" if hop.answers[0] != "1234" else "4321"
+    assert score_answer(hop, f"Room {hop.answers[0]} or room {other}")[0] == 0.0
+
+
+def test_a_wrong_answer_with_quotes_off_the_gold_evidence_is_not_precise(
+        corpus_dir: Path) -> None:
+    """Quotes that exist in the source but are not the gold evidence score precision 0
+    (they scored 1.00 before, being verified), and a right answer needs a quote on the
+    gold evidence to be supported."""
+    task = needle_task("single_needle", Corpus.from_folder(corpus_dir), 2000, 0.5)
+    [gold] = task.evidence
+    off = [cite(0, 80), cite(gold.end + 50, gold.end + 120)]
+    wrong = evaluate(task, "mapreduce", Answer(answer="10", strategy="mapreduce",
+                                               citations=off), 1.0)
+    assert wrong.score == 0.0 and wrong.citation_precision == 0.0
+    assert wrong.citation_recall == 0.0 and wrong.supported is False
+    unsupported = evaluate(task, "rag", Answer(answer=task.answers[0], strategy="rag",
+                                               citations=off), 1.0)
+    assert unsupported.score == 1.0 and unsupported.supported is False
+    right = evaluate(task, "rag", Answer(answer=task.answers[0], strategy="rag",
+                                         citations=[*off, cite(gold.start, gold.end)]), 1.0)
+    assert right.supported is True and right.citation_recall == 1.0
+    assert right.citation_precision == pytest.approx(1 / 3)
+    assert [(s.start, s.end) for s in right.cited_spans] == [
+        (0, 80), (gold.end + 50, gold.end + 120), (gold.start, gold.end)]
+    assert {s.source for s in right.cited_spans} == {task.file_name()}
+    assert [(s.start, s.end) for s in right.evidence_spans] == [(gold.start, gold.end)]
+
+
+def test_a_results_line_rescores_alone_and_old_lines_still_read(
+        corpus_dir: Path, tmp_path: Path) -> None:
+    corpus = Corpus.from_folder(corpus_dir)
+    task, other = (needle_task("distractor", corpus, 2000, d) for d in (0.5, 0.25))
+    [gold] = task.evidence
+    answer = Answer(answer=f"{task.answers[0]} or {task.distractors[0]}", strategy="rag",
+                    citations=[cite(gold.start, gold.end), cite(0, 40)])
+    result = evaluate(task, "rag", answer, 1.0)
+    line = EvalResult.model_validate_json(result.model_dump_json())
+    assert rescore(line) == rescore(line, task) == result
+    assert result.score == 0.0 and result.citation_precision == 0.5 and not result.supported
+    # A line written before spans were stored: its answer is rescored strictly, its old
+    # precision (verified / offered quotes) is dropped and its recall kept.
+    old = json.loads(result.model_dump_json(exclude={"cited_spans", "evidence_spans",
+                                                     "distractors", "conflict_kind",
+                                                     "conflict_split"}))
+    old |= {"score": 1.0, "citation_precision": 1.0, "citation_recall": 1.0,
+            "supported": True, "details": {}, "digest": other.digest}
+    path = tmp_path / "old.jsonl"
+    path.write_text(json.dumps(old) + "\n")
+    [read] = read_results(path)
+    assert read.cited_spans is None
+    again = rescore(read)
+    assert again.score == 0.0 and again.supported is False
+    assert again.citation_precision is None and again.citation_recall == 1.0
+    # In the table the old line counts with a strict score, and precision says it is
+    # over the one run that stored its spans.
+    table = markdown_table([read, result])
+    assert "| distractor | 2,000 | rag | 2 | 0.00 | 0/2 | 0.50 (1 of 2) | 1.00 |" in table
 
 
 # --- the runner ----------------------------------------------------------------------------

@@ -14,7 +14,8 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict
 
 from longdoc.pipeline.api import Pipeline
-from longdoc.pipeline.evaluation.metrics import EvalResult, evaluate
+from longdoc.pipeline.evaluation.conflicts import CONFLICT_KINDS, ConflictKind, ConflictSplit
+from longdoc.pipeline.evaluation.metrics import EvalResult, evaluate, rescore
 from longdoc.pipeline.evaluation.report import Report, markdown_table, write_report
 from longdoc.pipeline.evaluation.runner import (
     STRATEGY_NAMES,
@@ -37,9 +38,9 @@ from longdoc.pipeline.settings import Settings
 DEFAULT_RESULTS = Path("longdoc-eval") / "results.jsonl"
 
 __all__ = [
-    "DEFAULT_RESULTS", "NEEDLE_KINDS", "STRATEGY_NAMES", "TASK_KINDS", "EvalResult", "EvalRun",
-    "EvalTask", "Report", "evaluate", "generate_tasks", "markdown_table", "read_results",
-    "run_eval", "run_tasks", "write_report",
+    "CONFLICT_KINDS", "DEFAULT_RESULTS", "NEEDLE_KINDS", "STRATEGY_NAMES", "TASK_KINDS",
+    "EvalResult", "EvalRun", "EvalTask", "Report", "evaluate", "generate_tasks",
+    "markdown_table", "read_results", "rescore", "run_eval", "run_tasks", "write_report",
 ]
 
 
@@ -65,6 +66,8 @@ def run_eval(
     data: str | Path = DEFAULT_DATA,
     globs: Sequence[str] | None = None,
     reference: Sequence[str | Path] | None = None,
+    conflict_split: ConflictSplit = "dev",
+    conflict_kinds: Sequence[ConflictKind] = CONFLICT_KINDS,
     results: str | Path = DEFAULT_RESULTS,
     report_dir: str | Path | None = None,
     settings: Settings | None = None,
@@ -74,13 +77,16 @@ def run_eval(
     """Generate the task grid, run what ``results`` lacks, and write the report.
 
     ``report_dir`` defaults to the results file's folder. ``settings`` default to the
-    user's with the response cache off. Raises ``InputError`` for bad parameters or data,
-    ``BackendError`` when the model backend keeps failing (rerun to resume).
+    user's with the response cache off. ``conflict_split`` and ``conflict_kinds`` choose
+    the ``conflict`` tasks' phrasings (see ``generate_tasks``). Raises ``InputError`` for
+    bad parameters or data, ``BackendError`` when the model backend keeps failing (rerun
+    to resume).
     """
     strategies = check_strategies(strategies)
     task_list = generate_tasks(
         tasks, data=Path(data), lengths=lengths, depths=depths, samples=samples, seed=seed,
         globs=globs, reference=None if reference is None else [Path(p) for p in reference],
+        conflict_split=conflict_split, conflict_kinds=conflict_kinds,
     )
     results_path = Path(results)
     new = run_tasks(task_list, strategies, results_path, pipeline=pipeline, settings=settings,

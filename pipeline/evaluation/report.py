@@ -3,7 +3,9 @@
 Plots (PNG, written beside the report): score by length per strategy (one panel per
 task kind), a needle-depth heatmap per strategy (one figure per needle task kind), and
 tokens and wall time by strategy. Scores average the runs that answered; refused and
-failed runs are counted in their own column.
+failed runs are counted in their own column. Every line is rescored strictly
+(``metrics.rescore``) before it is counted, so older results files get today's answer
+scoring; their lines without stored citation spans have no citation precision.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from longdoc.pipeline.errors import InputError
-from longdoc.pipeline.evaluation.metrics import EvalResult
+from longdoc.pipeline.evaluation.metrics import EvalResult, rescore
 from longdoc.pipeline.evaluation.runner import STRATEGY_NAMES
 from longdoc.pipeline.evaluation.tasks import TASK_KINDS
 
@@ -42,6 +44,7 @@ class Cell(BaseModel):
     score: float | None
     supported: int | None
     citation_precision: float | None
+    spans: int = 0  # answered runs whose citation spans are stored (precision is over them)
     citation_recall: float | None
     llm_calls: float | None
     prompt_tokens: float | None
@@ -67,8 +70,22 @@ def _order(key: str, known: Sequence[str]) -> tuple[int, str]:
 
 
 def latest(results: Iterable[EvalResult]) -> list[EvalResult]:
-    """One result per (task digest, strategy): the last one in the file."""
-    return list({r.key: r for r in results}.values())
+    """One result per (task digest, strategy): the last one in the file, rescored."""
+    return [rescore(r) for r in {r.key: r for r in results}.values()]
+
+
+def span_counts(results: Iterable[EvalResult]) -> tuple[int, int]:
+    """Answered runs (latest per task and strategy) with stored citation spans, and
+    without (lines of older files)."""
+    ok = [r for r in {r.key: r for r in results}.values() if r.status == "ok"]
+    stored = sum(r.cited_spans is not None for r in ok)
+    return stored, len(ok) - stored
+
+
+def wrong_but_precise(results: Iterable[EvalResult]) -> int:
+    """Wrong answers (score < 1) to planted tasks whose citation precision is 1.00."""
+    return sum(r.status == "ok" and r.supported is not None and (r.score or 0) < 1
+               and r.citation_precision == 1.0 for r in latest(results))
 
 
 def aggregate(results: Iterable[EvalResult]) -> list[Cell]:
@@ -87,6 +104,7 @@ def aggregate(results: Iterable[EvalResult]) -> list[Cell]:
             score=_mean(r.score for r in ok),
             supported=sum(bool(r.supported) for r in ok) if needle else None,
             citation_precision=_mean(r.citation_precision for r in ok),
+            spans=sum(r.cited_spans is not None for r in ok),
             citation_recall=_mean(r.citation_recall for r in ok),
             llm_calls=_mean(r.llm_calls for r in ok),
             prompt_tokens=_mean(r.prompt_tokens for r in ok),
@@ -103,6 +121,14 @@ def _fmt(value: float | None, digits: int = 2) -> str:
     return f"{value:,.0f}" if digits == 0 else f"{value:.{digits}f}"
 
 
+def _precision(cell: Cell) -> str:
+    """Mean precision, and over how many runs when some lack stored spans."""
+    value = _fmt(cell.citation_precision)
+    if 0 < cell.spans < cell.answered:
+        return f"{value} ({cell.spans} of {cell.answered})"
+    return value
+
+
 def table_rows(cells: Sequence[Cell]) -> list[list[str]]:
     """The table's cells as text, in ``COLUMNS`` order."""
     rows = []
@@ -112,7 +138,7 @@ def table_rows(cells: Sequence[Cell]) -> list[list[str]]:
         rows.append([
             c.kind, f"{c.length:,}", c.strategy, str(c.runs), _fmt(c.score),
             "–" if c.supported is None else f"{c.supported}/{c.answered}",
-            _fmt(c.citation_precision), _fmt(c.citation_recall), _fmt(c.llm_calls, 1),
+            _precision(c), _fmt(c.citation_recall), _fmt(c.llm_calls, 1),
             _fmt(c.prompt_tokens, 0), _fmt(c.completion_tokens, 0), _fmt(c.wall_s, 1),
             ", ".join(missing) or "–",
         ])
@@ -127,12 +153,14 @@ def markdown_table(results: Iterable[EvalResult]) -> str:
 
 
 LEGEND = (
-    "score: mean over answered runs of accuracy (needle tasks; multi_value: fraction of "
-    "values found; distractor: right value and no distractor value), token F1 (qa) or "
-    "ROUGE-L (summary). supported: full score and a citation covering the gold evidence. "
-    "cit. precision: verified / (verified + dropped) quotes; cit. recall: gold evidence "
-    "sentences covered by a citation. Cost columns: means over answered runs. not "
-    "answered: runs refused (e.g. direct over the window) or failed."
+    "score: mean over answered runs of strict accuracy (planted tasks: the gold value and "
+    "no other candidate value, i.e. no planted distractor and no other number of the gold's "
+    "digits; multi_value: values found / (gold values + other values offered)), token F1 "
+    "(qa) or ROUGE-L (summary). supported: right answer and a citation covering the gold "
+    "evidence span. cit. precision: citations covering a gold evidence span / citations "
+    "(\"(k of n)\": only k of the n answered runs stored their citation spans); cit. "
+    "recall: gold evidence spans covered by a citation. Cost columns: means over answered "
+    "runs. not answered: runs refused (e.g. direct over the window) or failed."
 )
 
 

@@ -12,6 +12,12 @@ depth (0 = start, 1 = end, measured in tokens):
 - ``distractor``: the fact, and elsewhere plausible but unsupported different values
   ("Some say ... might be N, but nobody checked.").
 
+``conflict`` tasks (``conflict_task``) ask a code of a named entity ("the west wing of
+the Marlow Archive") stated once plainly, with one unreliable statement of a different
+value before it and one after it, both of one kind (hedged, unconfirmed claim,
+superseded value or sibling entity; the phrasings and their development/held-out halves
+are in ``conflicts``).
+
 Reference tasks come from JSONL files of ``{"input", "instructions", "outputs"}`` lines
 (as L-Eval's ``gov_report_summ.jsonl``): ``qa`` asks each instruction about the input
 (scored by token F1 against the outputs), ``summary`` summarizes the input (scored by
@@ -34,17 +40,32 @@ from typing import Literal
 from pydantic import BaseModel, Field
 
 from longdoc.pipeline.errors import InputError, LongdocError
+from longdoc.pipeline.evaluation.conflicts import (
+    CONFLICT_KINDS,
+    CONFLICT_SPLITS,
+    ConflictKind,
+    ConflictSplit,
+    phrasings,
+)
 from longdoc.pipeline.ingest import SUPPORTED_SUFFIXES, load_document
 from longdoc.pipeline.tokens import count_tokens, token_char_offsets
 
 TaskKind = Literal[
-    "single_needle", "multi_key", "multi_value", "two_hop", "distractor", "qa", "summary"
+    "single_needle", "multi_key", "multi_value", "two_hop", "distractor", "conflict", "qa",
+    "summary"
 ]
 NEEDLE_KINDS: tuple[TaskKind, ...] = (
     "single_needle", "multi_key", "multi_value", "two_hop", "distractor")
+# Tasks whose gold values and evidence spans the generator plants (scored by value).
+PLANTED_KINDS: tuple[TaskKind, ...] = (*NEEDLE_KINDS, "conflict")
 REFERENCE_KINDS: tuple[TaskKind, ...] = ("qa", "summary")
-TASK_KINDS: tuple[TaskKind, ...] = (*NEEDLE_KINDS, *REFERENCE_KINDS)
+TASK_KINDS: tuple[TaskKind, ...] = (*PLANTED_KINDS, *REFERENCE_KINDS)
 Scoring = Literal["contains", "all_values", "no_distractor", "token_f1", "rouge"]
+SCORING: dict[str, Scoring] = {
+    "single_needle": "contains", "multi_key": "contains", "multi_value": "all_values",
+    "two_hop": "contains", "distractor": "no_distractor", "conflict": "no_distractor",
+    "qa": "token_f1", "summary": "rouge",
+}
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_DATA = PROJECT_ROOT.parent / "shared" / "data"
@@ -71,6 +92,16 @@ _DISTRACTOR_FORMS = (
     "never confirmed.",
     "An old note guessed the special magic number for {key} to be {value}, without any proof.",
 )
+# conflict tasks: "the {side} {unit} of the {place}", its siblings the other sides.
+_PLACES = ("Marlow Archive", "Halvorsen Library", "Brandt Observatory", "Castell Museum",
+           "Fenwick Clinic", "Sorrel Institute", "Quill Conservatory", "Pennant Gallery",
+           "Holm Laboratory", "Crane Depot")
+_UNITS = ("wing", "gate", "tower", "annex", "entrance")
+_SIDES = ("north", "south", "east", "west")
+_ATTRIBUTES = ("access code", "door code", "entry code", "security code")
+_MONTHS = ("January", "March", "April", "June", "September", "November")
+_SEASONS = ("spring", "summer", "autumn", "winter")
+UNRELIABLE_PER_TASK = 2  # one before the genuine statement, one after it
 _BOUNDARY = re.compile(r"[.!?][\"')\]]*\s+|\n[ \t]*\n\s*")
 
 
@@ -98,6 +129,8 @@ class EvalTask(BaseModel):
     words: int | None = Field(None, description="Summaries: requested length in words")
     answers: list[str] = Field(description="Gold values (needles) or reference texts")
     distractors: list[str] = Field(default_factory=list, description="Unsupported values")
+    conflict_kind: ConflictKind | None = Field(None, description="conflict: the unreliable kind")
+    conflict_split: ConflictSplit | None = Field(None, description="conflict: phrasings' half")
     scoring: Scoring
     evidence: list[Evidence] = Field(default_factory=list)
     sources: list[str] = Field(default_factory=list, description="Corpus files the text uses")
@@ -307,6 +340,54 @@ def needle_task(
     )
 
 
+def _capital(text: str) -> str:
+    return text[:1].upper() + text[1:]
+
+
+def conflict_task(
+    conflict_kind: ConflictKind, split: ConflictSplit, corpus: Corpus, length: int,
+    depth: float, sample: int = 0, seed: int = 0,
+) -> EvalTask:
+    """One ``conflict`` task: the genuine statement at ``depth``, an unreliable statement of
+    ``conflict_kind`` (phrasings of ``split``) halfway before it and one halfway after it,
+    each with a different value; the question asks about the genuine statement's entity."""
+    if conflict_kind not in CONFLICT_KINDS:
+        raise InputError(f"unknown conflict kind {conflict_kind!r} "
+                         f"(choose from {list(CONFLICT_KINDS)})")
+    forms = phrasings(split)
+    rng = random.Random(f"{seed}:conflict:{split}:{conflict_kind}:{length}:{depth}:{sample}")
+    unit, place, attr = rng.choice(_UNITS), rng.choice(_PLACES), rng.choice(_ATTRIBUTES)
+    side, *others = rng.sample(_SIDES, 1 + UNRELIABLE_PER_TASK)
+    entity = f"the {side} {unit} of the {place}"
+    values = _values(rng, 1 + UNRELIABLE_PER_TASK, "")
+    fields = {"attr": attr, "entity": entity, "Entity": _capital(entity),
+              "month": rng.choice(_MONTHS), "season": rng.choice(_SEASONS)}
+    genuine = rng.choice(forms.genuine).format(value=values[0], sibling="", Sibling="",
+                                               **fields)
+    plan = [(depth, genuine)]
+    places = (round(depth / 2, 4), round(depth + (1 - depth) / 2, 4))
+    templates = rng.sample(forms.unreliable[conflict_kind], UNRELIABLE_PER_TASK)
+    for where, template, value, other in zip(places, templates, values[1:], others,
+                                             strict=True):
+        sibling = f"the {other} {unit} of the {place}"
+        plan.append((where, template.format(value=value, sibling=sibling,
+                                            Sibling=_capital(sibling), **fields)))
+    question = f"What is the {attr} for {entity}?"
+    reserve = sum(count_tokens(sentence) + 1 for _, sentence in plan)
+    base, sources = corpus.haystack(max(1, length - reserve), rng)
+    if any(v in base for v in values):  # pragma: no cover - 5-digit clash
+        raise InputError(f"a planted value occurs in the haystack (conflict, seed {seed})")
+    text, evidence = insert_sentences(base, plan)
+    task_id = f"conflict/{length}/d{depth:.2f}/s{sample}/{split}-{conflict_kind}"
+    return EvalTask(
+        id=task_id, digest=_digest(task_id, seed, text, question, values), kind="conflict",
+        length=length, tokens=count_tokens(text), depth=depth, sample=sample, seed=seed,
+        question=question, answers=values[:1], distractors=values[1:],
+        conflict_kind=conflict_kind, conflict_split=split, scoring=SCORING["conflict"],
+        evidence=evidence[:1], sources=sources, text=text,
+    )
+
+
 class ReferenceItem(BaseModel):
     """One line of a reference JSONL file."""
 
@@ -385,6 +466,17 @@ def reference_files(folder: Path) -> list[Path]:
     return sorted(folder.glob("**/*.jsonl")) if folder.is_dir() else []
 
 
+def check_conflict_options(split: str, kinds: Sequence[str]) -> None:
+    """InputError for an unknown split or conflict kind, or none."""
+    if split not in CONFLICT_SPLITS:
+        raise InputError(f"unknown conflict split {split!r} (choose from {list(CONFLICT_SPLITS)})")
+    if not kinds:
+        raise InputError("no conflict kinds given")
+    for kind in kinds:
+        if kind not in CONFLICT_KINDS:
+            raise InputError(f"unknown conflict kind {kind!r} (choose from {list(CONFLICT_KINDS)})")
+
+
 def generate_tasks(
     kinds: Iterable[TaskKind] = NEEDLE_KINDS,
     *,
@@ -395,8 +487,11 @@ def generate_tasks(
     seed: int = 0,
     globs: Sequence[str] | None = None,
     reference: Sequence[Path] | None = None,
+    conflict_split: ConflictSplit = "dev",
+    conflict_kinds: Sequence[ConflictKind] = CONFLICT_KINDS,
 ) -> list[EvalTask]:
-    """The task grid: needle kinds × lengths × depths × samples, plus reference tasks.
+    """The task grid: needle kinds × lengths × depths × samples (``conflict``: also ×
+    ``conflict_kinds``, phrasings of ``conflict_split``), plus reference tasks.
 
     ``reference`` names the JSONL files of ``qa``/``summary`` tasks (default: those
     under ``data``). Raises :class:`InputError` for bad parameters or data.
@@ -415,17 +510,24 @@ def generate_tasks(
             raise InputError(f"depth {depth} is out of range (0-1)")
     if samples < 1:
         raise InputError(f"samples must be at least 1 (got {samples})")
+    if "conflict" in kinds:
+        check_conflict_options(conflict_split, conflict_kinds)
     tasks: list[EvalTask] = []
-    needle_kinds = [k for k in kinds if k in NEEDLE_KINDS]
-    if needle_kinds:
+    planted = [k for k in kinds if k in PLANTED_KINDS]
+    if planted:
         if not depths:
             raise InputError("no depths given")
         corpus = Corpus.from_folder(data, globs)
-        for kind in needle_kinds:
+        for kind in planted:
             for length in lengths:
                 for depth in depths:
                     for sample in range(samples):
-                        tasks.append(needle_task(kind, corpus, length, depth, sample, seed))
+                        if kind != "conflict":
+                            tasks.append(needle_task(kind, corpus, length, depth, sample, seed))
+                            continue
+                        tasks += [conflict_task(c, conflict_split, corpus, length, depth,
+                                                sample, seed)
+                                  for c in dict.fromkeys(conflict_kinds)]
     ref_kinds = [k for k in kinds if k in REFERENCE_KINDS]
     if ref_kinds:
         files = list(reference) if reference is not None else reference_files(data)
