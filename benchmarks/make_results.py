@@ -13,6 +13,12 @@ in the file is left alone.
   direct, mapreduce, memory, chain, rag and auto. Results go to
   ``benchmarks/eval/results.jsonl`` and are resumed from it (a rerun only does what is
   missing); report.md/.html and the PNGs go to ``benchmarks/eval/``. No response cache.
+  Every stored line is rescored strictly against its regenerated task (``rescore``):
+  answers offering other values are wrong, citations are judged against the gold
+  evidence spans; lines from before the spans were stored keep their citation recall
+  and get no precision (the section and the command's output say how many).
+- ``conflicts``: ``benchmarks/conflicts.py``'s default configuration (held-out
+  phrasings, 20k tokens, 3 runs per kind, auto and mapreduce), run or resumed.
 - every other benchmark module listed in ``MODULE_SECTIONS`` that defines
   ``results_section() -> str`` (it runs its measurement and returns Markdown) gets a
   section of that name; a module that is missing or lacks the function is skipped and
@@ -38,10 +44,13 @@ from longdoc.pipeline.evaluation import (
     generate_tasks,
     markdown_table,
     read_results,
+    rescore,
     run_tasks,
     write_report,
 )
-from longdoc.pipeline.evaluation.tasks import parse_length
+from longdoc.pipeline.evaluation.metrics import EvalResult
+from longdoc.pipeline.evaluation.report import spans_note
+from longdoc.pipeline.evaluation.tasks import EvalTask, parse_length
 from longdoc.pipeline.settings import load_settings
 
 HERE = Path(__file__).resolve().parent
@@ -52,7 +61,7 @@ EVAL_DEPTHS = (0.25, 0.75)
 EVAL_TASKS = ("single_needle", "distractor")
 EVAL_STRATEGIES = ("direct", "mapreduce", "memory", "chain", "rag", "auto")
 EVAL_SEED = 0
-MODULE_SECTIONS = ("perf", "langchain_compare")
+MODULE_SECTIONS = ("perf", "langchain_compare", "conflicts")
 
 
 def splice(document: str, name: str, body: str) -> str:
@@ -84,6 +93,30 @@ def _ktokens(n: int) -> str:
     return f"{n // 1000}k" if n % 1000 == 0 else str(n)
 
 
+def stored_results(tasks: Sequence[EvalTask], strategies: Sequence[str],
+                   lines: Sequence[EvalResult]) -> tuple[list[EvalResult], int]:
+    """The last stored run of each (task, strategy) of the grid, rescored strictly, and
+    how many of them are of an older version of their task.
+
+    A line matches its task by digest (rescored against the task) or else, the generator
+    having changed since, by task id and gold values (rescored from the line alone).
+    """
+    by_digest = {t.digest: t for t in tasks}
+    by_id = {t.id: t for t in tasks}
+    chosen: dict[tuple[str, str], tuple[bool, EvalResult]] = {}
+    for line in lines:
+        key = (line.task_id, line.strategy)
+        if line.strategy not in strategies:
+            continue
+        current = line.digest in by_digest
+        task = by_id.get(line.task_id)
+        if current or (task is not None and task.answers == line.expected
+                       and not chosen.get(key, (False, line))[0]):
+            chosen[key] = (current, rescore(line, by_digest.get(line.digest)))
+    older = sum(not current for current, _ in chosen.values())
+    return [result for _, result in chosen.values()], older
+
+
 def eval_section(args: argparse.Namespace) -> str:
     """Run (or resume) the eval grid, write its report, and return the RESULTS.md section."""
     tasks = generate_tasks(args.tasks, lengths=args.lengths, depths=args.depths,
@@ -91,11 +124,17 @@ def eval_section(args: argparse.Namespace) -> str:
     results_path = args.eval_dir / "results.jsonl"
     if not args.report_only:
         run_tasks(tasks, args.strategies, results_path, settings=load_settings(use_cache=False))
-    wanted = {(t.digest, s) for t in tasks for s in args.strategies}
-    results = [r for r in read_results(results_path) if r.key in wanted]
+    results, regenerated = stored_results(tasks, args.strategies, read_results(results_path))
+    note = spans_note(results)
+    if regenerated:
+        note += (f" {regenerated} run(s) are of tasks the generator now cuts slightly "
+                 "differently (same id and gold value, another digest): they were rescored "
+                 "from their lines alone, and a run without --report-only would redo them.")
+    print(f"make_results: eval: {note}", file=sys.stderr)
     report = write_report(results, args.eval_dir, title="longdoc eval: embedded model",
                           source=os.path.relpath(results_path, HERE.parent))
-    done = {r.key for r in results}
+    wanted = {(t.id, s) for t in tasks for s in args.strategies}
+    done = {(r.task_id, r.strategy) for r in results}
     lengths_done = sorted({r.length for r in results})
     command = ["python", "-m", "benchmarks.make_results", "--only", "eval",
                "--lengths", *map(_ktokens, args.lengths),
@@ -117,6 +156,8 @@ def eval_section(args: argparse.Namespace) -> str:
         f"(needle depths {', '.join(map(str, args.depths))} × {args.samples} sample(s)); "
         "no response cache. The cores were shared with other jobs, so seconds are "
         "indicative only.",
+        "",
+        note,
         "",
     ]
     resume = ("`.venv/bin/python -m benchmarks.make_results --only eval` runs what is "

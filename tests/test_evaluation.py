@@ -522,3 +522,42 @@ def test_results_md_sections_are_spliced_between_markers() -> None:
     assert "table v1" not in twice and "table $1 v2" in twice
     assert "kept" in twice and "also kept" in twice and twice.index("v2") < twice.index("Later")
     assert splice(twice, "perf", "perf table").count("<!-- generated:") == 4
+
+
+def test_make_results_rescores_the_stored_lines(corpus_dir: Path) -> None:
+    """The eval section's table comes from the stored lines, rescored strictly: a line of
+    an older version of its task (same id and gold value, another digest) is matched and
+    counted, and how many lines had stored spans is said."""
+    from benchmarks.make_results import stored_results
+    from longdoc.pipeline.evaluation.report import spans_note
+
+    first, second = generate_tasks(["single_needle"], data=corpus_dir, lengths=[2000],
+                                   depths=[0.25, 0.75])
+    [gold] = first.evidence
+    current = evaluate(first, "rag", Answer(answer=first.answers[0], strategy="rag",
+                                            citations=[cite(gold.start, gold.end)]), 1.0)
+    lenient = evaluate(second, "rag", Answer(answer=f"{second.answers[0]} or 12345",
+                                             strategy="rag"), 1.0)
+    older = lenient.model_copy(update={"digest": "0" * 64, "score": 1.0, "supported": True,
+                                       "citation_recall": 1.0, "citation_precision": 1.0,
+                                       "cited_spans": None, "evidence_spans": None})
+    other_gold = older.model_copy(update={"expected": ["99999"]})
+    other_strategy = current.model_copy(update={"strategy": "chain"})
+    results, regenerated = stored_results([first, second], ["rag"],
+                                          [current, other_gold, older, other_strategy])
+    assert regenerated == 1
+    by_id = {r.task_id: r for r in results}
+    assert set(by_id) == {first.id, second.id}
+    assert by_id[first.id].supported and by_id[first.id].citation_precision == 1.0
+    assert by_id[second.id].score == 0.0 and by_id[second.id].citation_precision is None
+    assert spans_note(results) == (
+        "Scored strictly: 1 answered run(s) with stored citation spans, 1 from older lines "
+        "without them (no citation precision). Wrong answers with citation precision 1.00: 0.")
+    # Precision 1.00 on a wrong answer is still possible (all quotes on the gold
+    # evidence, the answer offering another value too); the note counts such runs.
+    [second_gold] = second.evidence
+    cited = evaluate(second, "rag", Answer(answer=f"{second.answers[0]} or 12345",
+                                           strategy="rag",
+                                           citations=[cite(second_gold.start,
+                                                           second_gold.end)]), 1.0)
+    assert spans_note([cited]).endswith("Wrong answers with citation precision 1.00: 1.")

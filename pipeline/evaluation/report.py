@@ -307,7 +307,17 @@ def _header(results: Sequence[EvalResult], source: str | None) -> list[str]:
              + (f" in `{source}`" if source else "") + "."]
     if models:
         lines.append(f"Model(s): {', '.join(models)}.")
+    lines.append(spans_note(results))
     return lines
+
+
+def spans_note(results: Sequence[EvalResult]) -> str:
+    """How many answered runs were scored with stored citation spans, how many not, and
+    how many wrong answers have citation precision 1.00."""
+    stored, older = span_counts(results)
+    note = (f"Scored strictly: {stored} answered run(s) with stored citation spans, {older} "
+            f"from older lines without them (no citation precision).")
+    return note + f" Wrong answers with citation precision 1.00: {wrong_but_precise(results)}."
 
 
 def write_report(results: Sequence[EvalResult], folder: Path, *, title: str = "longdoc eval",
