@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -10,6 +11,21 @@ from pathlib import Path
 from longdoc.pipeline.errors import InputError, LongdocError
 
 APP_SCRIPT = Path(__file__).with_name("review.py")
+TOKEN_VARIABLE = "LONGDOC_APP_TOKEN"
+LOCAL_ADDRESSES = ("127.0.0.1", "localhost", "::1")
+
+
+def app_token() -> str | None:
+    """The access token the app asks for (``longdoc app --token``), if any."""
+    return os.environ.get(TOKEN_VARIABLE) or None
+
+
+def check_exposure(address: str, token: str | None) -> None:
+    """InputError if the app would listen beyond this machine without a token: Streamlit
+    has no authentication, and the page runs models on the server's documents."""
+    if address not in LOCAL_ADDRESSES and not token:
+        raise InputError(f"--address {address} lets other machines reach the app: give "
+                         f"--token (or {TOKEN_VARIABLE}) so the page asks for it")
 
 
 def streamlit_command(

@@ -4,6 +4,7 @@ and cost, and record verdicts. The logic lives in the modules beside it."""
 
 from __future__ import annotations
 
+import hmac
 import os
 import sys
 import uuid
@@ -19,7 +20,7 @@ from longdoc.app.compare import (
     verdict_rows,
 )
 from longdoc.app.highlight import answer_html, citation_html
-from longdoc.app.launch import documents_from_argv
+from longdoc.app.launch import app_token, documents_from_argv
 from longdoc.app.runs import (
     QA_STRATEGIES,
     SUMMARY_STRATEGIES,
@@ -36,7 +37,7 @@ from longdoc.app.runs import (
     sample_documents,
     save_upload,
 )
-from longdoc.app.verdicts import MARKS, VERDICTS_FILE, Verdict, VerdictStore
+from longdoc.app.verdicts import MARKS, VERDICTS_FILE, Verdict, VerdictStore, verdicts_path
 from longdoc.pipeline.api import (
     DEFAULT_SUMMARY_WORDS,
     MAX_SUMMARY_WORDS,
@@ -61,24 +62,45 @@ def session_pipeline(choice: BackendChoice) -> Pipeline:
 
 
 def sidebar(base: Settings) -> tuple[BackendChoice, str, VerdictStore]:
-    """Backend, reviewer and verdict file."""
+    """Backend, reviewer and verdict file. The endpoint comes from the settings (command
+    line, LONGDOC_*, a named config file), never from the page: whoever opens the page must
+    not be able to send the documents elsewhere."""
     with st.sidebar:
         st.header("Backend")
         backend = st.radio("Model backend", BACKENDS, key="backend", horizontal=True,
                            index=BACKENDS.index(base.backend))
-        base_url = model = api_key = None
+        base_url = model = None
         if backend == "openai":
-            base_url = st.text_input("Endpoint URL", base.base_url or "", key="base_url",
-                                     placeholder="http://127.0.0.1:8000/v1")
-            model = st.text_input("Model (empty: what it serves)", base.model or "", key="model")
-            api_key = st.text_input("API key", "", key="api_key", type="password",
-                                    help="Empty: LONGDOC_API_KEY or none")
+            base_url, model = base.base_url, base.model
+            st.caption(f"Endpoint: {base_url or 'not set (LONGDOC_BASE_URL)'}"
+                       f"{f', model {model}' if model else ''}")
         st.header("Review")
         reviewer = st.text_input("Reviewer", os.environ.get("USER", ""), key="reviewer")
-        path = st.text_input("Verdicts file (JSONL)", str(base.cache_dir / VERDICTS_FILE),
-                             key="verdicts_path")
-    choice = BackendChoice(backend=backend, base_url=base_url, model=model, api_key=api_key)
-    return choice, reviewer, VerdictStore(path)
+        name = st.text_input("Verdicts file (a name in the cache folder)", VERDICTS_FILE,
+                             key="verdicts_name")
+    choice = BackendChoice(backend=backend, base_url=base_url, model=model)
+    try:
+        store = VerdictStore(verdicts_path(base.cache_dir, name))
+    except LongdocError as error:
+        st.sidebar.error(str(error))
+        store = VerdictStore(base.cache_dir / VERDICTS_FILE)
+    return choice, reviewer, store
+
+
+def authorized() -> bool:
+    """Whether this session may use the app: always when ``longdoc app`` set no token, else
+    once the page's token field matches it (Streamlit has no authentication of its own)."""
+    token = app_token()
+    if not token or st.session_state.get("authorized"):
+        return True
+    given = st.text_input("Access token", type="password", key="token",
+                          help="The token `longdoc app --token` was started with")
+    if given and hmac.compare_digest(given.encode(), token.encode()):
+        st.session_state["authorized"] = True
+        st.rerun()
+    if given:
+        st.error("Wrong token.")
+    return False
 
 
 def choose_documents(base: Settings) -> list[Path]:
@@ -251,6 +273,8 @@ def show_review(review: dict, reviewer: str, store: VerdictStore) -> None:
 def main() -> None:
     st.set_page_config(page_title="longdoc review", layout="wide")
     st.title("longdoc review")
+    if not authorized():
+        st.stop()
     try:
         base = load_settings()
     except LongdocError as error:

@@ -5,12 +5,13 @@ from __future__ import annotations
 import atexit
 import hashlib
 import logging
+import os
 import threading
 import weakref
 from collections.abc import Sequence
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, SecretStr
 
 from longdoc.app.verdicts import DocumentRef
 from longdoc.pipeline.api import Pipeline
@@ -19,7 +20,7 @@ from longdoc.pipeline.errors import InputError, LongdocError
 from longdoc.pipeline.ingest import SUPPORTED_SUFFIXES, load_document
 from longdoc.pipeline.llm import Endpoint
 from longdoc.pipeline.models import Answer, Document, Task
-from longdoc.pipeline.settings import Backend, Settings, load_settings
+from longdoc.pipeline.settings import Backend, Settings, load_settings, private_dir
 
 SAMPLES_DIR = Path(__file__).resolve().parents[1] / "samples"
 QA_STRATEGIES = ("auto", "direct", "rag", "mapreduce", "chain", "memory")
@@ -44,8 +45,10 @@ def save_upload(name: str, data: bytes, folder: Path) -> Path:
     target = folder / hashlib.sha256(data).hexdigest()[:16] / base
     if not target.is_file():
         try:
-            target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_bytes(data)
+            private_dir(target.parent)
+            fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with open(fd, "wb") as handle:
+                handle.write(data)
         except OSError as exc:
             raise InputError(f"{base}: cannot store the upload ({exc.strerror or exc})") from exc
     return target
@@ -66,19 +69,20 @@ def document_refs(documents: Sequence[Document]) -> list[DocumentRef]:
 
 
 class BackendChoice(BaseModel):
-    """The backend the reviewer picked; everything else comes from the settings."""
+    """The backend the reviewer picked (and, for ``openai``, the endpoint the settings
+    name, so that a changed setting opens a new pipeline); everything else comes from the
+    settings."""
 
     model_config = ConfigDict(frozen=True)
 
     backend: Backend
     base_url: str | None = None
     model: str | None = None
-    api_key: str | None = None
 
     def settings(self) -> Settings:
         """Effective settings (file and environment) with this choice on top."""
         return load_settings(backend=self.backend, base_url=self.base_url or None,
-                             model=self.model or None, api_key=self.api_key or None)
+                             model=self.model or None)
 
 
 # Open pipelines -> the backend choice whose shared server they use (None: an endpoint).
@@ -120,7 +124,7 @@ def open_pipeline(choice: BackendChoice) -> Pipeline:
         endpoint = _acquire_server(shared, settings)
         settings = settings.model_copy(update={
             "backend": "openai", "base_url": endpoint.base_url, "model": endpoint.model,
-            "api_key": endpoint.api_key, "context_window": endpoint.context_window,
+            "api_key": SecretStr(endpoint.api_key), "context_window": endpoint.context_window,
         })
     pipeline = Pipeline(settings)
     try:

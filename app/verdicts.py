@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -13,10 +14,12 @@ from pydantic import BaseModel, Field, ValidationError
 
 from longdoc.pipeline.errors import InputError
 from longdoc.pipeline.models import Answer, Citation, Task
+from longdoc.pipeline.settings import private_dir
 
 Mark = Literal["correct", "incorrect", "unsure"]
 MARKS: tuple[Mark, ...] = ("correct", "incorrect", "unsure")
 VERDICTS_FILE = "verdicts.jsonl"
+VERDICTS_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}\.jsonl")
 
 log = logging.getLogger(__name__)
 
@@ -98,6 +101,16 @@ class Verdict(BaseModel):
                 and sorted(d.sha256 for d in self.documents) == sorted(hashes))
 
 
+def verdicts_path(cache_dir: Path, name: str) -> Path:
+    """The verdicts file ``name`` in ``cache_dir``: a plain ``*.jsonl`` name, never a path
+    (the app must not read or append to files elsewhere)."""
+    name = name.strip()
+    if not VERDICTS_NAME.fullmatch(name):
+        raise InputError(f"verdicts file {name!r}: give a file name ending in .jsonl (letters, "
+                         "digits, '_', '-', '.'), not a path; it is kept in the cache folder")
+    return cache_dir / name
+
+
 class VerdictStore:
     """Verdicts appended one JSON line each to ``path`` (created on the first append)."""
 
@@ -109,8 +122,8 @@ class VerdictStore:
         """Append ``verdict`` as one line, in a single write (safe beside other writers)."""
         line = (verdict.model_dump_json() + "\n").encode()
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            private_dir(self.path.parent)
+            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
             try:
                 os.write(fd, line)
             finally:
@@ -125,8 +138,8 @@ class VerdictStore:
         self.skipped = 0
         if not self.path.is_file():
             return []
-        try:
-            lines = self.path.read_text(encoding="utf-8", errors="replace").splitlines()
+        try:  # lines end at "\n" only: U+2028 and the like are valid inside JSON strings
+            lines = self.path.read_text(encoding="utf-8", errors="replace").split("\n")
         except OSError as exc:
             raise InputError(f"cannot read verdicts from {self.path}: "
                              f"{exc.strerror or exc}") from exc

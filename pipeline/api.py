@@ -4,19 +4,27 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import hashlib
+import json
 import time
+from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from pydantic import BaseModel
 
 from longdoc.pipeline.backends import Backend
 from longdoc.pipeline.errors import BackendError, InputError
 from longdoc.pipeline.graph import build_graph, compiled_graph
-from longdoc.pipeline.ingest import load_documents
-from longdoc.pipeline.llm import LLMClient, ResponseCache
-from longdoc.pipeline.models import Answer, Task, Usage
-from longdoc.pipeline.settings import Settings, load_settings
+from longdoc.pipeline.ingest import Budget, load_document
+from longdoc.pipeline.llm import Endpoint, LLMClient, ResponseCache
+from longdoc.pipeline.models import Answer, Document, Task, Usage
+from longdoc.pipeline.settings import Settings, load_settings, private_dir, private_file
 from longdoc.pipeline.state import RunContext
+
+if TYPE_CHECKING:
+    from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
 
 PathLike = str | Path
 DEFAULT_SUMMARY_STRATEGY = "mapreduce"
@@ -24,6 +32,48 @@ DEFAULT_SUMMARY_WORDS = 300
 MIN_SUMMARY_WORDS, MAX_SUMMARY_WORDS = 20, 5000
 RUNS_DB = "runs.sqlite"
 RUN_STEP_LIMIT = 100_000  # sequential strategies take a few steps per chunk
+LOADED_KEPT = 16  # documents a pipeline keeps read (the app runs several strategies on them)
+# Settings an answer depends on besides the documents, task, strategy, model and window: a
+# batch result or a --run-id checkpoint made with other values is not reused.
+ANSWER_SETTINGS = (
+    "temperature", "seed", "max_answer_tokens", "chunk_tokens", "chunk_overlap", "truncate",
+    "cu_tokens", "memory_tokens", "segment_tokens", "step_reply_tokens", "retrieve_k",
+    "retrieve_neighbours", "retrieval_mode", "embedder",
+)
+
+
+def answer_config(settings: Settings, endpoint: Endpoint) -> dict[str, Any]:
+    """What an answer depends on besides the documents and the request: the model, its
+    window and the ``ANSWER_SETTINGS``."""
+    config = {name: getattr(settings, name) for name in ANSWER_SETTINGS}
+    return {**config, "model": endpoint.model, "context_window": endpoint.context_window}
+
+
+def run_key(documents: Sequence[Document], config: dict[str, Any]) -> str:
+    """Hash of the documents' texts and ``answer_config``: what a checkpoint belongs to."""
+    blob = json.dumps({"documents": [d.sha256 for d in documents], "config": config},
+                      sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def checkpoint_serde() -> JsonPlusSerializer:
+    """LangGraph's checkpoint serializer with longdoc's state types registered: every
+    pydantic model of a ``longdoc`` module (the strategies' included). Other types are
+    refused on resume, and these load without LangGraph's "unregistered type" warning."""
+    from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
+
+    import longdoc.agents  # noqa: F401 - defines the strategies' state types
+
+    found: set[type] = set()
+    pending: list[type] = [BaseModel]
+    while pending:
+        for cls in pending.pop().__subclasses__():
+            if cls not in found:
+                found.add(cls)
+                pending.append(cls)
+    ours = sorted((c for c in found if c.__module__.startswith("longdoc.")),
+                  key=lambda c: (c.__module__, c.__qualname__))
+    return JsonPlusSerializer(allowed_msgpack_modules=ours)
 
 
 _heap_settled = False
@@ -57,6 +107,7 @@ class Pipeline:
             else None
         )
         self._limit: tuple[asyncio.AbstractEventLoop, asyncio.Semaphore] | None = None
+        self._loaded: OrderedDict[tuple[Any, ...], Document] = OrderedDict()
 
     def __enter__(self) -> Pipeline:
         """The backend starts with the first request, after the request's own checks (a
@@ -72,6 +123,32 @@ class Pipeline:
         if self.cache is not None:
             self.cache.close()
             self.cache = None
+
+    def load_documents(self, paths: Sequence[PathLike], password: str | None = None
+                       ) -> list[Document]:
+        """The documents at ``paths`` within the settings' budget, each file parsed once
+        while it is unchanged (same size and modification time): several strategies or
+        questions on one PDF do not pay for its extraction again."""
+        budget = Budget.of(self.settings)
+        documents = []
+        for path in paths:
+            try:
+                stat = Path(path).stat()
+                key: tuple[Any, ...] | None = (str(Path(path).resolve()), str(path),
+                                               stat.st_size, stat.st_mtime_ns, password)
+            except OSError:
+                key = None  # load_document names the problem
+            document = self._loaded.get(key) if key else None
+            if document is None:
+                document = load_document(path, password=password, budget=budget)
+                if key:
+                    self._loaded[key] = document
+                    while len(self._loaded) > LOADED_KEPT:
+                        self._loaded.popitem(last=False)
+            else:
+                self._loaded.move_to_end(key)  # type: ignore[arg-type]
+            documents.append(document)
+        return documents
 
     async def aask(
         self,
@@ -127,9 +204,7 @@ class Pipeline:
         if not paths:
             raise InputError("no input files given")
         started = time.perf_counter()
-        documents = load_documents(paths, password=password,
-                                   max_file_mb=self.settings.max_file_mb,
-                                   max_pages=self.settings.max_pages)
+        documents = self.load_documents(paths, password)
         endpoint = self.backend.start()
         settle_heap()
         llm = LLMClient(endpoint, self.settings, self.cache, limit=self._request_limit())
@@ -141,7 +216,8 @@ class Pipeline:
                 state = await compiled_graph(strategy).ainvoke(
                     {**request, "documents": documents, "trace": []}, context=context)
             else:
-                state = await self._run_durably(run_id, strategy, request, context)
+                request["run_key"] = run_key(documents, answer_config(self.settings, endpoint))
+                state = await self._run_durably(run_id, strategy, request, documents, context)
         except BackendError as error:
             # A crashed managed server reads as a connection error: say that it died.
             reason = self.backend.exit_reason()
@@ -171,27 +247,38 @@ class Pipeline:
         return self._limit[1]
 
     async def _run_durably(
-        self, run_id: str, strategy: str, request: dict[str, Any], context: RunContext
+        self, run_id: str, strategy: str, request: dict[str, Any],
+        documents: list[Document], context: RunContext,
     ) -> dict[str, Any]:
         """Run with a SQLite checkpoint after every step, keyed by ``run_id``.
 
         A run id seen before resumes that run from its last completed step (a finished
-        run returns its stored result without any LLM call); it must name the same request.
+        run returns its stored result without any LLM call); it must name the same request
+        on the same document texts with the same answer settings (``request["run_key"]``).
         """
+        import aiosqlite
         from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 
-        self.settings.cache_dir.mkdir(parents=True, exist_ok=True)
+        private_dir(self.settings.cache_dir)
         config = {"configurable": {"thread_id": run_id}, "recursion_limit": RUN_STEP_LIMIT}
-        async with AsyncSqliteSaver.from_conn_string(str(self.settings.cache_dir / RUNS_DB)) \
-                as saver:
+        database = self.settings.cache_dir / RUNS_DB
+        async with aiosqlite.connect(str(database)) as connection:
+            private_file(database)
+            saver = AsyncSqliteSaver(connection, serde=checkpoint_serde())
             graph = build_graph(strategy, checkpointer=saver)
             saved = await graph.aget_state(config)
             if not saved.values:
-                return await graph.ainvoke({**request, "trace": []}, config, context=context)
+                return await graph.ainvoke({**request, "documents": documents, "trace": []},
+                                           config, context=context)
             earlier = {key: saved.values.get(key) for key in request}
-            if earlier != request:
+            if {k: v for k, v in earlier.items() if k != "run_key"} != \
+                    {k: v for k, v in request.items() if k != "run_key"}:
                 raise InputError(f"run id {run_id!r} belongs to another request "
                                  f"({earlier['task']} of {earlier['paths']}); use a new run id")
+            if earlier["run_key"] != request["run_key"]:
+                raise InputError(f"run id {run_id!r} was started on other document contents or "
+                                 "settings (a file changed since, or the model, chunking or "
+                                 "sampling did); its answer would not match: use a new run id")
             if not saved.next:
                 return saved.values
             return await graph.ainvoke(None, config, context=context)

@@ -22,7 +22,7 @@ import httpx
 from longdoc.pipeline.cpu import missing_flags
 from longdoc.pipeline.errors import BackendError
 from longdoc.pipeline.llm import Endpoint
-from longdoc.pipeline.settings import Settings
+from longdoc.pipeline.settings import Settings, private_dir
 from longdoc.pipeline.tokens import ServedTokenizer
 from longdoc.pipeline.vllm_model import VLLMRuntime, find_vllm, offline_env, served_model
 
@@ -182,8 +182,9 @@ class ManagedServer:
     def _start_once(self) -> Endpoint | None:
         """Start the server; its endpoint, or None if another process answers on its port."""
         command = self.command()
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.log_path, "wb") as log:
+        private_dir(self.log_path.parent)
+        with open(os.open(self.log_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600),
+                  "wb") as log:
             self.process = spawn(
                 command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                 env=self.environment(),
@@ -372,8 +373,9 @@ def remote_endpoint(settings: Settings) -> Endpoint:
     """The endpoint of an already-running OpenAI-compatible server (openai backend)."""
     if not settings.base_url:
         raise BackendError("the openai backend needs LONGDOC_BASE_URL (and LONGDOC_MODEL)")
+    api_key = settings.api_key.get_secret_value()
     try:
-        models = list_models(settings.base_url, settings.api_key, timeout=settings.timeout_s)
+        models = list_models(settings.base_url, api_key, timeout=settings.timeout_s)
     except (httpx.HTTPError, ValueError) as exc:
         if settings.model and settings.context_window:
             models = []
@@ -391,8 +393,8 @@ def remote_endpoint(settings: Settings) -> Endpoint:
             f"the context window of {model} is unknown: set LONGDOC_CONTEXT_WINDOW"
         )
     return Endpoint(
-        base_url=settings.base_url, model=model, api_key=settings.api_key, context_window=window,
-        served_tokenizer=offers_tokenizer(settings.base_url, model, settings.api_key, models),
+        base_url=settings.base_url, model=model, api_key=api_key, context_window=window,
+        served_tokenizer=offers_tokenizer(settings.base_url, model, api_key, models),
     )
 
 

@@ -32,7 +32,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, SecretStr
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import Progress, TextColumn
@@ -41,11 +41,12 @@ from longdoc.pipeline.api import (
     DEFAULT_SUMMARY_STRATEGY,
     DEFAULT_SUMMARY_WORDS,
     Pipeline,
+    answer_config,
     check_request,
 )
 from longdoc.pipeline.errors import BackendError, InputError
 from longdoc.pipeline.ingest import SUPPORTED_SUFFIXES
-from longdoc.pipeline.llm import Endpoint
+from longdoc.pipeline.llm import Endpoint, RejectedRequest
 from longdoc.pipeline.models import Citation, Task, Usage
 from longdoc.pipeline.runs import JsonLog, progress_bar
 from longdoc.pipeline.settings import Settings, load_settings
@@ -53,14 +54,7 @@ from longdoc.pipeline.settings import Settings, load_settings
 JSONL_SUFFIX = ".jsonl"
 DEFAULT_JOBS = 4
 BACKEND_STREAK = 2  # backend failures in a row beyond those in flight that stop a batch
-# Settings an answer depends on besides the task, strategy, model and window: a result
-# made with other values is not reused on a rerun.
-ANSWER_SETTINGS = (
-    "temperature", "seed", "max_answer_tokens", "chunk_tokens", "chunk_overlap", "truncate",
-    "cu_tokens", "memory_tokens", "segment_tokens", "step_reply_tokens", "retrieve_k",
-    "retrieve_neighbours", "retrieval_mode", "embedder",
-)
-ErrorKind = Literal["input", "backend", "internal"]
+ErrorKind = Literal["input", "backend", "request", "internal"]
 
 
 class BatchItem(BaseModel):
@@ -205,11 +199,16 @@ def _file_item(path: Path) -> BatchItem:
 
 
 def _jsonl_items(path: Path) -> Iterator[BatchItem]:
-    """One item per non-blank line of ``{"input": text, "id": optional}``."""
+    """One item per non-blank line of ``{"input": text, "id": optional}``.
+
+    Lines end at ``\n`` only: U+2028, U+0085 and the like are valid inside JSON strings.
+    """
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InputError(f"{path}: cannot read ({exc})") from exc
+        lines = path.read_bytes().decode("utf-8-sig").split("\n")
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read ({exc.strerror or exc})") from exc
+    except UnicodeDecodeError as exc:
+        raise InputError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from exc
     for number, line in enumerate(lines, 1):
         if not line.strip():
             continue
@@ -235,8 +234,8 @@ def make_job(task: Task, settings: Settings, endpoint: Endpoint, *, strategy: st
              question: str = "", words: int = DEFAULT_SUMMARY_WORDS,
              password: str | None = None) -> BatchJob:
     """The job for ``task`` on ``endpoint``, with the settings its answers depend on."""
-    config = {name: getattr(settings, name) for name in ANSWER_SETTINGS}
-    config["context_window"] = endpoint.context_window
+    config = answer_config(settings, endpoint)
+    del config["model"]  # a field of its own (keys of earlier outputs stay as they were)
     return BatchJob(task=task, strategy=strategy, question=question, words=words,
                     password=password, model=endpoint.model, config=config)
 
@@ -269,6 +268,8 @@ async def run_item(pipeline: Pipeline, item: BatchItem, job: BatchJob) -> BatchR
                                              password=job.password)
     except InputError as exc:
         return failed("input", str(exc))
+    except RejectedRequest as exc:  # this document's request, not an outage
+        return failed("request", f"model backend: {exc}")
     except BackendError as exc:
         return failed("backend", f"model backend: {exc}")
     except Exception as exc:  # a bug on one document must not end the batch
@@ -419,7 +420,7 @@ def worker_settings(settings: Settings, endpoint: Endpoint) -> Settings:
     """Settings for Ray workers: the driver's endpoint as an ``openai`` backend."""
     return settings.model_copy(update={
         "backend": "openai", "base_url": endpoint.base_url, "model": endpoint.model,
-        "api_key": endpoint.api_key, "context_window": endpoint.context_window,
+        "api_key": SecretStr(endpoint.api_key), "context_window": endpoint.context_window,
     })
 
 

@@ -35,12 +35,57 @@ err = Console(stderr=True)
 
 PathsArg = Annotated[list[Path], typer.Argument(help="PDF, .txt or .md files", show_default=False)]
 BackendOpt = Annotated[Backend | None, typer.Option(help="embedded, vllm or openai")]
-PasswordOpt = Annotated[str | None, typer.Option(help="Password of encrypted PDFs")]
+PasswordOpt = Annotated[str | None, typer.Option(
+    envvar="LONGDOC_PDF_PASSWORD", show_envvar=True,
+    help="Password of encrypted PDFs (visible to other users in ps: prefer "
+    "LONGDOC_PDF_PASSWORD or --password-stdin)")]
+PasswordStdinOpt = Annotated[bool, typer.Option(
+    "--password-stdin", help="Read the PDF password from stdin (a prompt on a terminal)")]
+ConfigOpt = Annotated[Path | None, typer.Option(
+    "--config", help="Settings file to read (as LONGDOC_CONFIG); a longdoc.toml in the "
+    "current folder is read only when named or trusted (longdoc config --trust)",
+    show_default=False)]
+
+
+def _password(password: str | None, from_stdin: bool) -> str | None:
+    """The PDF password: ``--password``/LONGDOC_PDF_PASSWORD, or one line of stdin."""
+    if not from_stdin:
+        return password
+    if password is not None:
+        raise InputError("give the password with --password or --password-stdin, not both")
+    if sys.stdin.isatty():
+        import getpass
+
+        return getpass.getpass("PDF password: ")
+    line = sys.stdin.readline()
+    if not line:
+        raise InputError("--password-stdin: nothing on stdin")
+    return line.rstrip("\r\n")
+
+
+@app.callback()
+def _main_options(config: ConfigOpt = None) -> None:
+    """Answer questions about (and summarize) documents far longer than a model's context
+    window."""
+    if config is not None:
+        if not config.is_file():
+            err.print(f"[red]error:[/red] --config {escape(str(config))}: file not found",
+                      highlight=False, soft_wrap=True)
+            raise typer.Exit(2)
+        os.environ["LONGDOC_CONFIG"] = str(config)
 
 
 def _fail(error: LongdocError) -> NoReturn:
     err.print(f"[red]error:[/red] {escape(str(error))}", highlight=False, soft_wrap=True)
     raise typer.Exit(error.exit_code)
+
+
+def _checked(function: Callable[..., Any], *args: Any) -> Any:
+    """``function(*args)``, a LongdocError reported as a one-line failure."""
+    try:
+        return function(*args)
+    except LongdocError as error:
+        _fail(error)
 
 
 StrategyOpt = Annotated[str | None, typer.Option(help="Strategy, e.g. direct or mapreduce")]
@@ -111,20 +156,30 @@ def ask(
     strategy: StrategyOpt = None,
     backend: BackendOpt = None,
     password: PasswordOpt = None,
+    password_stdin: PasswordStdinOpt = False,
     truncate: TruncateOpt = None,
     retrieve: Annotated[
         int | None,
         typer.Option("--retrieve", min=1,
                      help="mapreduce/chain/memory: read only the top-K retrieved chunks"),
     ] = None,
+    max_chunks: Annotated[int | None, typer.Option(
+        "--max-chunks", min=1, help="auto: read at most N chunks (default 45)")] = None,
+    max_calls: Annotated[int | None, typer.Option(
+        "--max-calls", min=5, help="auto: widen no further once the run made N LLM calls")] = None,
+    time_budget: Annotated[float | None, typer.Option(
+        "--time-budget", min=0.001, help="auto: seconds of reading before it stops widening")
+    ] = None,
     as_json: JsonOpt = False,
     trace: TraceOpt = False,
     run_id: RunIdOpt = None,
 ) -> None:
     """Answer a question about the documents, with verified citations."""
+    password = _checked(_password, password, password_stdin)
     result = _run(lambda p: p.ask(paths, question, strategy=strategy, password=password,
                                   run_id=run_id),
-                  backend=backend, truncate=truncate, retrieve_k=retrieve)
+                  backend=backend, truncate=truncate, retrieve_k=retrieve,
+                  max_chunks=max_chunks, max_calls=max_calls, time_budget_s=time_budget)
     _print_answer(result, "Answer", as_json, trace)
 
 
@@ -137,12 +192,14 @@ def summarize(
     ] = None,
     backend: BackendOpt = None,
     password: PasswordOpt = None,
+    password_stdin: PasswordStdinOpt = False,
     truncate: TruncateOpt = None,
     as_json: JsonOpt = False,
     trace: TraceOpt = False,
     run_id: RunIdOpt = None,
 ) -> None:
     """Summarize the documents in about N words, each paragraph with verified citations."""
+    password = _checked(_password, password, password_stdin)
     result = _run(lambda p: p.summarize(paths, words=words, strategy=strategy,
                                         password=password, run_id=run_id),
                   backend=backend, truncate=truncate)
@@ -153,12 +210,14 @@ def summarize(
 def extract(
     paths: PathsArg,
     password: PasswordOpt = None,
+    password_stdin: PasswordStdinOpt = False,
     as_json: Annotated[bool, typer.Option("--json", help="Pages with start/end offsets")] = False,
 ) -> None:
     """Print the text longdoc extracts; citation offsets index this text."""
     from longdoc.pipeline.ingest import load_document
 
     try:
+        password = _password(password, password_stdin)
         settings = load_settings()
         docs = [
             load_document(p, password=password, max_file_mb=settings.max_file_mb,
@@ -182,9 +241,20 @@ def extract(
 
 
 @app.command()
-def config() -> None:
-    """Print the effective settings (defaults < longdoc.toml < LONGDOC_* environment)."""
+def config(
+    trust: Annotated[bool, typer.Option(
+        "--trust", help="Trust ./longdoc.toml as it is now (a later change untrusts it)")] = False,
+) -> None:
+    """Print the effective settings (defaults < longdoc.toml < LONGDOC_* environment); API
+    keys are masked."""
+    from longdoc.pipeline.settings import DEFAULT_CONFIG_FILE
+    from longdoc.pipeline.settings import trust as trust_file
+
     try:
+        if trust:
+            digest = trust_file(Path(DEFAULT_CONFIG_FILE))
+            err.print(f"trusted ./{DEFAULT_CONFIG_FILE} (sha256 {digest[:12]}…)",
+                      highlight=False)
         settings = load_settings()
     except LongdocError as error:
         _fail(error)
@@ -255,15 +325,21 @@ def review_app(
     port: Annotated[int | None, typer.Option(help="Port (default: Streamlit's, 8501)")] = None,
     address: Annotated[str, typer.Option(help="Address to listen on")] = "127.0.0.1",
     browser: Annotated[bool, typer.Option(help="Open the app in a browser tab")] = True,
+    token: Annotated[str | None, typer.Option(
+        envvar="LONGDOC_APP_TOKEN", show_envvar=True,
+        help="Access token the page asks for (required to listen beyond localhost)")] = None,
 ) -> None:
     """Start the review app (Streamlit): answers with highlighted citations, traces,
     strategies side by side and reviewer verdicts. Needs the app extra."""
-    from longdoc.app.launch import streamlit_command
+    from longdoc.app.launch import TOKEN_VARIABLE, check_exposure, streamlit_command
 
     try:
+        check_exposure(address, token)
         command = streamlit_command(paths or [], port=port, address=address, browser=browser)
     except LongdocError as error:
         _fail(error)
+    if token:  # to the app through its environment, not its command line (ps shows that)
+        os.environ[TOKEN_VARIABLE] = token
     os.execv(command[0], command)
 
 
@@ -289,6 +365,7 @@ def _batch(as_json: bool, backend: Backend | None, **request: Any) -> None:
     from longdoc.pipeline.batch import run_batch
 
     try:
+        request["password"] = _password(request["password"], request.pop("password_stdin"))
         summary = run_batch(settings=load_settings(backend=backend), progress=not as_json,
                             console=err, **request)
     except LongdocError as error:
@@ -307,6 +384,7 @@ def _batch_options(
     use_ray: RayOpt = False,
     backend: BackendOpt = None,
     password: PasswordOpt = None,
+    password_stdin: PasswordStdinOpt = False,
     as_json: QuietJsonOpt = False,
 ) -> None:
     """The arguments and options every ``batch`` command has (a signature, never called)."""

@@ -6,15 +6,19 @@ name, so the CLI can print it as is.
 
 from __future__ import annotations
 
+import codecs
+import contextlib
 import hashlib
 import io
 import logging
 import threading
+import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from pydantic import BaseModel
 from pypdf import PdfReader
 from pypdf.errors import DependencyError, PyPdfError
 from pypdf.generic import DictionaryObject, NameObject
@@ -35,20 +39,117 @@ _quiet_depth = 0
 _saved_level = logging.NOTSET
 
 
+class Budget(BaseModel):
+    """Limits on reading one file: its size, its pages, and the time and text that PDF
+    extraction may take (a small PDF can make pypdf work for minutes: a "PDF bomb")."""
+
+    max_file_mb: float = 200.0
+    max_pages: int = 5000
+    pdf_page_seconds: float = 5.0
+    pdf_seconds: float = 120.0
+    pdf_page_chars: int = 100_000
+    pdf_chars: int = 20_000_000
+    pdf_chars_per_byte: float = 50.0
+
+    @classmethod
+    def of(cls, settings: Any) -> Budget:
+        """The budget ``settings`` (a ``Settings``) set."""
+        return cls(**{name: getattr(settings, name) for name in cls.model_fields})
+
+
+class _OverBudget(Exception):
+    """PDF extraction went past its budget (raised from pypdf's visitor callbacks)."""
+
+
+class _Extraction:
+    """Clocks and counts one PDF's text extraction against its budget: pypdf calls
+    ``operator`` before every content-stream operator (nested forms included) and ``text``
+    for every piece of text, so a page is stopped while it is being read."""
+
+    CHECK_EVERY = 64  # operators between clock reads
+    PROJECT_AFTER_S = 5.0  # from then on, refuse a document whose pace would break the budget
+    EXPANSION_FLOOR = 1_000_000  # characters any PDF may extract, however small the file
+
+    def __init__(self, budget: Budget, pages: int, size: int):
+        self.budget, self.pages = budget, pages
+        self.max_chars = min(budget.pdf_chars, max(
+            self.EXPANSION_FLOOR, int(budget.pdf_chars_per_byte * size)))
+        self.started = time.monotonic()
+        self.deadline = self.started + budget.pdf_seconds
+        self.page_deadline = self.deadline
+        self.page_chars = self.chars = self._ops = self.done = 0
+
+    def start_page(self) -> None:
+        self.page_deadline = min(self.deadline, time.monotonic() + self.budget.pdf_page_seconds)
+        self.page_chars = 0
+
+    def operator(self, *_args: Any) -> None:
+        self._ops += 1
+        if self._ops % self.CHECK_EVERY == 0:
+            self.check_time()
+
+    def check_time(self) -> None:
+        now = time.monotonic()
+        if now > self.deadline:
+            raise _OverBudget(f"{self.budget.pdf_seconds:g} s in all (pdf_seconds)")
+        if now > self.page_deadline:
+            raise _OverBudget(f"{self.budget.pdf_page_seconds:g} s on one page "
+                              "(pdf_page_seconds)")
+
+    def text(self, text: str, *_args: Any) -> None:
+        self.page_chars += len(text)
+        if self.page_chars > self.budget.pdf_page_chars:
+            raise _OverBudget(f"{self.budget.pdf_page_chars:,} characters on one page "
+                              "(pdf_page_chars)")
+        if self.chars + self.page_chars > self.max_chars:
+            raise _OverBudget(self._chars_limit())
+
+    def _chars_limit(self) -> str:
+        if self.max_chars == self.budget.pdf_chars:
+            return f"{self.budget.pdf_chars:,} characters in all (pdf_chars)"
+        return (f"{self.max_chars:,} characters in all: {self.budget.pdf_chars_per_byte:g} per "
+                "byte of the file (pdf_chars_per_byte)")
+
+    def end_page(self, page_text: str) -> None:
+        """Count a finished page; stop early when the pages so far project past the
+        budget for the whole document (the bomb of issue 17 took 287 s)."""
+        self.chars += len(page_text)
+        self.done += 1
+        self.check_time()
+        elapsed = time.monotonic() - self.started
+        if elapsed < min(self.PROJECT_AFTER_S, self.budget.pdf_seconds / 4) \
+                or self.done == self.pages:
+            return
+        projected = elapsed / self.done * self.pages
+        if projected > self.budget.pdf_seconds:
+            raise _OverBudget(f"{self.budget.pdf_seconds:g} s in all (pdf_seconds): "
+                              f"{self.done} of {self.pages} pages took {elapsed:.1f} s, "
+                              f"~{projected:.0f} s for all")
+        if self.chars / self.done * self.pages > self.max_chars:
+            raise _OverBudget(f"{self._chars_limit()}: {self.chars:,} in the first "
+                              f"{self.done} of {self.pages} pages")
+
+
 def load_document(
     path: str | Path,
     *,
     password: str | None = None,
     max_file_mb: float = 200.0,
     max_pages: int = 5000,
+    budget: Budget | None = None,
 ) -> Document:
     """Read ``path`` (.pdf, .txt, .md, .markdown, .text) into a :class:`Document`.
 
     PDF pages are joined with ``PAGE_SEPARATOR``; ``Document.pages`` maps each page to its
-    span of the text. Text files are decoded as UTF-8 (a BOM is dropped; undecodable files
-    fall back to cp1252, then latin-1) and otherwise kept exactly, line endings included.
-    Raises :class:`InputError` with a one-line message starting with the file name.
+    span of the text; extraction stops past ``budget``'s time and text limits. Text files
+    are decoded by their BOM (UTF-8/16/32), else as UTF-8, else as the encoding
+    charset-normalizer detects, and otherwise kept exactly, line endings included; binary
+    files (NULs, control bytes) are refused. ``budget`` (default: from ``max_file_mb`` and
+    ``max_pages``) holds every limit. Raises :class:`InputError` with a one-line message
+    starting with the file name.
     """
+    budget = budget or Budget(max_file_mb=max_file_mb, max_pages=max_pages)
+    max_file_mb, max_pages = budget.max_file_mb, budget.max_pages
     p = Path(path)
     name = p.name or str(path)
     if not p.exists():
@@ -76,9 +177,9 @@ def load_document(
         raise InputError(f"{name}: empty document (0-byte file)")
 
     if suffix in PDF_SUFFIXES:
-        text, pages, metadata = _read_pdf(data, name, password=password, max_pages=max_pages)
+        text, pages, metadata = _read_pdf(data, name, password=password, budget=budget)
     else:
-        text, pages, metadata = _decode_text(data), [], {}
+        text, pages, metadata = _decode_text(data, name), [], {}
         if not text.strip():
             raise InputError(f"{name}: empty document")
     sha = hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
@@ -94,13 +195,65 @@ def _format_mb(mb: float) -> str:
     return f"{mb:.1f}" if mb >= 1 else f"{mb:.3g}"
 
 
-def _decode_text(data: bytes) -> str:
-    """UTF-8 (BOM dropped), else cp1252, else latin-1 (which never fails)."""
+# Byte-order marks, longest first (UTF-32-LE's starts with UTF-16-LE's).
+_BOMS = ((codecs.BOM_UTF32_LE, "utf-32-le"), (codecs.BOM_UTF32_BE, "utf-32-be"),
+         (codecs.BOM_UTF8, "utf-8"), (codecs.BOM_UTF16_LE, "utf-16-le"),
+         (codecs.BOM_UTF16_BE, "utf-16-be"))
+_TEXT_CONTROLS = frozenset("\t\n\r\f\v\x1b")  # control characters that text files hold
+MAX_CONTROL_SHARE = 0.01  # more control characters than this share: a binary file
+_DETECT_BYTES = 1 << 20  # charset detection reads at most this much
+_DETECT_MIN_BYTES = 64  # shorter non-UTF-8 text is taken as Windows-1252 (or Latin-1)
+_LEGACY_HIGH_SHARE = 0.3  # more bytes >= 0x80 than this: not Western text, detect it
+
+
+def _decode_text(data: bytes, name: str) -> str:
+    """The text of a text file: by its BOM, else UTF-8, else UTF-16 when every other byte
+    is NUL (no BOM), else what charset-normalizer detects (Windows-1252 or Latin-1 when it
+    cannot tell). InputError for binary data: NUL bytes or more than ``MAX_CONTROL_SHARE``
+    control characters."""
+    text = None
+    for bom, encoding in _BOMS:
+        if data.startswith(bom):
+            try:
+                text = data[len(bom):].decode(encoding)
+            except UnicodeDecodeError as exc:
+                raise InputError(f"{name}: not valid {encoding.upper()} text despite its byte "
+                                 f"order mark ({exc.reason} at byte {exc.start})") from exc
+            break
+    if text is None:
+        text = _without_bom(data, name)
+    if "\x00" in text:
+        raise InputError(f"{name}: binary file (NUL bytes), not text")
+    controls = sum(1 for c in text if c < " " and c not in _TEXT_CONTROLS)
+    if controls > MAX_CONTROL_SHARE * max(len(text), 1):
+        raise InputError(f"{name}: binary file ({controls:,} control characters in "
+                         f"{len(text):,}), not text")
+    return text
+
+
+def _without_bom(data: bytes, name: str) -> str:
+    head = data[:_DETECT_BYTES]
+    if head.count(0) > len(head) // 4:  # NULs everywhere: UTF-16 without a BOM, or binary
+        for encoding, zeros in (("utf-16-le", head[1::2]), ("utf-16-be", head[0::2])):
+            if zeros.count(0) > len(zeros) * 0.9:
+                with contextlib.suppress(UnicodeDecodeError):
+                    return data.decode(encoding)
+        raise InputError(f"{name}: binary file (NUL bytes), not text")
     try:
-        return data.decode("utf-8-sig")
+        return data.decode("utf-8")
     except UnicodeDecodeError:
         pass
-    try:
+    high = sum(1 for byte in head if byte >= 0x80)
+    # Western text has a few accented letters among ASCII; Cyrillic, Greek or CJK legacy
+    # encodings are mostly high bytes, and charset-normalizer tells those apart.
+    if len(head) >= _DETECT_MIN_BYTES and high > len(head) * _LEGACY_HIGH_SHARE:
+        from charset_normalizer import from_bytes
+
+        best = from_bytes(head).best()
+        if best is not None and best.encoding:
+            with contextlib.suppress(UnicodeDecodeError, LookupError):
+                return data.decode(best.encoding)
+    try:  # too short to detect, or detection failed: Windows-1252, else Latin-1
         return data.decode("cp1252")
     except UnicodeDecodeError:
         return data.decode("latin-1")
@@ -138,8 +291,9 @@ def _reason(exc: BaseException) -> str:
 
 
 def _read_pdf(
-    data: bytes, name: str, *, password: str | None, max_pages: int
+    data: bytes, name: str, *, password: str | None, budget: Budget
 ) -> tuple[str, list[Page], dict[str, str]]:
+    max_pages = budget.max_pages
     if b"%PDF-" not in data[:1024]:
         raise InputError(f"{name}: not a PDF file (no %PDF header)")
     with _quiet_pypdf():
@@ -166,11 +320,18 @@ def _read_pdf(
             raise InputError(f"{name}: {count} pages exceeds the limit of {max_pages} (max_pages)")
         texts: list[str] = []
         failures: list[tuple[int, str]] = []
+        extraction = _Extraction(budget, count, len(data))
         for index in range(count):
+            extraction.start_page()
             try:
                 page = reader.pages[index]
-                page_text = page.extract_text() or ""
+                page_text = page.extract_text(visitor_operand_before=extraction.operator,
+                                              visitor_text=extraction.text) or ""
                 page_text = _with_form_fields(page_text, page)
+                extraction.end_page(page_text)
+            except _OverBudget as exc:
+                raise InputError(f"{name}: text extraction stopped on page {index + 1}: over "
+                                 f"the budget of {exc} (a PDF bomb?)") from exc
             except Exception as exc:  # one broken page must not lose the others
                 failures.append((index + 1, _reason(exc)))
                 page_text = ""

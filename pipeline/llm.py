@@ -16,7 +16,7 @@ from pydantic import BaseModel
 
 from longdoc.pipeline.errors import BackendError
 from longdoc.pipeline.models import CallRecord
-from longdoc.pipeline.settings import Settings
+from longdoc.pipeline.settings import Settings, private_dir, private_file
 from longdoc.pipeline.tokens import ServedTokenizer, count_tokens
 
 Message = dict[str, str]
@@ -39,8 +39,9 @@ class ResponseCache:
     """Completed responses on disk (SQLite), keyed by model, messages and parameters."""
 
     def __init__(self, path: Path):
-        path.parent.mkdir(parents=True, exist_ok=True)
+        private_dir(path.parent)
         self._db = sqlite3.connect(path, check_same_thread=False, timeout=30)
+        private_file(path)  # its -wal and -shm files take its mode
         # A cache may lose its last entries in a power cut; it must not cost an fsync per
         # call on the event loop (~20 ms each: a map stage's largest overhead).
         self._db.execute("PRAGMA journal_mode=WAL")
@@ -69,12 +70,28 @@ class ResponseCache:
         self._db.close()
 
 
+class RejectedRequest(BackendError):
+    """The model server refused this one request (HTTP 4xx other than 408/429, e.g. a
+    prompt over its context window): the request's fault, not an outage."""
+
+
+class EmptyReply(BackendError):
+    """The model server answered with no text: a backend fault (retried, never cached)."""
+
+
+RETRY_STATUSES = frozenset({408, 409, 429})  # and every 5xx
+BACKOFF_S, BACKOFF_CAP_S = 0.5, 8.0  # first retry's pause, doubled per retry, capped
+RETRY_AFTER_CAP_S = 30.0  # the longest Retry-After a call waits
+
+
 class LLMClient:
     """Chat completions against one endpoint, recording every call's cost per graph node.
 
-    Retries with exponential backoff on 429, 5xx, timeouts and connection errors are the
-    openai client's own (``max_retries``); ``concurrency`` bounds requests in flight, or
-    ``limit`` does: a semaphore shared by several clients (e.g. a batch's concurrent runs).
+    A call is retried (``max_retries`` times, exponential backoff, ``Retry-After``
+    honoured) on 408/429/5xx, timeouts, connection errors, garbage and empty replies, all
+    within ``call_budget_s``; the slot is given back while a retry waits. ``concurrency``
+    bounds requests in flight, or ``limit`` does: a semaphore shared by several clients
+    (e.g. a batch's concurrent runs). Only replies with text are cached.
     """
 
     def __init__(self, endpoint: Endpoint, settings: Settings, cache: ResponseCache | None = None,
@@ -87,7 +104,7 @@ class LLMClient:
             base_url=endpoint.base_url,
             api_key=endpoint.api_key,
             timeout=settings.timeout_s,
-            max_retries=settings.max_retries,
+            max_retries=0,  # retried here, within the call's budget
         )
         self._semaphore = limit or asyncio.Semaphore(settings.concurrency)
         self.tokenizer = (
@@ -125,48 +142,62 @@ class LLMClient:
     async def chat(
         self, messages: list[Message], *, node: str, max_tokens: int | None = None
     ) -> str:
-        """The model's reply to ``messages``; ``node`` names the graph node for accounting."""
+        """The model's reply to ``messages``; ``node`` names the graph node for accounting.
+
+        Raises ``RejectedRequest`` when the server refuses the request, else
+        ``BackendError`` once the retries or ``call_budget_s`` are spent.
+        """
         params: dict[str, Any] = {
             "temperature": self.settings.temperature,
             "seed": self.settings.seed,
             "max_tokens": max_tokens or self.settings.max_answer_tokens,
         }
-        # Keyed and looked up inside the slot: calls queued behind the first wave then do
-        # this work while the first requests are out, not before they are sent.
-        async with self._semaphore:
-            key = ResponseCache.key({"model": self.endpoint.model, "messages": messages,
-                                     **params})
-            if self.cache is not None and self.settings.use_cache:
-                hit = self.cache.get(key)
-                if hit is not None:
-                    self.calls.append(CallRecord(node=node, cached=True))
-                    return hit["text"]
-            started = time.perf_counter()
-            try:
-                response = await self._client.chat.completions.create(
-                    model=self.endpoint.model, messages=messages, **params  # type: ignore[arg-type]
-                )
-            except openai.APITimeoutError as exc:
-                raise BackendError(
-                    f"model server timed out after {self.settings.timeout_s:g}s "
-                    f"({self.settings.max_retries} retries)"
-                ) from exc
-            except openai.APIConnectionError as exc:
-                raise BackendError(
-                    f"cannot reach the model server at {self.endpoint.base_url}: {exc}"
-                ) from exc
-            except openai.APIStatusError as exc:
-                raise BackendError(
-                    f"model server answered HTTP {exc.status_code}: {_short(exc.message)}"
-                ) from exc
-            except (openai.APIError, ValueError) as exc:
-                raise BackendError(f"model server sent an unreadable response: {_short(exc)}") \
-                    from exc
-            latency = time.perf_counter() - started
+        budget = self.settings.call_budget_s
+        deadline = time.monotonic() + budget
+        key = None
+        for attempt in range(self.settings.max_retries + 1):
+            # Keyed and looked up inside the slot: calls queued behind the first wave then
+            # do this work while the first requests are out, not before they are sent.
+            async with self._semaphore:
+                if key is None:
+                    key = ResponseCache.key({"model": self.endpoint.model,
+                                             "messages": messages, **params})
+                    hit = self._cached(key)
+                    if hit is not None:
+                        self.calls.append(CallRecord(node=node, cached=True))
+                        return hit
+                started = time.perf_counter()
+                remaining = deadline - time.monotonic()
+                try:
+                    if remaining <= 0:
+                        raise TimeoutError
+                    async with asyncio.timeout(remaining):
+                        response = await self._client.chat.completions.create(
+                            model=self.endpoint.model, messages=messages,  # type: ignore[arg-type]
+                            timeout=min(self.settings.timeout_s, remaining), **params,
+                        )
+                        text = _reply_text(response)
+                except TimeoutError:
+                    raise BackendError(f"the model server gave no reply within the call "
+                                       f"budget of {budget:g}s (call_budget_s; "
+                                       f"{attempt + 1} attempt(s))") from None
+                except (openai.APIError, BackendError, ValueError) as exc:
+                    cause = exc
+                    error, retry_after = self._failure(exc)
+                    if isinstance(error, RejectedRequest) or \
+                            attempt == self.settings.max_retries:
+                        raise error from exc
+                else:
+                    latency = time.perf_counter() - started
+                    break
+            pause = min(BACKOFF_CAP_S, BACKOFF_S * 2 ** attempt) if retry_after is None \
+                else retry_after
+            if time.monotonic() + pause >= deadline:
+                raise error from cause
+            await asyncio.sleep(pause)
         # Let a call waiting for the slot just freed send its request before this reply is
         # processed: with equal latencies replies come in waves, and the slot would idle.
         await asyncio.sleep(0)
-        text = _reply_text(response)
         usage = response.usage
         self.calls.append(
             CallRecord(
@@ -181,8 +212,46 @@ class LLMClient:
             self.cache.put(key, {"text": text})
         return text
 
+    def _cached(self, key: str) -> str | None:
+        """The cached reply for ``key``, if caching is on and it holds text (an empty reply
+        cached by an older version is not one)."""
+        if self.cache is None or not self.settings.use_cache:
+            return None
+        hit = self.cache.get(key)
+        text = hit.get("text") if hit else None
+        return text if isinstance(text, str) and text.strip() else None
+
+    def _failure(self, exc: Exception) -> tuple[BackendError, float | None]:
+        """The error ``exc`` stands for, and the pause the server asked for (Retry-After)."""
+        retries = f"{self.settings.max_retries} retries"
+        if isinstance(exc, BackendError):
+            return exc, None
+        if isinstance(exc, openai.APITimeoutError):
+            return BackendError(f"model server timed out after {self.settings.timeout_s:g}s "
+                                f"({retries})"), None
+        if isinstance(exc, openai.APIConnectionError):
+            return BackendError(f"cannot reach the model server at {self.endpoint.base_url}: "
+                                f"{exc} ({retries})"), None
+        if isinstance(exc, openai.APIStatusError):
+            status, message = exc.status_code, _short(exc.message)
+            if 400 <= status < 500 and status not in RETRY_STATUSES:
+                return RejectedRequest(f"model server refused the request (HTTP {status}): "
+                                       f"{message}"), None
+            return BackendError(f"model server answered HTTP {status}: {message} "
+                                f"({retries})"), _retry_after(exc.response)
+        return BackendError(f"model server sent an unreadable response: {_short(exc)}"), None
+
     async def close(self) -> None:
         await self._client.close()
+
+
+def _retry_after(response: httpx.Response | None) -> float | None:
+    """The seconds a 429/503's ``Retry-After`` header asks for (capped), if it gives them."""
+    value = response.headers.get("retry-after") if response is not None else None
+    try:
+        return min(RETRY_AFTER_CAP_S, max(0.0, float(value))) if value else None
+    except ValueError:
+        return None
 
 
 def _cached_tokens(usage: Any) -> int:
@@ -212,8 +281,8 @@ def _reply_text(response: Any) -> str:
     except (AttributeError, IndexError, TypeError) as exc:
         raise BackendError(f"model server returned a malformed response: {_short(str(response))}") \
             from exc
-    if not isinstance(content, str):
-        raise BackendError("model server returned a response with no text")
+    if not isinstance(content, str) or not content.strip():
+        raise EmptyReply("model server returned an empty reply")
     return content
 
 

@@ -46,7 +46,7 @@ class JsonLog(Generic[Row]):
     def __init__(self, path: Path, model: type[Row], *,
                  key: Callable[[Row], Hashable] = attrgetter("key"), option: str = "--out"):
         self.path, self.model, self.key, self.option = path, model, key, option
-        self._file: IO[str] | None = None
+        self._file: IO[bytes] | None = None
 
     def read(self) -> list[Row]:
         """The rows in the file (none if it does not exist); a line that is not one (e.g.
@@ -54,8 +54,8 @@ class JsonLog(Generic[Row]):
         if not self.path.is_file():
             return []
         rows = []
-        with self.path.open(encoding="utf-8", errors="replace") as handle:
-            for line in handle:
+        with self.path.open("rb") as handle:
+            for line in handle:  # split on b"\n" only, never inside a JSON string
                 if line.strip():
                     with contextlib.suppress(ValidationError):
                         rows.append(self.model.model_validate_json(line))
@@ -70,7 +70,7 @@ class JsonLog(Generic[Row]):
             raise InputError(f"{self.option} {self.path} is a folder; give a .jsonl file")
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            handle = self.path.open("a+", encoding="utf-8")
+            handle = self.path.open("a+b")
         except OSError as exc:
             raise InputError(f"cannot write {self.path}: {exc.strerror or exc}") from exc
         try:
@@ -78,17 +78,20 @@ class JsonLog(Generic[Row]):
         except OSError as exc:
             handle.close()
             raise InputError(f"{self.path} is being written by another run") from exc
-        if handle.tell() > 0:  # a line cut by a kill must not swallow the next one
-            handle.seek(handle.tell() - 1)
-            if handle.read(1) != "\n":
-                handle.write("\n")
+        # A line cut by a kill (maybe inside a UTF-8 character: bytes, not text) must not
+        # swallow the next one.
+        end = handle.seek(0, os.SEEK_END)
+        if end > 0:
+            handle.seek(end - 1)
+            if handle.read(1) != b"\n":
+                handle.write(b"\n")
         self._file = handle
         return self
 
     def append(self, row: Row) -> None:
         """Write one row as a line, flushed and synced to disk."""
         assert self._file is not None, "JsonLog is not open"
-        self._file.write(row.model_dump_json() + "\n")
+        self._file.write(row.model_dump_json().encode() + b"\n")
         self._file.flush()
         os.fsync(self._file.fileno())
 

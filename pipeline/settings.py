@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import json
 import os
+import sys
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, ValidationError
+from pydantic import Field, SecretStr, ValidationError
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -22,13 +26,89 @@ Backend = Literal["embedded", "vllm", "openai"]
 DEFAULT_CONFIG_FILE = "longdoc.toml"
 
 
+TRUST_FILE = "trusted-configs.json"
+_warned: set[Path] = set()
+
+
+def trust_store() -> Path:
+    """Where the hashes of trusted ``longdoc.toml`` files are kept: under the cache folder
+    that LONGDOC_CACHE_DIR names, or the default one (never one a config file names)."""
+    folder = os.environ.get("LONGDOC_CACHE_DIR")
+    return (Path(folder) if folder else Path.home() / ".cache" / "longdoc") / TRUST_FILE
+
+
+def _file_hash(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _trusted() -> dict[str, str]:
+    try:
+        data = json.loads(trust_store().read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def is_trusted(path: Path) -> bool:
+    """Whether ``path`` was trusted with ``longdoc config --trust`` and has not changed."""
+    try:
+        return _trusted().get(str(path.resolve())) == _file_hash(path)
+    except OSError:
+        return False
+
+
+def trust(path: Path) -> str:
+    """Record ``path``'s current content as trusted (``longdoc config --trust``, as
+    ``direnv allow``); a later change makes it untrusted again. Returns its hash."""
+    if not path.is_file():
+        raise InputError(f"{path}: no such config file to trust")
+    digest = _file_hash(path)
+    store = trust_store()
+    trusted = {**_trusted(), str(path.resolve()): digest}
+    private_dir(store.parent)
+    temporary = store.with_suffix(".tmp")
+    temporary.write_text(json.dumps(trusted, indent=1), encoding="utf-8")
+    private_file(temporary).replace(store)
+    return digest
+
+
 def config_file() -> Path | None:
-    """The TOML settings file in effect: LONGDOC_CONFIG, else ./longdoc.toml if present."""
+    """The TOML settings file in effect: the one LONGDOC_CONFIG names (``--config``), else
+    ./longdoc.toml if it is trusted. An untrusted ./longdoc.toml is ignored with a one-line
+    warning on stderr: a file in whatever folder one runs longdoc from must not choose the
+    endpoint documents go to, nor programs to run."""
     path = os.environ.get("LONGDOC_CONFIG")
     if path:
         return Path(path)
     default = Path(DEFAULT_CONFIG_FILE)
-    return default if default.is_file() else None
+    if not default.is_file():
+        return None
+    if is_trusted(default):
+        return default
+    if default.resolve() not in _warned:
+        _warned.add(default.resolve())
+        print(f"warning: ignoring ./{DEFAULT_CONFIG_FILE}: not trusted (name it with "
+              f"--config or LONGDOC_CONFIG, or trust it once with `longdoc config --trust`)",
+              file=sys.stderr)
+    return None
+
+
+def private_dir(path: Path) -> Path:
+    """``mkdir -p path``; the folders it creates are 0700 (caches hold documents' text and
+    answers). Existing folders keep their mode."""
+    missing = [p for p in (path, *path.parents) if not p.exists()]
+    path.mkdir(parents=True, exist_ok=True)
+    for folder in missing:
+        with contextlib.suppress(OSError):
+            folder.chmod(0o700)
+    return path
+
+
+def private_file(path: Path) -> Path:
+    """Make ``path`` readable by its owner only (0600)."""
+    with contextlib.suppress(OSError):
+        path.chmod(0o600)
+    return path
 
 
 class Settings(BaseSettings):
@@ -39,7 +119,7 @@ class Settings(BaseSettings):
     # --- model backend ---
     backend: Backend = Field("embedded", description="embedded (llama.cpp), vllm, or openai")
     base_url: str | None = Field(None, description="OpenAI-compatible base URL (openai backend)")
-    api_key: str = Field("not-needed", description="API key for the endpoint")
+    api_key: SecretStr = Field(SecretStr("not-needed"), description="API key for the endpoint")
     model: str | None = Field(None, description="Model name to request; default: what it serves")
     context_window: int | None = Field(
         None, description="Served model's context window in tokens; read from the server if unset"
@@ -76,7 +156,11 @@ class Settings(BaseSettings):
     max_answer_tokens: int = Field(256, description="Tokens reserved for a model's answer")
     concurrency: int = Field(4, ge=1, description="LLM requests in flight at once")
     timeout_s: float = Field(300.0, description="Timeout of one LLM request")
-    max_retries: int = Field(3, ge=0, description="Retries on 429/5xx/timeouts, with backoff")
+    max_retries: int = Field(
+        3, ge=0, description="Retries on 429/5xx, timeouts, resets, garbage and empty replies, "
+        "with backoff (Retry-After honoured)")
+    call_budget_s: float = Field(
+        600.0, gt=0, description="Longest time one LLM call may take, retries included")
     use_cache: bool = Field(True, description="Reuse cached responses for identical requests")
     cache_dir: Path = Field(
         Path.home() / ".cache" / "longdoc", description="Response cache and server logs"
@@ -97,6 +181,20 @@ class Settings(BaseSettings):
     )
     max_file_mb: float = Field(200.0, description="Refuse input files larger than this")
     max_pages: int = Field(5000, description="Refuse PDFs with more pages than this")
+    pdf_page_seconds: float = Field(
+        5.0, gt=0, description="Refuse a PDF whose text extraction takes longer on one page")
+    pdf_seconds: float = Field(
+        120.0, gt=0, description="Refuse a PDF whose text extraction takes (or, from its "
+        "first pages, would take) longer in all")
+    pdf_page_chars: int = Field(
+        100_000, ge=1000, description="Refuse a PDF with more extracted text on one page "
+        "(a dense printed page holds ~5,000 characters)")
+    pdf_chars: int = Field(
+        20_000_000, ge=1000, description="Refuse a PDF with more extracted text in all")
+    pdf_chars_per_byte: float = Field(
+        50.0, gt=0, description="Refuse a PDF that extracts more characters per byte of file "
+        "than this, past its first million (text compresses ~4x; a bomb's repeated content "
+        "streams by hundreds)")
 
     # --- strategies ---
     strategy: str = Field(
@@ -127,7 +225,8 @@ class Settings(BaseSettings):
         description="minilm (local all-MiniLM-L6-v2), openai:<model> (/v1/embeddings), hash, none",
     )
     embed_base_url: str | None = Field(None, description="Embeddings endpoint; default: base_url")
-    embed_api_key: str | None = Field(None, description="API key of the embeddings endpoint")
+    embed_api_key: SecretStr | None = Field(
+        None, description="API key of the embeddings endpoint")
     embed_window_tokens: int | None = Field(
         None, description="Word pieces per embedded window (default: what the embedder reads)"
     )

@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import socket
 import subprocess
 import sys
 import threading
@@ -39,6 +40,7 @@ Messages = list[dict[str, str]]
 T = TypeVar("T")
 STATS_PATH = "/sim/stats"
 RESET_PATH = "/sim/reset"
+RESET = 0  # Fault(reset=True): the status that means "close the connection, no reply"
 
 
 @dataclass
@@ -49,6 +51,8 @@ class Fault:
     body: str | None = None
     delay_s: float = 0.0
     then: str | None = None  # reply to send after the delay
+    headers: dict[str, str] = field(default_factory=dict)  # e.g. {"Retry-After": "1"}
+    reset: bool = False  # close the connection without any reply (a reset)
 
 
 Responder = Callable[[Messages], "str | Fault"]
@@ -444,9 +448,16 @@ class SimServer:
             def log_message(self, *args: object) -> None:
                 pass
 
-            def _send(self, status: int, body: str) -> None:
+            def _send(self, status: int, body: str,
+                      headers: dict[str, str] | None = None) -> None:
+                if status == RESET:
+                    self.close_connection = True
+                    self.connection.shutdown(socket.SHUT_RDWR)
+                    return
                 data = body.encode()
                 self.send_response(status)
+                for name, value in (headers or {}).items():
+                    self.send_header(name, value)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
@@ -511,7 +522,7 @@ class SimServer:
         entry = RequestLog(index=index, kind=kind, arrived=arrived, started=started,
                            ended=started)
         try:
-            status, body = self._respond(request, messages, entry)
+            status, body, headers = self._respond(request, messages, entry)
             remaining = entry.modeled_s - (time.monotonic() - started)
             if remaining > 0:
                 time.sleep(remaining)
@@ -522,27 +533,31 @@ class SimServer:
                 self._slots.release()
             with self._lock:
                 self.log.append(entry)
-        handler._send(status, body)  # type: ignore[attr-defined]
+        handler._send(status, body, headers)  # type: ignore[attr-defined]
 
     def _respond(
         self, request: dict[str, Any], messages: Messages, entry: RequestLog
-    ) -> tuple[int, str]:
-        """The status and body for ``request``; fills ``entry``'s tokens and latency."""
+    ) -> tuple[int, str, dict[str, str]]:
+        """The status, body and extra headers for ``request`` (status ``RESET``: drop the
+        connection); fills ``entry``'s tokens and latency."""
         outcome = self.responder(messages)
         if isinstance(outcome, Fault):
             entry.modeled_s = outcome.delay_s
+            if outcome.reset:
+                entry.status = RESET
+                return RESET, "", {}
             if outcome.status != 200 or outcome.body is not None:
                 entry.status = outcome.status
                 body = outcome.body if outcome.body is not None else json.dumps(
                     {"error": {"message": f"simulated {outcome.status}"}})
-                return outcome.status, body
+                return outcome.status, body, outcome.headers
             outcome = outcome.then or ""
         completion = self.completion(request, outcome, entry.index)
         usage = completion["usage"]
         entry.prompt_tokens, entry.completion_tokens = (usage["prompt_tokens"],
                                                         usage["completion_tokens"])
         entry.modeled_s += self.latency.seconds(entry.prompt_tokens, entry.completion_tokens)
-        return 200, json.dumps(completion)
+        return 200, json.dumps(completion), {}
 
     def completion(self, request: dict[str, Any], text: str, index: int = 0) -> dict[str, Any]:
         """A chat completion carrying ``text`` (cut to ``max_tokens`` if honored)."""

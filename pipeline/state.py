@@ -97,6 +97,7 @@ class GraphState(TypedDict, total=False):
     """Shared state: request fields in, documents and chunks, a draft, verified citations."""
 
     paths: list[str]
+    run_key: str  # --run-id: hash of the documents' texts and the answer settings
     question: str
     task: Task
     words: int

@@ -80,6 +80,8 @@ class RetrievalConfig(BaseModel):
         values: dict[str, Any] = {}
         for setting, name in SETTINGS_FIELDS.items():
             value = getattr(settings, setting, None)
+            if hasattr(value, "get_secret_value"):  # pydantic SecretStr (api keys)
+                value = value.get_secret_value()
             if value is not None:
                 values[name] = value
         if "index_dir" not in values and getattr(settings, "cache_dir", None) is not None:

@@ -280,7 +280,10 @@ def make_embedder(config: RetrievalConfig, settings: Any = None) -> Embedder | N
             raise EmbedderUnavailable(
                 f"embedder {spec!r} needs an endpoint: set embed_base_url (or base_url)"
             )
-        api_key = config.embed_api_key or getattr(settings, "api_key", None) or "not-needed"
+        chat_key = getattr(settings, "api_key", None)
+        if hasattr(chat_key, "get_secret_value"):  # pydantic SecretStr
+            chat_key = chat_key.get_secret_value()
+        api_key = config.embed_api_key or chat_key or "not-needed"
         key = ("openai", spec[len("openai:"):], base_url, api_key, config.window_tokens or 256)
     else:
         raise ValueError(

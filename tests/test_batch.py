@@ -394,3 +394,49 @@ def test_real_model_batch_of_two_tiny_documents(real_endpoint, tmp_path: Path) -
         assert topic[:5] in result.answer.lower()  # "harbo(u)r", "libra(ry)": its own document
         assert result.model == real_endpoint.model
         assert_exact_citations(result, texts[topic])
+
+
+# --- reliability (issue 17) -------------------------------------------------------------------
+
+
+def test_empty_replies_fail_the_documents_and_are_redone_by_a_rerun(sim, tmp_path: Path) -> None:
+    """An empty reply is a backend fault: never an ok line with an empty answer, never
+    cached, so a rerun against a healthy server answers every document."""
+    write_docs(tmp_path / "docs", TOPICS[:3])
+    broken = sim(lambda messages: "")
+    out = tmp_path / "results.jsonl"
+    run = {"words": 40, "strategy": "direct", "jobs": 1, "progress": False}
+    summary = run_batch([tmp_path / "docs"], out, settings=sim_settings(broken, tmp_path), **run)
+    assert (summary.ok, summary.failed) == (0, 3)
+    assert all(r.status == "error" and "empty reply" in (r.error or "") for r in read_lines(out))
+
+    healthy = sim(ProtocolModel())
+    settings = sim_settings(healthy, tmp_path, model=broken.model)  # same cache keys
+    again = run_batch([tmp_path / "docs"], out, settings=settings, **run)
+    assert (again.skipped, again.ok, again.failed) == (0, 3, 0)
+    assert len(healthy.requests) == 3
+    assert all(r.answer.strip() for r in read_lines(out) if r.status == "ok")
+
+
+def test_jsonl_lines_holding_unicode_line_separators(tmp_path: Path) -> None:
+    lines = [{"id": "a", "input": "First\u2028line and\u0085more"},
+             {"id": "b", "input": "Second\u2029doc\x1c\x1d\x1e text"}]
+    path = tmp_path / "docs.jsonl"
+    path.write_text("\n".join(json.dumps(line, ensure_ascii=False) for line in lines) + "\r\n",
+                    encoding="utf-8")
+    items = collect_inputs([path])
+    assert [(i.id, i.text) for i in items] == [("a", lines[0]["input"]),
+                                               ("b", lines[1]["input"])]
+    assert [i.source for i in items] == [f"{path}:1", f"{path}:2"]
+
+
+def test_refused_requests_do_not_stop_the_batch(sim, tmp_path: Path) -> None:
+    """HTTP 400 (a prompt over the server's window) is the document's failure, not an
+    outage: it does not count toward the streak that stops a batch."""
+    write_docs(tmp_path / "docs", TOPICS)
+    server = sim(lambda messages: Fault(status=400, body='{"error": {"message": "too long"}}'))
+    summary = run_batch([tmp_path / "docs"], tmp_path / "out.jsonl", words=40,
+                        strategy="direct", jobs=1, progress=False,
+                        settings=sim_settings(server, tmp_path))
+    assert (summary.ok, summary.failed) == (0, 6)
+    assert {r.error_kind for r in read_lines(tmp_path / "out.jsonl")} == {"request"}

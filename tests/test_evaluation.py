@@ -324,7 +324,8 @@ def test_a_results_line_rescores_alone_and_old_lines_still_read(
     assert rescore(line) == rescore(line, task) == result
     assert result.score == 0.0 and result.citation_precision == 0.5 and not result.supported
     # A line written before spans were stored: its answer is rescored strictly, its old
-    # precision (verified / offered quotes) is dropped and its recall kept.
+    # precision (verified / offered quotes) is dropped (two citations, one on the gold
+    # evidence: unknown) and its recall kept.
     old = json.loads(result.model_dump_json(exclude={"cited_spans", "evidence_spans",
                                                      "distractors", "conflict_kind",
                                                      "conflict_split"}))
@@ -337,6 +338,11 @@ def test_a_results_line_rescores_alone_and_old_lines_still_read(
     again = rescore(read)
     assert again.score == 0.0 and again.supported is False
     assert again.citation_precision is None and again.citation_recall == 1.0
+    # Where an old line's recall and citation count determine the precision, it is given.
+    assert rescore(read.model_copy(update={"citation_recall": 0.0})).citation_precision == 0
+    assert rescore(read.model_copy(update={"citations": 1})).citation_precision == 1.0
+    assert rescore(read.model_copy(update={"citations": 0, "citation_recall": 0.0})
+                   ).citation_precision is None
     # In the table the old line counts with a strict score, and precision says it is
     # over the one run that stored its spans.
     table = markdown_table([read, result])
@@ -552,7 +558,8 @@ def test_make_results_rescores_the_stored_lines(corpus_dir: Path) -> None:
     assert by_id[second.id].score == 0.0 and by_id[second.id].citation_precision is None
     assert spans_note(results) == (
         "Scored strictly: 1 answered run(s) with stored citation spans, 1 from older lines "
-        "without them (no citation precision). Wrong answers with citation precision 1.00: 0.")
+        "without them (citation precision unknown for 0 of these: several citations, some on "
+        "the gold evidence). Wrong answers with citation precision 1.00: 0.")
     # Precision 1.00 on a wrong answer is still possible (all quotes on the gold
     # evidence, the answer offering another value too); the note counts such runs.
     [second_gold] = second.evidence

@@ -405,3 +405,78 @@ def test_shared_many_pages_is_fast_with_page_map() -> None:
     assert error_of(path, max_pages=100) == (
         f"{path.name}: 117 pages exceeds the limit of 100 (max_pages)"
     )
+
+
+# --------------------------------------------------------------------------- issue 17
+
+
+def test_pdf_bomb_over_the_page_text_budget_is_refused_at_once(tmp_path: Path) -> None:
+    from tests.pdf_bombs import text_bomb
+
+    path = write(tmp_path / "bomb.pdf", text_bomb(200, 25_000))  # 250k characters a page
+    assert path.stat().st_size < 40_000
+    started = time.monotonic()
+    with pytest.raises(InputError, match=r"^bomb\.pdf: text extraction stopped on page 1: "
+                       r"over the budget of 100,000 characters on one page \(pdf_page_chars\)"):
+        load_document(path)
+    assert time.monotonic() - started < 10
+
+
+def test_pdf_bomb_over_the_expansion_budget_is_refused(tmp_path: Path) -> None:
+    """200 pages of 30k characters each from 33 KB (6 MB in all, as in the issue): refused
+    once the text passes 50 characters per byte of the file."""
+    from tests.pdf_bombs import text_bomb
+
+    path = write(tmp_path / "bomb.pdf", text_bomb(200, 3_000))
+    with pytest.raises(InputError, match=r"per byte of the file \(pdf_chars_per_byte\)"):
+        load_document(path)
+
+
+def test_pdf_time_budgets_stop_extraction_mid_document(tmp_path: Path) -> None:
+    from longdoc.pipeline.ingest import Budget
+    from tests.pdf_bombs import text_bomb
+
+    path = write(tmp_path / "slow.pdf", text_bomb(40, 3_000))
+    loose = {"pdf_chars_per_byte": 10**6, "pdf_page_chars": 10**6}
+    started = time.monotonic()
+    with pytest.raises(InputError, match=r"over the budget of 0.01 s on one page"):
+        load_document(path, budget=Budget(pdf_page_seconds=0.01, **loose))
+    with pytest.raises(InputError, match=r"over the budget of 0.4 s in all \(pdf_seconds\)"):
+        load_document(path, budget=Budget(pdf_seconds=0.4, **loose))
+    assert time.monotonic() - started < 10
+    assert len(load_document(path, budget=Budget(**loose)).pages) == 40  # within budget
+
+
+@pytest.mark.parametrize(("data", "text"), [
+    ("Grüße aus Köln\n".encode("utf-16"), "Grüße aus Köln\n"),  # BOM, little-endian
+    (b"\xfe\xff" + "Grüße\n".encode("utf-16-be"), "Grüße\n"),
+    ("Hi there\n".encode("utf-32"), "Hi there\n"),
+    ("Plain English text, no byte order mark.\n".encode("utf-16-le"),
+     "Plain English text, no byte order mark.\n"),
+    ("Plain English text, no byte order mark.\n".encode("utf-16-be"),
+     "Plain English text, no byte order mark.\n"),
+    ("Привет! Это документ на русском языке, достаточно длинный для распознавания.\n"
+     .encode("cp1251"),
+     "Привет! Это документ на русском языке, достаточно длинный для распознавания.\n"),
+    (("Café au lait, déjà vu, naïve résumé. " * 4).encode("cp1252"),
+     "Café au lait, déjà vu, naïve résumé. " * 4),
+])
+def test_text_encodings_are_detected(tmp_path: Path, data: bytes, text: str) -> None:
+    assert load_document(write(tmp_path / "t.txt", data)).text == text
+
+
+@pytest.mark.parametrize("kind", ["nul", "elf", "random", "random_without_nul", "controls"])
+def test_binary_files_are_refused(tmp_path: Path, kind: str) -> None:
+    import random
+    import sys
+
+    rng = random.Random(17)
+    data = {
+        "nul": b"looks like text\x00but is not",
+        "elf": Path(sys.executable).resolve().read_bytes()[:65536],  # a real ELF binary
+        "random": bytes(rng.randrange(256) for _ in range(4096)),
+        "random_without_nul": bytes(rng.randrange(1, 256) for _ in range(4096)),
+        "controls": b"text\x01\x02\x03\x04\x05\x06\x07\x08 " * 20,
+    }[kind]
+    with pytest.raises(InputError, match=r"^b\.txt: binary file \(.*\), not text$"):
+        load_document(write(tmp_path / "b.txt", data))

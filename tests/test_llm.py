@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from longdoc.pipeline.errors import BackendError
-from longdoc.pipeline.llm import Endpoint, LLMClient, ResponseCache
+from longdoc.pipeline.llm import EmptyReply, Endpoint, LLMClient, RejectedRequest, ResponseCache
 from longdoc.pipeline.models import Usage
 from longdoc.pipeline.simserver import Fault
 from tests.conftest import sim_settings
@@ -110,3 +110,69 @@ async def test_concurrency_is_bounded(sim, tmp_path: Path) -> None:
     await asyncio.gather(*(
         llm.chat([{"role": "user", "content": str(i)}], node="n") for i in range(6)))
     assert peak == 2
+
+
+# --- faults: empty replies, Retry-After, resets, refused requests, the call budget ----------
+
+
+async def test_an_empty_reply_is_retried_and_never_cached(sim, tmp_path: Path) -> None:
+    outcomes = iter(["", "  \n", "the answer"])
+    server = sim(lambda messages: next(outcomes))
+    llm = client(server, tmp_path, max_retries=2)
+    assert await llm.chat(MESSAGES, node="n") == "the answer"
+    assert len(server.requests) == 3
+
+    always_empty = sim(lambda messages: "")
+    llm = client(always_empty, tmp_path / "other", max_retries=1)
+    with pytest.raises(EmptyReply, match="empty reply"):
+        await llm.chat(MESSAGES, node="n")
+    assert len(always_empty.requests) == 2
+    healthy = sim(lambda messages: "now it answers")
+    llm = client(healthy, tmp_path / "other")  # same cache: nothing empty was stored
+    llm.endpoint = llm.endpoint.model_copy(update={"model": always_empty.model})
+    assert await llm.chat(MESSAGES, node="n") == "now it answers"
+
+
+async def test_an_empty_reply_cached_by_an_older_version_is_not_served(sim, tmp_path: Path) -> None:
+    server = sim(lambda messages: "fresh")
+    llm = client(server, tmp_path)
+    params = {"temperature": 0.0, "seed": 0, "max_tokens": llm.settings.max_answer_tokens}
+    key = ResponseCache.key({"model": server.model, "messages": MESSAGES, **params})
+    llm.cache.put(key, {"text": ""})
+    assert await llm.chat(MESSAGES, node="n") == "fresh"
+    assert len(server.requests) == 1 and llm.cache.get(key) == {"text": "fresh"}
+
+
+async def test_retry_after_is_honoured_and_resets_are_retried(sim, tmp_path: Path) -> None:
+    import time
+
+    outcomes = iter([Fault(status=429, headers={"Retry-After": "0.6"}), Fault(reset=True),
+                     "back"])
+    server = sim(lambda messages: next(outcomes))
+    llm = client(server, tmp_path, cache=False, max_retries=2)
+    started = time.monotonic()
+    assert await llm.chat(MESSAGES, node="n") == "back"
+    assert time.monotonic() - started >= 0.6  # waited as asked (backoff alone: 0.5 s)
+    assert len(server.requests) == 3
+
+
+async def test_a_refused_request_is_not_retried(sim, tmp_path: Path) -> None:
+    server = sim(lambda messages: Fault(status=400, body='{"error": {"message": '
+                                         '"maximum context length is 8192 tokens"}}'))
+    llm = client(server, tmp_path, cache=False, max_retries=3)
+    with pytest.raises(RejectedRequest, match=r"refused the request \(HTTP 400\).*context"):
+        await llm.chat(MESSAGES, node="n")
+    assert len(server.requests) == 1
+
+
+async def test_one_call_is_bounded_in_time_retries_included(sim, tmp_path: Path) -> None:
+    import time
+
+    server = sim(lambda messages: Fault(delay_s=0.6, then="late"))
+    llm = client(server, tmp_path, cache=False, timeout_s=0.5, max_retries=10,
+                 call_budget_s=1.5)
+    started = time.monotonic()
+    with pytest.raises(BackendError, match="timed out|call budget of 1.5s"):
+        await llm.chat(MESSAGES, node="n")
+    assert time.monotonic() - started < 2.5
+    assert len(server.requests) <= 3

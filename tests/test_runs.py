@@ -45,3 +45,24 @@ def test_one_writer_at_a_time_and_no_folder(tmp_path: Path) -> None:
         pass
     with pytest.raises(InputError, match=r"--results .* is a folder"):
         JsonLog(tmp_path, Row, option="--results").__enter__()
+
+
+def test_resume_after_a_line_cut_inside_a_utf8_character(tmp_path: Path) -> None:
+    path = tmp_path / "log.jsonl"
+    with JsonLog(path, Row) as log:
+        log.append(Row(name="é"))
+    whole = Row(name="naïve – 日本").model_dump_json().encode()
+    with path.open("ab") as handle:  # killed in the middle of a 3-byte character
+        handle.write(whole[: whole.index("日".encode()) + 1])
+    with JsonLog(path, Row) as log:
+        log.append(Row(name="next"))
+    assert [r.name for r in JsonLog(path, Row).read()] == ["é", "next"]
+
+
+def test_a_row_holding_line_separators_stays_one_row(tmp_path: Path) -> None:
+    path = tmp_path / "log.jsonl"
+    name = "a\u2028b\u0085c\u2029d\x1ce"
+    with JsonLog(path, Row) as log:
+        log.append(Row(name=name))
+        log.append(Row(name="after"))
+    assert [r.name for r in JsonLog(path, Row).read()] == [name, "after"]

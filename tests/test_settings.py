@@ -11,11 +11,14 @@ from pathlib import Path
 import pytest
 
 from longdoc.pipeline.errors import InputError
-from longdoc.pipeline.settings import Settings, load_settings
+from longdoc.pipeline.settings import Settings, load_settings, trust
 
 
-def write_toml(path: Path, text: str) -> Path:
+def write_toml(path: Path, text: str, *, trusted: bool = True) -> Path:
+    """Write a TOML file; ``./longdoc.toml`` is trusted too (else it is ignored)."""
     path.write_text(text)
+    if trusted and path.name == "longdoc.toml":
+        trust(path)
     return path
 
 
@@ -54,9 +57,25 @@ def test_toml_from_longdoc_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     assert (settings.chunk_tokens, settings.backend) == (700, "openai")
 
 
-def test_toml_from_working_directory(tmp_path: Path) -> None:
-    write_toml(tmp_path / "longdoc.toml", "chunk_tokens = 800\n")
+def test_toml_from_working_directory_only_once_trusted(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A longdoc.toml in whatever folder longdoc runs from is ignored (one warning line)
+    until trusted; a change untrusts it; the trust record is not in the folder itself."""
+    hostile = 'chunk_tokens = 800\nvllm_python = "./helper.sh"\nbase_url = "http://evil/v1"\n'
+    path = write_toml(tmp_path / "longdoc.toml", hostile, trusted=False)
+    settings = load_settings()
+    assert (settings.chunk_tokens, settings.vllm_python, settings.base_url) == (2000, None, None)
+    warning = capsys.readouterr().err
+    assert warning.count("\n") == 1 and "ignoring ./longdoc.toml: not trusted" in warning
+    load_settings()
+    assert capsys.readouterr().err == ""  # one warning per file and process
+
+    trust(path)
     assert load_settings().chunk_tokens == 800
+    assert not list(tmp_path.glob("*.json"))  # recorded under the cache folder
+    path.write_text(hostile.replace("800", "801"))
+    assert load_settings().chunk_tokens == 2000  # changed since: untrusted again
 
 
 def test_longdoc_config_wins_over_working_directory_file(

@@ -22,9 +22,11 @@ None in all three.
 
 Each results line stores the cited spans and the gold spans, so :func:`rescore`
 recomputes every column from the line alone. Lines written before the spans were stored
-(``cited_spans`` is None) keep their recall and get no precision (their stored one was
-verified / offered quotes, which says nothing about support); their answers are rescored
-strictly all the same.
+(``cited_spans`` is None) are rescored strictly all the same and keep their recall; their
+stored precision (verified / offered quotes) says nothing about support and is replaced
+by the gold-evidence precision where their recall and citation count determine it
+(recall 0: no citation covers gold evidence, precision 0; one citation with recall above
+0: precision 1), else None (unknown).
 """
 
 from __future__ import annotations
@@ -236,6 +238,16 @@ def evaluate(task: EvalTask, strategy: str, answer: Answer, wall_s: float,
     return rescore(result, task)
 
 
+def _derived_precision(citations: int, recall: float | None) -> float | None:
+    """Gold-evidence precision from a line's citation count and recall, where they
+    determine it (see the module's docstring); else None."""
+    if recall is None or citations == 0:
+        return None
+    if recall == 0:
+        return 0.0
+    return 1.0 if citations == 1 else None
+
+
 def rescore(result: EvalResult, task: EvalTask | None = None) -> EvalResult:
     """``result`` with its score, citation columns and ``supported`` computed (again) by
     the rules above, from ``task`` if given, else from the line alone.
@@ -254,8 +266,8 @@ def rescore(result: EvalResult, task: EvalTask | None = None) -> EvalResult:
     score = update.get("score", result.score)
     evidence = task.evidence if task is not None else result.evidence_spans
     if result.cited_spans is None:  # a line from before spans were stored
-        update["citation_precision"] = None
         recall = result.citation_recall
+        update["citation_precision"] = _derived_precision(result.citations, recall)
     else:
         update["citation_precision"] = citation_precision(evidence or [], result.cited_spans)
         recall = update["citation_recall"] = citation_recall(evidence or [], result.cited_spans)

@@ -44,7 +44,8 @@ class Cell(BaseModel):
     score: float | None
     supported: int | None
     citation_precision: float | None
-    spans: int = 0  # answered runs whose citation spans are stored (precision is over them)
+    precision_runs: int = 0  # answered runs with a citation precision
+    precision_unknown: int = 0  # answered older lines whose precision cannot be known
     citation_recall: float | None
     llm_calls: float | None
     prompt_tokens: float | None
@@ -104,7 +105,8 @@ def aggregate(results: Iterable[EvalResult]) -> list[Cell]:
             score=_mean(r.score for r in ok),
             supported=sum(bool(r.supported) for r in ok) if needle else None,
             citation_precision=_mean(r.citation_precision for r in ok),
-            spans=sum(r.cited_spans is not None for r in ok),
+            precision_runs=sum(r.citation_precision is not None for r in ok),
+            precision_unknown=sum(_unknown_precision(r) for r in ok),
             citation_recall=_mean(r.citation_recall for r in ok),
             llm_calls=_mean(r.llm_calls for r in ok),
             prompt_tokens=_mean(r.prompt_tokens for r in ok),
@@ -121,11 +123,17 @@ def _fmt(value: float | None, digits: int = 2) -> str:
     return f"{value:,.0f}" if digits == 0 else f"{value:.{digits}f}"
 
 
+def _unknown_precision(result: EvalResult) -> bool:
+    """An older line (no stored spans) with citations whose precision is not known."""
+    return (result.status == "ok" and result.cited_spans is None and result.citations > 0
+            and result.citation_precision is None and result.supported is not None)
+
+
 def _precision(cell: Cell) -> str:
-    """Mean precision, and over how many runs when some lack stored spans."""
+    """Mean precision, and over how many runs when some older runs' is unknown."""
     value = _fmt(cell.citation_precision)
-    if 0 < cell.spans < cell.answered:
-        return f"{value} ({cell.spans} of {cell.answered})"
+    if cell.precision_unknown:
+        return f"{value} ({cell.precision_runs} of {cell.answered})"
     return value
 
 
@@ -158,7 +166,7 @@ LEGEND = (
     "digits; multi_value: values found / (gold values + other values offered)), token F1 "
     "(qa) or ROUGE-L (summary). supported: right answer and a citation covering the gold "
     "evidence span. cit. precision: citations covering a gold evidence span / citations "
-    "(\"(k of n)\": only k of the n answered runs stored their citation spans); cit. "
+    "(\"(k of n)\": known for k of the n answered runs, older lines lacking the spans); cit. "
     "recall: gold evidence spans covered by a citation. Cost columns: means over answered "
     "runs. not answered: runs refused (e.g. direct over the window) or failed."
 )
@@ -315,8 +323,10 @@ def spans_note(results: Sequence[EvalResult]) -> str:
     """How many answered runs were scored with stored citation spans, how many not, and
     how many wrong answers have citation precision 1.00."""
     stored, older = span_counts(results)
+    unknown = sum(_unknown_precision(r) for r in latest(results))
     note = (f"Scored strictly: {stored} answered run(s) with stored citation spans, {older} "
-            f"from older lines without them (no citation precision).")
+            f"from older lines without them (citation precision unknown for {unknown} of "
+            "these: several citations, some on the gold evidence).")
     return note + f" Wrong answers with citation precision 1.00: {wrong_but_precise(results)}."
 
 
