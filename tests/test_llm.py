@@ -166,13 +166,14 @@ async def test_a_refused_request_is_not_retried(sim, tmp_path: Path) -> None:
 
 
 async def test_one_call_is_bounded_in_time_retries_included(sim, tmp_path: Path) -> None:
+    """A hung server cannot hold a request slot for timeout_s x attempts: the call budget
+    cuts the call off."""
     import time
 
-    server = sim(lambda messages: Fault(delay_s=0.6, then="late"))
-    llm = client(server, tmp_path, cache=False, timeout_s=0.5, max_retries=10,
-                 call_budget_s=1.5)
+    server = sim(lambda messages: Fault(delay_s=3.0, then="late"))
+    llm = client(server, tmp_path, cache=False, timeout_s=10, max_retries=3, call_budget_s=1.0)
     started = time.monotonic()
-    with pytest.raises(BackendError, match="timed out|call budget of 1.5s"):
+    with pytest.raises(BackendError, match=r"no reply within the call budget of 1s"):
         await llm.chat(MESSAGES, node="n")
-    assert time.monotonic() - started < 2.5
-    assert len(server.requests) <= 3
+    assert time.monotonic() - started < 2.0
+    assert len(server.requests) == 1
