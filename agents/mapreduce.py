@@ -12,12 +12,13 @@ look     when no verified record's evidence shares a word with the question (the
          sentences that match the question best get a second, short map call each:
          SmolLM2 that misses a fact in 2,000 tokens reads it from two sentences.
 reduce   verified records are grouped by answer key; groups whose evidence shares no
-         word with the question withdraw if another group's evidence does, and so do
-         groups whose evidence only hedges ("some say it might be ...") if another's
-         states its answer plainly. One group
+         word with the question withdraw if another group's evidence does, and groups
+         without *firm* evidence (``grounding.stance``: uncertain, attributed, superseded
+         or about a sibling entity) withdraw if another group has firm evidence. One group
          left: the answer is decided in code. Several: a resolution call shows each
          group's evidence side by side and asks which one answers the question. None:
          ``found=False`` with a "not found" answer (unverified guesses only in the trace).
+         The model's self-reported confidence only breaks ties that evidence leaves.
 
 Summaries (task "summary") take another branch of the same graph, in
 ``mapreduce_summary``: map -> key points with quotes -> collapse until they fit -> reduce.
@@ -32,7 +33,6 @@ from __future__ import annotations
 import math
 import re
 import time
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TypedDict
 
@@ -41,12 +41,28 @@ from langgraph.graph.state import CompiledStateGraph
 from langgraph.runtime import Runtime
 from langgraph.types import Command, Send
 
-from longdoc.pipeline.citations import answer_keys, locate, normalize, sentences
+from longdoc.pipeline.citations import locate
 from longdoc.pipeline.errors import InputError
+from longdoc.pipeline.folding import normalize
+from longdoc.pipeline.grounding import (
+    Stance,
+    acceptable,
+    answer_key,
+    best_sentence,
+    contains,
+    count_keys,
+    is_steering,
+    question_keys,
+    relevance,
+    sentences,
+    stance,
+)
+from longdoc.pipeline.injection import neutralize, strip_protocol_echo
 from longdoc.pipeline.llm import Message
 from longdoc.pipeline.models import Chunk, Quote, TraceEvent
 from longdoc.pipeline.protocol import MapReply, parse_map_reply
 from longdoc.pipeline.state import (
+    NOT_FOUND_ANSWER,
     Draft,
     Evidence,
     GraphState,
@@ -63,7 +79,6 @@ REDUCE_NODE = "mapreduce.reduce"
 RESOLVE_NODE = "mapreduce.resolve"
 SECOND_LOOK_NODE = "mapreduce.second_look"
 
-NOT_FOUND_ANSWER = "Not found: no part of the document supports an answer."
 EVIDENCE_TOKEN_BUDGET = 1500  # verified evidence the reduce keeps (see collapse_to_budget)
 MAX_EVIDENCE_CHARS = 400  # a longer model quote is narrowed to its key sentence
 MAX_CONFLICT_OPTIONS = 4
@@ -72,17 +87,6 @@ MAX_EVIDENCE_PER_OPTION = 2
 TRACE_REPLY_CHARS = 500
 CONFIDENCE_RANK = {"high": 3, "medium": 2, "low": 1, None: 0}
 
-# Text that addresses the reader as a model (prompt injection) is never evidence.
-_INSTRUCTION_LIKE = re.compile(
-    r"\b(?:ignore|disregard|forget|override)\b[^.!?\n]{0,40}\b(?:instructions?|prompts?|rules"
-    r"|directions)\b"
-    r"|\b(?:reply|respond|answer|output)\s+(?:only\s+)?with\b"
-    r"|\b(?:system|assistant)\s*(?:prompt|notice|message|override)?\s*:"
-    r"|\bnew (?:instructions|rules)\b",
-    re.I,
-)
-
-
 class MapInput(TypedDict):
     """What one map call receives through ``Send``."""
 
@@ -90,55 +94,12 @@ class MapInput(TypedDict):
     question: str
 
 
-# --- answer keys and evidence ------------------------------------------------------------
-
-
-def answer_key(answer: str, question: str) -> list[str]:
-    """The strings that identify an answer: its numbers, else its names, else its words."""
-    keys = answer_keys(answer, question)
-    if not keys:
-        return []
-    top = max(keys.values())
-    return sorted(k for k, w in keys.items() if w == top)
-
-
-def _contains(text: str, key: str) -> bool:
-    return re.search(rf"(?<!\w){re.escape(key)}(?!\w)", text) is not None
-
-
-def key_supported(key: list[str], evidence: str) -> bool:
-    """Whether ``evidence`` holds the answer key (case- and whitespace-insensitive).
-
-    Numbers and names must all occur; plain words (an answer with neither) at least half.
-    """
-    if not key:
-        return False
-    text = normalize(evidence).text
-    present = sum(_contains(text, k) for k in key)
-    if any(k[:1].isdigit() for k in key) or len(key) == 1:
-        return present == len(key)
-    return present >= math.ceil(len(key) / 2)
-
-
-def is_instruction_like(text: str) -> bool:
-    """Whether ``text`` reads like an instruction to a model (a prompt injection)."""
-    return _INSTRUCTION_LIKE.search(text) is not None
-
-
-def count_keys(keys: Iterable[str], text: str) -> int:
-    """How many of ``keys`` occur in ``text`` as whole words (case-insensitive)."""
-    folded = normalize(text).text
-    return sum(_contains(folded, k) for k in keys)
-
-
-def relevance(question: str, evidence: str) -> int:
-    """How many of the question's key words occur in ``evidence``."""
-    return count_keys(answer_keys(question), evidence)
+# --- grounding one reply -----------------------------------------------------------------
 
 
 def ground_record(chunk: Chunk, question: str, reply: str) -> MapRecord:
     """Read one map reply and check its answer against the chunk's own text."""
-    parsed: MapReply = parse_map_reply(reply)
+    parsed: MapReply = parse_map_reply(strip_protocol_echo(reply, chunk.text))
     record = MapRecord(
         chunk_id=chunk.id, source=chunk.source, parsed=parsed.parsed, found=parsed.found,
         answer=parsed.answer, confidence=parsed.confidence, chunk_tokens=chunk.tokens,
@@ -185,14 +146,14 @@ def _evidence_spans(
             continue
         origin = "model"
         if span[1] - span[0] > MAX_EVIDENCE_CHARS:
-            span = key_sentence(text, key, question, *span)
+            span = best_sentence(text, key, question, *span)
             origin = "located"
-        if span is None or not _acceptable(text[span[0]:span[1]], key):
+        if span is None or not acceptable(text[span[0]:span[1]], key):
             unsupported += 1
         elif not any(s < span[1] and span[0] < e for s, e, _ in spans):
             spans.append((*span, origin))
     if not spans:
-        span = key_sentence(text, key, question)
+        span = best_sentence(text, key, question)
         if span is not None:
             spans.append((*span, "located"))
     notes = []
@@ -201,28 +162,6 @@ def _evidence_spans(
     if unsupported:
         notes.append(f"{unsupported} quote(s) without the answer")
     return spans, ("; " + ", ".join(notes)) if notes else ""
-
-
-def key_sentence(
-    text: str, key: list[str], question: str, start: int = 0, end: int | None = None
-) -> tuple[int, int] | None:
-    """The sentence of ``text[start:end]`` that holds the answer key, found in code.
-
-    Like ``citations.find_evidence``, but a sentence qualifies only if it passes the same
-    test as verification (the whole key, no injected instructions); among those, the one
-    with most question words wins, then the first.
-    """
-    best, best_score = None, -1
-    for s, e in sentences(text, start, end):
-        if _acceptable(text[s:e], key):
-            score = relevance(question, text[s:e])
-            if score > best_score:
-                best, best_score = (s, e), score
-    return best
-
-
-def _acceptable(evidence: str, key: list[str]) -> bool:
-    return key_supported(key, evidence) and not is_instruction_like(evidence)
 
 
 def needs_second_look(records: list[MapRecord]) -> bool:
@@ -237,11 +176,12 @@ def second_look_passages(
 
     A passage is a sentence holding at least half of the question's key words (and no
     instruction to a model), with the sentence after it. The ``limit`` best by key words,
-    then plain before hedged (a hedged claim withdraws in reduce anyway, and a few of
-    them early in the document must not crowd out the statement), then by position; a
+    then firm before weak (``grounding.stance``: a weak claim withdraws in reduce anyway,
+    and a few of them early in the document must not crowd out the statement), then by
+    position; a
     sentence in two overlapping chunks counts once.
     """
-    keys = answer_keys(question)
+    keys = question_keys(question)
     if not keys:
         return []
     need = math.ceil(len(keys) / 2)
@@ -251,10 +191,11 @@ def second_look_passages(
         for i, (s, e) in enumerate(spans):
             sentence = chunk.text[s:e]
             score = count_keys(keys, sentence)
-            if score < need or is_instruction_like(sentence) or chunk.start + s in found:
+            if score < need or is_steering(sentence) or chunk.start + s in found:
                 continue
             end = spans[i + 1][1] if i + 1 < len(spans) else e
-            found[chunk.start + s] = (score, is_hedged(sentence), chunk, s, end)
+            weak = not stance(sentence, [], question).firm
+            found[chunk.start + s] = (score, weak, chunk, s, end)
     best = sorted(found.items(), key=lambda item: (-item[1][0], item[1][1], item[0]))[:limit]
     passages = []
     for n, (_, (_, _, chunk, s, e)) in enumerate(sorted(best, key=lambda item: item[0])):
@@ -271,10 +212,11 @@ def second_look_passages(
 
 @dataclass
 class AnswerGroup:
-    """Verified records that give the same answer key."""
+    """Verified records that give the same answer key, and how their evidence stands."""
 
     key: tuple[str, ...]
     records: list[MapRecord] = field(default_factory=list)
+    stances: dict[tuple[str, int, int], Stance] = field(default_factory=dict)
 
     @property
     def support(self) -> int:
@@ -289,12 +231,21 @@ class AnswerGroup:
     def relevance(self) -> int:
         return max(r.relevance for r in self.records)
 
-    def rank(self) -> tuple[int, int, int]:
-        return (self.confidence, self.support, self.relevance)
+    @property
+    def weakness(self) -> int:
+        """Stance flags of the group's firmest evidence (0: firm; see ``grounding.stance``)."""
+        return min((s.flags for s in self.stances.values()), default=0)
+
+    def firmest(self) -> Stance:
+        return min(self.stances.values(), key=lambda s: s.flags, default=Stance())
+
+    def rank(self) -> tuple[int, int, int, int]:
+        """Evidence first: firmness, question words, distinct spans; confidence last."""
+        return (-self.weakness, self.relevance, self.support, self.confidence)
 
     def best(self) -> MapRecord:
         """The record whose answer text stands for the group."""
-        return max(self.records, key=lambda r: (CONFIDENCE_RANK[r.confidence], r.relevance,
+        return max(self.records, key=lambda r: (r.relevance, CONFIDENCE_RANK[r.confidence],
                                                 -len(r.answer)))
 
     def evidence(self) -> list[Evidence]:
@@ -307,19 +258,29 @@ class AnswerGroup:
     def summary(self) -> dict:
         return {"key": list(self.key), "answer": self.best().answer, "support": self.support,
                 "confidence": self.best().confidence, "relevance": self.relevance,
-                "chunks": [r.chunk_id for r in self.records]}
+                "stance": self.firmest().labels(), "chunks": [r.chunk_id for r in self.records]}
 
 
 def record_rank(record: MapRecord) -> tuple[int, int, int]:
-    return (int(record.verified), CONFIDENCE_RANK[record.confidence], record.relevance)
+    return (int(record.verified), record.relevance, CONFIDENCE_RANK[record.confidence])
 
 
-def group_by_answer(records: list[MapRecord]) -> list[AnswerGroup]:
-    """Groups of records with the same answer key, best ranked first."""
+def group_by_answer(records: list[MapRecord], question: str = "") -> list[AnswerGroup]:
+    """Groups of records with the same answer key, best ranked first.
+
+    With the ``question``, each group's evidence gets its stance toward the group's value,
+    the other groups' values being the rivals a sentence may also name.
+    """
     groups: dict[tuple[str, ...], AnswerGroup] = {}
     for record in records:
         key = tuple(record.answer_key)
         groups.setdefault(key, AnswerGroup(key)).records.append(record)
+    if question:
+        for group in groups.values():
+            rivals = [k for other in groups if other != group.key for k in other]
+            for ev in group.evidence():
+                group.stances[(ev.source, ev.start, ev.end)] = stance(
+                    ev.text, list(group.key), question, rivals)
     return sorted(groups.values(), key=AnswerGroup.rank, reverse=True)
 
 
@@ -329,15 +290,15 @@ def collapse_to_budget(
     """Keep the best verified records whose evidence fits ``budget`` tokens (kept, dropped).
 
     A simple bounded selection, not LLM×MapReduce's iterative collapse: records are
-    ranked by (verified, confidence, support of their answer, relevance) and kept while
+    ranked by (verified, support of their answer, relevance, confidence) and kept while
     their evidence fits; the best record is always kept. Nothing is summarized, so
     every kept quote is still source text.
     """
     support = {g.key: g.support for g in group_by_answer(records)}
     ranked = sorted(
         records,
-        key=lambda r: (int(r.verified), CONFIDENCE_RANK[r.confidence],
-                       support[tuple(r.answer_key)], r.relevance),
+        key=lambda r: (int(r.verified), support[tuple(r.answer_key)], r.relevance,
+                       CONFIDENCE_RANK[r.confidence]),
         reverse=True,
     )
     kept, dropped, used = [], [], 0
@@ -365,30 +326,17 @@ def withdraw_irrelevant(
     return [g for g in groups if g.relevance > 0], [g for g in groups if g.relevance == 0]
 
 
-_HEDGED = re.compile(
-    r"\b(?:might|may be|could be|perhaps|possibly|probably|allegedly|reportedly|supposedly"
-    r"|rumou?r(?:ed|s)?|some (?:say|said|claim|believe|think)|it is (?:said|claimed|rumou?red)"
-    r"|unconfirmed|unverified|not sure|guess(?:ed)?)\b",
-    re.I,
-)
-
-
-def is_hedged(text: str) -> bool:
-    """Whether a sentence only suggests its claim ("some say the code might be 1234")."""
-    return _HEDGED.search(text) is not None
-
-
-def withdraw_hedged(
+def withdraw_weak(
     groups: list[AnswerGroup],
 ) -> tuple[list[AnswerGroup], list[AnswerGroup]]:
-    """Groups whose every evidence sentence is hedged withdraw when another group's
-    evidence states its answer plainly: (kept, withdrawn). Nothing withdraws otherwise."""
-    def plain(group: AnswerGroup) -> bool:
-        return any(not is_hedged(ev.text) for ev in group.evidence())
-
-    if len(groups) < 2 or not any(plain(g) for g in groups):
+    """Groups whose firmest evidence is weaker than another group's withdraw: (kept,
+    withdrawn). Weakness counts the stance flags of ``grounding.stance`` (uncertain,
+    attributed, superseded, sibling); a group with firm evidence outranks every group
+    without, whatever the model's confidence. Equal groups all stay."""
+    if len(groups) < 2:
         return groups, []
-    return [g for g in groups if plain(g)], [g for g in groups if not plain(g)]
+    least = min(g.weakness for g in groups)
+    return [g for g in groups if g.weakness == least], [g for g in groups if g.weakness > least]
 
 
 def render_options(groups: list[AnswerGroup]) -> str:
@@ -399,7 +347,8 @@ def render_options(groups: list[AnswerGroup]) -> str:
             document_block(ev.source, ev.text)
             for ev in group.evidence()[:MAX_EVIDENCE_PER_OPTION]
         )
-        blocks.append(f"Option {letter}: {group.best().answer}\nEvidence:\n{evidence}")
+        answer = neutralize(group.best().answer)
+        blocks.append(f"Option {letter}: {answer}\nEvidence:\n{evidence}")
     return "\n\n".join(blocks)
 
 
@@ -417,7 +366,7 @@ def parse_choice(reply: str, groups: list[AnswerGroup]) -> tuple[int | None, str
     if named:
         return letters.index(named.group(1).upper()), "option letter"
     text = normalize(reply).text
-    mentioned = [i for i, g in enumerate(groups) if all(_contains(text, k) for k in g.key)]
+    mentioned = [i for i, g in enumerate(groups) if all(contains(text, k) for k in g.key)]
     if len(mentioned) == 1:
         return mentioned[0], "answer named"
     leading = re.match(rf"^\W*([{''.join(letters)}])(?:[\W_]|$)", reply.strip())
@@ -551,7 +500,7 @@ async def reduce(state: GraphState, runtime: Runtime[RunContext]) -> dict:
     records = sorted(state.get("map_records", []), key=lambda r: _chunk_order(r.chunk_id))
     verified = [r for r in records if r.verified]
     kept, dropped = collapse_to_budget(verified, _evidence_budget(state, runtime))
-    groups = group_by_answer(kept)
+    groups = group_by_answer(kept, state["question"])
     data: dict = {
         "chunks_read": sum(not r.second_look for r in records),
         "passages_reread": sum(r.second_look for r in records),
@@ -575,20 +524,21 @@ async def reduce(state: GraphState, runtime: Runtime[RunContext]) -> dict:
     groups, withdrawn = withdraw_irrelevant(groups)
     if withdrawn:
         data["withdrawn"] = [g.summary() for g in withdrawn]
-    groups, hedged = withdraw_hedged(groups)
-    if hedged:
-        data["withdrawn_hedged"] = [g.summary() for g in hedged]
+    groups, weak = withdraw_weak(groups)
+    if weak:
+        data["withdrawn_weak"] = [g.summary() for g in weak]
     chosen, how = groups[0], "the only verified answer"
     if withdrawn and len(groups) == 1:
         how = "the only verified answer whose evidence mentions the question"
-    if hedged and len(groups) == 1:
-        how = "the only verified answer stated plainly (the others only hedged)"
+    if weak and len(groups) == 1:
+        how = (f"the firmest verified answer (the others' evidence is "
+               f"{', '.join(sorted({x for g in weak for x in g.firmest().labels()}))})")
     if len(groups) > 1:
         options = groups[:MAX_CONFLICT_OPTIONS]
         index, read = await _resolve(state["question"], options, runtime)
         chosen = options[0] if index is None else options[index]
         how = (f"resolution call ({read})" if index is not None
-               else "resolution reply unreadable: best ranked (confidence, support, relevance)")
+               else "resolution reply unreadable: best ranked (firmness, relevance, support)")
         data["conflict"] = {"options": [g.summary() for g in options], "read": read,
                             "chosen": list(chosen.key)}
     best = chosen.best()

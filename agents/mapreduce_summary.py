@@ -31,12 +31,14 @@ from rapidfuzz import fuzz
 from longdoc.agents.mapreduce import (
     SUMMARY_MAP_NODE,
     TRACE_REPLY_CHARS,
-    is_instruction_like,
     prompt_room,
     timed_chat,
 )
-from longdoc.pipeline.citations import locate, normalize, sentences
+from longdoc.pipeline.citations import locate
 from longdoc.pipeline.errors import InputError
+from longdoc.pipeline.folding import normalize
+from longdoc.pipeline.grounding import content_words, is_steering, sentences
+from longdoc.pipeline.injection import neutralize
 from longdoc.pipeline.models import Chunk, Quote, TraceEvent
 from longdoc.pipeline.state import (
     Draft,
@@ -76,15 +78,6 @@ _QUOTE_LINE = re.compile(
 _HEADER_LINE = re.compile(r"^[ \t]*[*_#]*[ \t]*(?:key points|points|notes|summary)[ \t]*[*_]*"
                           r"[ \t]*:?[ \t]*[*_]*[ \t]*$", re.I)
 _INLINE_QUOTE = re.compile(r"\"([^\"]{20,})\"|“([^”]{20,})”")
-_WORD = re.compile(r"[^\W_]+")
-_STOPWORDS = frozenset(
-    (
-        "a an the of to in on at for and or is are was were be been has have had it its this "
-        "that these those with by from as not but we our you your they their he she his her "
-        "will would can could should may more most all any some which who what when where how "
-        "than then there so if into about also very such only one"
-    ).split()
-)
 
 
 class SummaryMapInput(TypedDict):
@@ -94,11 +87,6 @@ class SummaryMapInput(TypedDict):
 
 
 # --- reading replies and grounding points ------------------------------------------------
-
-
-def content_words(text: str) -> set[str]:
-    """The words of ``text`` worth comparing: casefolded, no stopwords, 3+ characters."""
-    return {w for w in _WORD.findall(text.casefold()) if len(w) > 2 and w not in _STOPWORDS}
 
 
 def _clean(text: str) -> str:
@@ -170,7 +158,7 @@ def locate_in_chunks(quote: str, point: str, chunks: list[Chunk]) -> Evidence | 
             continue
         s, e = _narrow(chunk.text, span, point)
         text = chunk.text[s:e]
-        if is_instruction_like(text):
+        if is_steering(text):
             return None
         return Evidence(source=chunk.source, start=chunk.start + s, end=chunk.start + e,
                         text=text, origin="model")
@@ -192,7 +180,7 @@ def located_support(point: str, chunks: list[Chunk],
             text = chunk.text[s:e]
             overlap = len(words & content_words(text))
             if overlap > best_overlap and e - s <= MAX_EVIDENCE_CHARS and \
-                    not is_instruction_like(text):
+                    not is_steering(text):
                 best, best_overlap = (chunk, s, e), overlap
     if best is None or best_overlap < needed:
         return None
@@ -255,8 +243,8 @@ def render_points(points: list[KeyPoint]) -> str:
     """Points in the protocol's own form, as the collapse and reduce prompts show them."""
     lines = []
     for point in points:
-        lines.append(f"Point: {point.text}")
-        lines.extend(f'Quote: "{ev.text}"' for ev in point.evidence[:1])
+        lines.append(f"Point: {neutralize(point.text)}")
+        lines.extend(f'Quote: "{neutralize(ev.text)}"' for ev in point.evidence[:1])
     return "\n".join(lines)
 
 

@@ -32,21 +32,34 @@ from langgraph.graph import END, START
 from langgraph.graph.state import CompiledStateGraph
 from langgraph.runtime import Runtime
 
-from longdoc.agents.mapreduce import (
-    NOT_FOUND_ANSWER,
-    answer_key,
-    count_keys,
-    is_instruction_like,
-    key_supported,
-    relevance,
-)
 from longdoc.pipeline.chunking import chunk_documents
-from longdoc.pipeline.citations import answer_keys, locate, normalize, sentences
+from longdoc.pipeline.citations import locate
 from longdoc.pipeline.errors import InputError
+from longdoc.pipeline.folding import normalize
+from longdoc.pipeline.grounding import (
+    acceptable,
+    answer_key,
+    answer_keys,
+    content_tokens,
+    count_keys,
+    is_steering,
+    overlap,
+    question_keys,
+    relevance,
+    sentences,
+)
+from longdoc.pipeline.injection import neutralize
 from longdoc.pipeline.models import Chunk, Quote, TraceEvent
 from longdoc.pipeline.protocol import parse_answer
 from longdoc.pipeline.settings import Settings
-from longdoc.pipeline.state import Draft, Evidence, GraphState, RunContext, strategy_graph
+from longdoc.pipeline.state import (
+    NOT_FOUND_ANSWER,
+    Draft,
+    Evidence,
+    GraphState,
+    RunContext,
+    strategy_graph,
+)
 from longdoc.pipeline.tokens import count_tokens
 from longdoc.prompts import document_block, get_prompt
 
@@ -58,12 +71,6 @@ SUMMARY_WORDS = 200
 TRACE_REPLY_CHARS = 500
 RECURSION_LIMIT = 100_000  # one superstep per part read; documents decide the count
 DEFAULT_SUMMARY_GOAL = "the main points of the whole document"
-_WORD = re.compile(r"\w+")
-_SUMMARY_STOP = frozenset(
-    "the a an of to in and or is are was were be been it its this that these those with by "
-    "for on at as from which who what not but have has had will shall would should can our "
-    "we they their them his her he she you your i my all any".split()
-)
 
 
 @dataclass(frozen=True)
@@ -82,11 +89,7 @@ class ReaderSpec:
 # --- evidence: keys, scores, candidates --------------------------------------------------
 
 
-def question_keys(question: str) -> set[str]:
-    return set(answer_keys(question))
-
-
-def question_threshold(keys: set[str]) -> int:
+def question_threshold(keys: list[str]) -> int:
     """Question words a sentence needs to be carried: two, or all if fewer."""
     return min(2, len(keys))
 
@@ -110,33 +113,24 @@ def bridge_keys(carried: list[Evidence], question: str) -> set[str]:
     return out
 
 
-def score_qa(text: str, keys: set[str], bridge: set[str]) -> tuple[int, int]:
+def score_qa(text: str, keys: list[str], bridge: set[str]) -> tuple[int, int]:
     """(question words, bridge names) in ``text``."""
     return count_keys(keys, text), count_keys(bridge, text)
 
 
-def qa_accepts(score: tuple[int, int], keys: set[str], bridge: set[str]) -> bool:
+def qa_accepts(score: tuple[int, int], keys: list[str], bridge: set[str]) -> bool:
     q, b = score
     need = question_threshold(keys)
     return (need > 0 and q >= need) or (bool(bridge) and b >= min(2, len(bridge)))
 
 
-def _content_words(text: str) -> list[str]:
-    return [w for w in _WORD.findall(text.casefold()) if w not in _SUMMARY_STOP and len(w) > 2]
-
-
-def overlap(text: str, reference: str) -> int:
-    """Distinct content words ``text`` shares with ``reference`` (summary relevance)."""
-    return len(set(_content_words(text)) & set(_content_words(reference)))
-
-
 def central_sentence(chunk: Chunk) -> tuple[int, int] | None:
     """The sentence whose words recur most in its chunk: a code-found key point."""
-    counts = Counter(_content_words(chunk.text))
+    counts = Counter(content_tokens(chunk.text))
     best, best_score = None, 0.0
     for s, e in sentences(chunk.text):
-        words = _content_words(chunk.text[s:e])
-        if len(words) < 4 or is_instruction_like(chunk.text[s:e]):
+        words = content_tokens(chunk.text[s:e])
+        if len(words) < 4 or is_steering(chunk.text[s:e]):
             continue
         score = sum(counts[w] - 1 for w in set(words)) / len(set(words)) ** 0.5
         if score > best_score:
@@ -196,18 +190,18 @@ def find_evidence(
             not_in_part += 1
             continue
         span = _narrow(chunk, span, rate)
-        if span is None or is_instruction_like(enclosing(text, span)):
+        if span is None or is_steering(enclosing(text, span)):
             rejected += 1
             continue
         score = rate(text[span[0]:span[1]])
         if (qa and not qa_accepts(score, keys, bridge) and sum(score) == 0) or \
-                (not qa and len(_content_words(text[span[0]:span[1]])) < 4):
+                (not qa and len(content_tokens(text[span[0]:span[1]])) < 4):
             rejected += 1
             continue
         candidates.append(Candidate(*span, "model", score))
     if qa:
         for s, e in sentences(text):
-            if e - s > MAX_EVIDENCE_CHARS or is_instruction_like(text[s:e]):
+            if e - s > MAX_EVIDENCE_CHARS or is_steering(text[s:e]):
                 continue
             score = rate(text[s:e])
             if qa_accepts(score, keys, bridge):
@@ -249,14 +243,14 @@ def evidence_rank(ev: Evidence, question: str, task: str, carried: list[Evidence
 
 def render_evidence(evidence: list[Evidence]) -> str:
     """Carried quotes as the model sees them, one per line."""
-    return "\n".join(f'- "{ev.text}"' for ev in evidence) if evidence else "(none)"
+    return "\n".join(f'- "{neutralize(ev.text)}"' for ev in evidence) if evidence else "(none)"
 
 
 def render_unit(notes: str, evidence: list[Evidence]) -> str:
     """The whole carried text (notes and quotes) shown to the next step."""
     if not evidence:
-        return notes
-    return f"{notes}\nQuotes:\n{render_evidence(evidence)}"
+        return neutralize(notes)
+    return f"{neutralize(notes)}\nQuotes:\n{render_evidence(evidence)}"
 
 
 def evidence_tokens(evidence: list[Evidence]) -> int:
@@ -408,7 +402,8 @@ def build_reader(spec: ReaderSpec) -> CompiledStateGraph:
             compression["notes_tokens"] = count_tokens(notes)
             compressed = clean_reply(await llm.chat(
                 get_prompt(spec.compress_node).render(
-                    notes=notes, question=goal, words=str(max(10, int(room * 0.75)))),
+                    notes=neutralize(notes), question=goal,
+                    words=str(max(10, int(room * 0.75)))),
                 node=spec.compress_node, max_tokens=room,
             ))
             compression["compressed_tokens"] = count_tokens(compressed)
@@ -458,7 +453,7 @@ def build_reader(spec: ReaderSpec) -> CompiledStateGraph:
         if task == "summary":
             words = int(state.get("words") or SUMMARY_WORDS)
             reply = await llm.chat(_prompt(spec.answer_node, task).render(
-                notes=notes, evidence=render_evidence(carried), question=goal,
+                notes=neutralize(notes), evidence=render_evidence(carried), question=goal,
                 words=str(words)), node=spec.answer_node,
                 max_tokens=max(runtime.context.settings.max_answer_tokens, 2 * words))
             summary = reply.strip()
@@ -475,11 +470,12 @@ def build_reader(spec: ReaderSpec) -> CompiledStateGraph:
         attempts = []
         for shown_notes in (notes, "(see the quotes)"):
             reply = await llm.chat(_prompt(spec.answer_node, task).render(
-                notes=shown_notes, evidence=render_evidence(carried), question=goal),
+                notes=neutralize(shown_notes), evidence=render_evidence(carried),
+                question=goal),
                 node=spec.answer_node)
             parsed = parse_answer(reply)
             key = answer_key(parsed.answer, goal) if parsed.found else []
-            support = [ev for ev in carried if key_supported(key, ev.text)]
+            support = [ev for ev in carried if acceptable(ev.text, key)]
             attempts.append({"with_notes": shown_notes == notes, "reply": reply[
                 :TRACE_REPLY_CHARS], "answer": parsed.answer, "key": key,
                 "supported_by": [ev.text for ev in support]})

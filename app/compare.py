@@ -37,7 +37,8 @@ def comparison_rows(runs: list[StrategyRun]) -> list[dict[str, Any]]:
             row.update(
                 strategy=route_label(a), status="ok", answer=_preview(a.answer,
                                                                        ANSWER_PREVIEW_CHARS),
-                citations=len(a.citations), dropped_quotes=a.dropped_quotes,
+                supported=a.supported, citations=len(a.citations),
+                dropped_quotes=a.dropped_quotes,
                 llm_calls=u.llm_calls, prompt_tokens=u.prompt_tokens,
                 completion_tokens=u.completion_tokens, cache_hits=u.cache_hits,
                 seconds=a.elapsed_s,

@@ -210,6 +210,8 @@ def show_run(run: StrategyRun, review: dict, index: int, reviewer: str,
     with st.form(f"verdict-{key}"):
         if not answer.citations:
             st.warning("No verified citation.")
+        if not answer.supported:
+            st.warning("Unsupported: no citation in the source supports this answer.")
         marks = []
         for n, citation in enumerate(answer.citations, 1):
             st.html(citation_html(n, citation, review["texts"].get(citation.source),

@@ -234,7 +234,10 @@ class Pipeline:
             usage=Usage.from_calls(llm.calls),
             elapsed_s=round(time.perf_counter() - started, 3),
             dropped_quotes=state["dropped_quotes"],
+            unsupported_citations=state.get("unsupported_citations", 0),
+            supported=state.get("supported", False),
             route=state.get("route"),
+            coverage=state.get("coverage"),
             trace=state["trace"],
         )
 

@@ -108,6 +108,7 @@ class BatchResult(BaseModel):
     answer: str = ""
     citations: list[Citation] = Field(default_factory=list)
     dropped_quotes: int = 0
+    supported: bool | None = Field(default=None, description="A citation supports the answer")
     usage: Usage = Field(default_factory=Usage)
     elapsed_s: float = 0.0
     finished_at: str = Field(default_factory=lambda: datetime.now(UTC).isoformat(
@@ -278,7 +279,7 @@ async def run_item(pipeline: Pipeline, item: BatchItem, job: BatchJob) -> BatchR
         item, job, status="ok", answer=answer.answer,
         route=(answer.route or {}).get("chosen"),
         citations=[c.model_copy(update={"source": item.source}) for c in answer.citations],
-        dropped_quotes=answer.dropped_quotes, usage=answer.usage,
+        dropped_quotes=answer.dropped_quotes, supported=answer.supported, usage=answer.usage,
         elapsed_s=round(time.perf_counter() - started, 3),
     )
 

@@ -1,60 +1,28 @@
-"""The one citation verifier: locate quotes in source text, find evidence in code.
+"""The one citation locator: find quotes in source text.
 
 Every citation longdoc shows satisfies ``document.text[start:end] == quote``. A quote
 the model wrote is located tolerantly (case, whitespace, typographic quotes, small
-differences); a quote that cannot be found is dropped and counted, never shown.
+differences, but never another number or name); a quote that cannot be found is dropped
+and counted, never shown. Whether a located quote *supports* an answer is
+``pipeline/grounding.py``'s question.
 """
 
 from __future__ import annotations
 
 import re
-import unicodedata
 from collections.abc import Callable
-from dataclasses import dataclass
 
 from rapidfuzz import fuzz
 
+from longdoc.pipeline.folding import Normalized, normalize
+from longdoc.pipeline.grounding import STOPWORDS
 from longdoc.pipeline.models import Citation, Document, Quote
 
-_FOLD = str.maketrans({"‘": "'", "’": "'", "“": '"', "”": '"', "–": "-", "—": "-", "\u00a0": " "})
-_WORD = re.compile(r"\w+", re.UNICODE)
-# A sentence runs to . ! ? (and closing quotes) or a blank line; single newlines are
-# line wraps (PDF text), not sentence ends.
-_SENTENCE = re.compile(r"(?:[^.!?。！？\n]|\n(?![ \t]*\n))+(?:[.!?。！？]+[\"')\]]*|\n[ \t]*\n|$)")
 MIN_QUOTE_CHARS = 8
 FUZZY_MIN_SCORE = 90.0
-_STOPWORDS = frozenset(
-    (
-        "a an the of to in on at for and or is are was were be been what which who whom whose "
-        "how when where why does do did it its this that these those with by from as"
-    ).split()
-)
-
-
-@dataclass(frozen=True)
-class Normalized:
-    """Folded text and, for each of its characters, the offset in the original."""
-
-    text: str
-    index: list[int]
-
-
-def normalize(text: str) -> Normalized:
-    """Casefold, fold quotes/dashes, collapse whitespace; keep a map back to ``text``."""
-    out: list[str] = []
-    index: list[int] = []
-    for i, ch in enumerate(text):
-        for c in unicodedata.normalize("NFKC", ch).translate(_FOLD).casefold():
-            if c.isspace():
-                if not out or out[-1] == " ":
-                    continue
-                c = " "
-            out.append(c)
-            index.append(i)
-    if out and out[-1] == " ":
-        out.pop()
-        index.pop()
-    return Normalized("".join(out), index)
+# What a fuzzy match may not change: numbers and capitalized names.
+_IDENTIFIER = re.compile(r"\d[\d,.:/-]*\d|\d|\b[A-Z][\w'-]{2,}")
+_LABEL = re.compile(r"^\W*\w+\s*:\s*")
 
 
 def _span(norm: Normalized, start: int, end: int) -> tuple[int, int]:
@@ -105,78 +73,21 @@ def _locate(quote: str, text: str, norm: NormalizedText = None) -> tuple[int, in
     alignment = fuzz.partial_ratio_alignment(needle, norm.text, score_cutoff=FUZZY_MIN_SCORE)
     if alignment is None or alignment.dest_end - alignment.dest_start < MIN_QUOTE_CHARS:
         return None
+    start, end = _widen_to_words(norm.text, alignment.dest_start, alignment.dest_end)
+    if not _same_identifiers(quote, norm.text[start:end]):
+        return None
     return _span(norm, alignment.dest_start, alignment.dest_end)
 
 
-def _content_words(text: str) -> set[str]:
-    return {w for w in _WORD.findall(text.casefold()) if w not in _STOPWORDS}
-
-
-def sentences(text: str, start: int = 0, end: int | None = None) -> list[tuple[int, int]]:
-    """Spans of the sentences (or lines) of ``text[start:end]``, whitespace trimmed."""
-    end = len(text) if end is None else end
-    spans = []
-    for m in _SENTENCE.finditer(text, start, end):
-        s, e = m.start(), m.end()
-        while s < e and text[s].isspace():
-            s += 1
-        while e > s and text[e - 1].isspace():
-            e -= 1
-        if e - s >= MIN_QUOTE_CHARS:
-            spans.append((s, e))
-    return spans
-
-
-def answer_keys(answer: str, question: str = "") -> dict[str, int]:
-    """Strings of an answer worth finding in the source, with weights.
-
-    Numbers weigh 3, capitalized names 2, other long words 1; words of the question
-    are left out (every candidate sentence would match them).
-    """
-    question_words = _content_words(question)
-    keys: dict[str, int] = {}
-
-    def add(key: str, weight: int) -> None:
-        key = key.strip(".,:/-").casefold()
-        if key and key not in question_words and key not in _STOPWORDS:
-            keys[key] = max(keys.get(key, 0), weight)
-
-    for number in re.findall(r"\d[\d,.:/-]*\d|\d", answer):
-        add(number, 3)
-    for word in _WORD.findall(answer):
-        if word[:1].isupper() and len(word) > 2:
-            add(word, 2)
-        elif len(word) > 4:
-            add(word, 1)
-    return keys
-
-
-def find_evidence(
-    answer: str, question: str, text: str, start: int = 0, end: int | None = None
-) -> tuple[int, int] | None:
-    """The sentence of ``text[start:end]`` that best supports ``answer``, found in code.
-
-    A sentence qualifies only if it contains one of the answer's strongest key strings
-    (one of its numbers if it has any, else one of its names, else a rare word); the
-    highest total key weight wins, then most question words. None if nothing qualifies.
-    """
-    keys = answer_keys(answer, question)
-    if not keys:
-        return None
-    patterns = [(re.compile(rf"(?<!\w){re.escape(k)}(?!\w)"), w) for k, w in keys.items()]
-    strongest = max(keys.values())
-    q_words = _content_words(question)
-    best, best_score = None, (0, 0)
-    for s, e in sentences(text, start, end):
-        sentence = text[s:e].casefold()
-        weights = [w for pattern, w in patterns if pattern.search(sentence)]
-        if strongest not in weights:  # e.g. an answer with a number needs one of its numbers
-            continue
-        weight = sum(weights)
-        score = (weight, len(q_words & _content_words(sentence)))
-        if score > best_score:
-            best, best_score = (s, e), score
-    return best
+def _same_identifiers(quote: str, found: str) -> bool:
+    """Whether every number and name of ``quote`` is in the (normalized) ``found`` text:
+    a fuzzy match may forgive typography and small slips, not "Alice" for "Bob". A label
+    the model put before its quote ("Memory: ...") and capitalized stop words are not
+    names."""
+    quote = _LABEL.sub("", quote)
+    names = [m for m in _IDENTIFIER.findall(quote) if m.casefold() not in STOPWORDS]
+    return all(re.search(rf"(?<!\w){re.escape(normalize(m).text)}(?!\w)", found)
+               for m in names)
 
 
 class CitationVerifier:
@@ -229,13 +140,3 @@ class CitationVerifier:
             ):
                 citations.append(cited)
         return citations, dropped
-
-    def locate_evidence(self, answer: str, question: str) -> list[Quote]:
-        """Quotes found in code: the best supporting sentence in each document."""
-        found = []
-        for doc in self.documents.values():
-            span = find_evidence(answer, question, doc.text)
-            if span is not None:
-                found.append(Quote(text=doc.text[span[0]:span[1]], source=doc.source,
-                                   origin="located"))
-        return found

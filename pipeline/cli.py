@@ -134,6 +134,8 @@ def _print_answer(result: Answer, label: str, as_json: bool, trace: bool) -> Non
         out.print(f"[bold]{label}[/bold] ({strategy}): {escape(result.answer)}")
     if result.route:
         out.print(f"[dim]auto: {escape(result.route['reason'])}[/dim]")
+    if result.coverage and result.route:
+        out.print(f"[dim]{escape(result.coverage.summary())}[/dim]")
     for c in result.citations:
         page = f", page {c.page}" if c.page else ""
         quote = " ".join(c.quote.split())
@@ -141,11 +143,15 @@ def _print_answer(result: Answer, label: str, as_json: bool, trace: bool) -> Non
                   f"{c.start}-{c.end}: [italic]\"{escape(quote)}\"[/italic]")
     if not result.citations:
         out.print("[yellow]No verified citation.[/yellow]")
+    if not result.supported:
+        out.print("[yellow]Unsupported: no citation in the source supports this "
+                  "answer.[/yellow]")
     u = result.usage
     out.print(
         f"[dim]{u.llm_calls} LLM call(s), {u.prompt_tokens} prompt + {u.completion_tokens} "
         f"completion tokens, {u.cache_hits} cache hit(s), {result.elapsed_s:.1f}s; "
-        f"{result.dropped_quotes} unverifiable quote(s) dropped[/dim]"
+        f"{result.dropped_quotes} unverifiable quote(s) dropped, "
+        f"{result.unsupported_citations} not supporting the answer[/dim]"
     )
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 from functools import cache
 
 from langgraph.checkpoint.base import BaseCheckpointSaver
@@ -10,16 +11,28 @@ from langgraph.graph import END, START, StateGraph
 from langgraph.graph.state import CompiledStateGraph
 from langgraph.runtime import Runtime
 
+from longdoc.pipeline import injection
 from longdoc.pipeline.chunking import chunk_documents
 from longdoc.pipeline.citations import CitationVerifier
+from longdoc.pipeline.grounding import (
+    answer_key,
+    best_sentence,
+    is_steering,
+    overlap,
+    supporting,
+    supports,
+)
 from longdoc.pipeline.ingest import load_documents
-from longdoc.pipeline.models import Citation, Quote, TraceEvent
-from longdoc.pipeline.state import GraphState, RunContext
+from longdoc.pipeline.models import Citation, TraceEvent
+from longdoc.pipeline.state import Draft, GraphState, RunContext
+
+MIN_PARAGRAPH_OVERLAP = 2  # content words a summary citation shares with its paragraph
 
 
 async def ingest(state: GraphState, runtime: Runtime[RunContext]) -> dict:
     """Read every input file into a ``Document`` (unless the caller already has)."""
     settings = runtime.context.settings
+    await asyncio.to_thread(injection.configure, settings)  # the embedded model's tokens
     documents = state.get("documents") or load_documents(
         state["paths"],
         password=runtime.context.password,
@@ -61,59 +74,94 @@ async def chunk(state: GraphState, runtime: Runtime[RunContext]) -> dict:
 
 
 async def verify(state: GraphState, runtime: Runtime[RunContext]) -> dict:
-    """Keep the quotes found in the sources; if none, find the evidence sentence in code."""
+    """Keep the quotes that occur in the sources *and* support the answer.
+
+    Questions: a located quote must support the draft answer (``grounding.supporting``:
+    it holds the answer's key, or bridges to one that does, and the cited set is about
+    the question); others are dropped and counted. With none left, the supporting
+    sentence is looked for in code. ``supported`` says whether any citation stands.
+    Summaries: each paragraph keeps the quotes that share content words with it.
+    """
     draft = state["draft"]
     if not draft.found:
-        return {"citations": [], "dropped_quotes": 0, "trace": [TraceEvent(
-            node="verify", message="no answer found: nothing to cite")]}
+        return {"citations": [], "dropped_quotes": 0, "unsupported_citations": 0,
+                "supported": False, "trace": [TraceEvent(
+                    node="verify", message="no answer found: nothing to cite")]}
     verifier = CitationVerifier(state["documents"])
     if draft.paragraph_quotes:
-        citations, dropped = verify_paragraphs(verifier, draft.paragraph_quotes)
-        return {
-            "citations": citations,
-            "dropped_quotes": dropped,
-            "trace": [TraceEvent(
-                node="verify",
-                message=f"{len(citations)} citation(s) verified for "
-                        f"{len(draft.paragraph_quotes)} paragraph(s), {dropped} quote(s) dropped",
-                data={"offered": sum(map(len, draft.paragraph_quotes)),
-                      "paragraphs_cited": len({c.paragraph for c in citations})},
-            )],
-        }
+        return verify_summary(verifier, draft)
     citations, dropped = verifier.verify_all(draft.quotes)
-    located = 0
-    if not citations and state.get("task", "qa") == "qa":
-        citations, _ = verifier.verify_all(
-            verifier.locate_evidence(draft.answer, state["question"])
-        )
-        located = len(citations)
+    question = state["question"]
+    located = unsupported = 0
+    if state.get("task", "qa") == "qa":
+        kept = supporting([c.quote for c in citations], draft.answer, question)
+        unsupported = len(citations) - len(kept)
+        citations = [citations[i] for i in kept]
+        if not citations:
+            citations = locate_support(verifier, draft.answer, question)
+            located = len(citations)
+    supported = bool(citations)
+    message = (f"{len(citations)} supporting citation(s), {dropped} quote(s) not in the "
+               f"source, {unsupported} not supporting the answer")
     return {
         "citations": citations,
         "dropped_quotes": dropped,
-        "trace": [
-            TraceEvent(
-                node="verify",
-                message=f"{len(citations)} citation(s) verified, {dropped} quote(s) dropped",
-                data={"offered": len(draft.quotes), "located_in_code": located},
-            )
-        ],
+        "unsupported_citations": unsupported,
+        "supported": supported,
+        "trace": [TraceEvent(
+            node="verify", message=message if supported else message + ": answer unsupported",
+            data={"offered": len(draft.quotes), "located_in_code": located,
+                  "unsupported": unsupported, "supported": supported},
+        )],
     }
 
 
-def verify_paragraphs(
-    verifier: CitationVerifier, paragraph_quotes: list[list[Quote]]
-) -> tuple[list[Citation], int]:
+def locate_support(verifier: CitationVerifier, answer: str, question: str) -> list[Citation]:
+    """The sentence of each document that supports ``answer`` best, found in code."""
+    key = answer_key(answer, question)
+    found = []
+    for doc in verifier.documents.values():
+        span = best_sentence(doc.text, key, question)
+        if span is not None and supports(doc.text[span[0]:span[1]], answer, question):
+            found.append(verifier.citation(doc, *span, origin="located"))
+    return found
+
+
+def verify_summary(verifier: CitationVerifier, draft: Draft) -> dict:
     """Verified citations of each paragraph's quotes, numbered by paragraph (from 1).
 
-    De-duplicated within a paragraph only: one quote may support several paragraphs.
+    A quote must occur in the source and share ``MIN_PARAGRAPH_OVERLAP`` content words
+    with its paragraph. De-duplicated within a paragraph only: one quote may support
+    several paragraphs. ``supported``: every paragraph keeps a citation.
     """
+    paragraphs = [p for p in re.split(r"\n\s*\n", draft.answer) if p.strip()]
     citations: list[Citation] = []
-    dropped = 0
-    for number, quotes in enumerate(paragraph_quotes, 1):
+    dropped = unsupported = 0
+    for number, quotes in enumerate(draft.paragraph_quotes, 1):
         verified, lost = verifier.verify_all(quotes)
-        citations += [c.model_copy(update={"paragraph": number}) for c in verified]
         dropped += lost
-    return citations, dropped
+        paragraph = paragraphs[number - 1] if number <= len(paragraphs) else ""
+        fitting = [c for c in verified if overlap(c.quote, paragraph) >= MIN_PARAGRAPH_OVERLAP
+                   and not is_steering(c.quote)]
+        unsupported += len(verified) - len(fitting)
+        citations += [c.model_copy(update={"paragraph": number}) for c in fitting]
+    cited = {c.paragraph for c in citations}
+    supported = bool(paragraphs) and all(n in cited for n in range(1, len(paragraphs) + 1))
+    return {
+        "citations": citations,
+        "dropped_quotes": dropped,
+        "unsupported_citations": unsupported,
+        "supported": supported,
+        "trace": [TraceEvent(
+            node="verify",
+            message=f"{len(citations)} citation(s) verified for "
+                    f"{len(draft.paragraph_quotes)} paragraph(s), {dropped} quote(s) dropped, "
+                    f"{unsupported} not about their paragraph",
+            data={"offered": sum(map(len, draft.paragraph_quotes)),
+                  "paragraphs_cited": len(cited), "unsupported": unsupported,
+                  "supported": supported},
+        )],
+    }
 
 
 RETRIEVAL_FILTERED = ("mapreduce", "chain", "memory")
@@ -161,7 +209,7 @@ def build_graph(strategy: str, checkpointer: BaseCheckpointSaver | None = None
         graph.add_edge("select", strategy)
         targets = [strategy]
     for name in targets:
-        graph.add_node(name, STRATEGIES[name]())
+        graph.add_node(name, (ROUTES if strategy == "auto" else STRATEGIES)[name]())
         graph.add_edge(name, "verify")
     graph.add_edge("verify", END)
     return graph.compile(checkpointer=checkpointer)

@@ -131,6 +131,31 @@ class TraceEvent(BaseModel):
     id: str = Field(default_factory=lambda: uuid4().hex, description="Unique per event")
 
 
+class Coverage(BaseModel):
+    """How much of the documents a run read, and why it stopped reading."""
+
+    chunks_read: int
+    chunks_total: int
+    pages_read: int | None = Field(None, description="Pages the chunks read touch (PDFs)")
+    pages_total: int | None = None
+    share: float = Field(description="Share of the chunks' tokens that were read, 0-1")
+    rounds: list[int] = Field(
+        default_factory=list, description="auto: chunks read in each widening round"
+    )
+    stopped: str = Field(
+        description="answer (a supported answer), whole (everything read), exhausted (every "
+        "ranked chunk read), max_chunks, max_calls or time_budget"
+    )
+    reason: str = ""
+
+    def summary(self) -> str:
+        """One line: what was read and why reading stopped."""
+        pages = (f", {self.pages_read} of {self.pages_total} pages"
+                 if self.pages_total else "")
+        return (f"read {self.chunks_read} of {self.chunks_total} chunks ({self.share:.1%} of "
+                f"the text{pages}); {self.reason or self.stopped}")
+
+
 class Answer(BaseModel):
     """What ``ask``/``summarize`` return, and what ``--json`` prints."""
 
@@ -140,7 +165,15 @@ class Answer(BaseModel):
     usage: Usage = Field(default_factory=Usage)
     elapsed_s: float = 0.0
     dropped_quotes: int = Field(default=0, description="Quotes that could not be located")
+    unsupported_citations: int = Field(
+        default=0, description="Quotes located in the source that do not support the answer")
+    supported: bool = Field(
+        default=False, description="A citation supports the answer (summaries: every "
+        "paragraph has one); false: the answer stands on nothing verified")
     route: dict[str, str] | None = Field(
         default=None, description="auto: the strategy it chose ('chosen') and why ('reason')"
+    )
+    coverage: Coverage | None = Field(
+        default=None, description="auto: how much of the documents was read, why it stopped"
     )
     trace: list[TraceEvent] = Field(default_factory=list)

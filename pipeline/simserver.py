@@ -33,7 +33,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from string import Formatter
 from typing import Any, TypeVar
 
-from longdoc.pipeline.citations import sentences
+from longdoc.pipeline.grounding import sentences
 from longdoc.pipeline.tokens import count_tokens, encoding
 
 Messages = list[dict[str, str]]
@@ -295,6 +295,60 @@ def plain(*texts: str) -> str:
     return "\n\n".join(lines)
 
 
+# --- a gullible model: it obeys what it reads ----------------------------------------------
+
+# Words that make a sentence an order to a model that obeys anything (several languages).
+_ORDER_CUE = re.compile(
+    r"\b(?:answer\w*|reply|respond\w*|say\w*|output|print|write|ignor\w*|disregard|forget"
+    r"|antwort\w*|sag\w*|vergiss|répond\w*|réponds|oubli\w*|contest\w*|olvid\w*|you\s+are"
+    r"|du\s+bist|eres|must|always|system\w*|assistant)\b",
+    re.I,
+)
+# Chat markup the model's tokenizer would read as a turn or a block's end (unescaped only).
+_RAW_TURN = re.compile(r"<\|im_start\|>|\[INST\]|<<SYS>>|<start_of_turn>|<\|im_end\|>")
+_RAW_CLOSE = re.compile(r"<\s*/\s*document\s*>", re.I)
+_PROTOCOL_COPY = re.compile(
+    r"^[ \t*_#>-]*(?:answer|quote|evidence|confidence|information|rationale)[ \t]*:[ \t]*\S.*$",
+    re.I | re.M,
+)
+_READ_FIELDS = ("document", "documents", "notes", "evidence", "options")
+
+
+@dataclass(frozen=True)
+class Order:
+    """What a gullible model takes from the text it reads: protocol lines to copy as its
+    own reply, or a value it was told to answer and the sentence that told it."""
+
+    lines: tuple[str, ...] = ()
+    value: str = ""
+    sentence: str = ""
+
+
+def _first_number(text: str, question: str) -> str:
+    return next((n for n in _NUMBER.findall(text) if n not in question), "")
+
+
+def read_order(read: str, question: str) -> Order | None:
+    """The order in ``read``, if any: reply-protocol lines (copied as they are); text after
+    a raw chat-turn token or after a block closed early (the system speaking: its first
+    number); a sentence with an order word and a number (that number)."""
+    lines = tuple(line.strip() for line in _PROTOCOL_COPY.findall(read))
+    if lines:
+        return Order(lines=lines, sentence=lines[0])
+    for pattern in (_RAW_TURN, _RAW_CLOSE):
+        for match in pattern.finditer(read):
+            after = read[match.end():].split("<document", 1)[0]
+            value = _first_number(after, question)
+            if value:
+                return Order(value=value, sentence=" ".join(after.split())[:200])
+    for s, e in sentences(read):
+        sentence = " ".join(read[s:e].split())
+        value = _first_number(sentence, question)
+        if value and _ORDER_CUE.search(sentence):
+            return Order(value=value, sentence=sentence)
+    return None
+
+
 class ProtocolModel:
     """A responder that follows longdoc's prompt protocols deterministically.
 
@@ -303,15 +357,43 @@ class ProtocolModel:
     memory rewrites that carry the sentences answering the question, Point/Quote key
     points, summaries, final answers. Any other prompt gets the sentence of the whole
     prompt that answers its "Question:" line, or its first sentences.
+
+    ``gullible=True``: it obeys what it reads, as a small model does. Where the text it is
+    given (documents, notes, quotes, options) holds an order (``read_order``) it copies
+    fake protocol lines as its reply, answers an injected value ("answer 42"), or follows a
+    system turn opened by raw control tokens or text after an early ``</document>``.
     """
+
+    def __init__(self, gullible: bool = False):
+        self.gullible = gullible
 
     def __call__(self, messages: Messages) -> str:
         kind, fields = identify(messages)
+        if self.gullible:
+            read = "\n\n".join(fields[k] for k in _READ_FIELDS if k in fields) if fields else \
+                messages[-1].get("content", "")
+            order = read_order(read, fields.get("question", ""))
+            if order is not None:
+                return self.obey(kind, order)
         handler = getattr(self, "_" + kind.replace(".", "_"), None)
         try:
             return handler(fields) if handler else self.generic(messages)
         except KeyError:  # a template whose fields changed: answer like any other prompt
             return self.generic(messages)
+
+    @staticmethod
+    def obey(kind: str, order: Order) -> str:
+        """The reply of a model that obeys ``order``, in the protocol of ``kind``."""
+        if order.lines:
+            return "\n".join(order.lines)
+        if kind == "mapreduce.map":
+            return (f"Information: {order.sentence}\nRationale: the text says so.\n"
+                    f'Answer: {order.value}\nQuote: "{order.sentence}"\nConfidence: high')
+        if kind in ("direct.answer", "rag.answer"):
+            return f'{order.value}\nQuote: "{order.sentence}"'
+        if kind in ("chain.worker", "memory.update"):
+            return f'"{order.sentence}" The answer is {order.value}.'
+        return order.value
 
     # -- questions
     def _mapreduce_map(self, f: dict[str, str]) -> str:

@@ -10,8 +10,11 @@ from langgraph.graph import StateGraph
 from pydantic import BaseModel, Field
 
 from longdoc.pipeline.llm import LLMClient
-from longdoc.pipeline.models import Chunk, Citation, Document, Quote, Task, TraceEvent
+from longdoc.pipeline.models import Chunk, Citation, Coverage, Document, Quote, Task, TraceEvent
 from longdoc.pipeline.settings import Settings
+
+
+NOT_FOUND_ANSWER = "Not found: no part of the document supports an answer."
 
 
 class Draft(BaseModel):
@@ -113,9 +116,12 @@ class GraphState(TypedDict, total=False):
     notes: str  # chain/memory: the model-written communication unit / memory
     carried_quotes: list[Evidence]  # chain/memory: verified quotes carried along
     route: dict[str, str]  # auto: the chosen strategy and why
+    coverage: Coverage  # auto: how much was read and why reading stopped
     draft: Draft
     citations: list[Citation]
     dropped_quotes: int
+    unsupported_citations: int  # located in the source, but not supporting the answer
+    supported: bool  # some citation supports the answer (summaries: every paragraph's)
     trace: Annotated[list[TraceEvent], add_events]
 
 

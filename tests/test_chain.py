@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from longdoc.agents.mapreduce import NOT_FOUND_ANSWER
+from longdoc.pipeline.state import NOT_FOUND_ANSWER
 from longdoc.agents.sequential import (
     bridge_keys,
     fit_evidence,

@@ -2,13 +2,9 @@ from __future__ import annotations
 
 import hashlib
 
-from longdoc.pipeline.citations import (
-    CitationVerifier,
-    answer_keys,
-    find_evidence,
-    locate,
-    normalize,
-)
+from longdoc.pipeline.citations import CitationVerifier, locate
+from longdoc.pipeline.folding import normalize
+from longdoc.pipeline.grounding import answer_key, answer_keys, best_sentence
 from longdoc.pipeline.models import Document, Page, Quote
 
 TEXT = (
@@ -53,12 +49,12 @@ def test_answer_keys_weights() -> None:
     assert "passkey" not in keys
 
 
-def test_find_evidence_prefers_the_sentence_with_the_answer() -> None:
-    span = find_evidence("It is 48213. Remember the committee and the library.",
-                         "What is the secret passkey?", TEXT)
+def test_best_sentence_prefers_the_sentence_with_the_answer() -> None:
+    question = "What is the secret passkey?"
+    span = best_sentence(TEXT, answer_key("It is 48213.", question), question)
     assert span is not None
     assert TEXT[span[0]:span[1]] == "The secret passkey is 48213."
-    assert find_evidence("zebra", "What?", TEXT) is None
+    assert best_sentence(TEXT, answer_key("zebra", "What?"), "What?") is None
 
 
 def test_verifier_citations_have_exact_offsets_and_pages() -> None:
@@ -76,18 +72,12 @@ def test_verifier_citations_have_exact_offsets_and_pages() -> None:
     assert TEXT[c.start:c.end] == c.quote
 
 
-def test_locate_evidence_in_code() -> None:
-    verifier = CitationVerifier([doc()])
-    quotes = verifier.locate_evidence("48213", "What is the passkey?")
-    assert [q.origin for q in quotes] == ["located"]
-    citations, _ = verifier.verify_all(quotes)
-    assert citations[0].quote == "The secret passkey is 48213."
-
-
 def test_evidence_must_hold_one_of_the_answers_numbers() -> None:
     text = "More than a million jobs were added. The budget is balanced."
-    assert find_evidence("1.3 million jobs were created in 2018.", "How many jobs?", text) is None
-    span = find_evidence("A million jobs.", "How many jobs?", text)
+    question = "How many jobs?"
+    key = answer_key("1.3 million jobs were created in 2018.", question)
+    assert best_sentence(text, key, question) is None
+    span = best_sentence(text, answer_key("A million jobs.", question), question)
     assert span is not None and text[span[0]:span[1]] == "More than a million jobs were added."
 
 

@@ -107,7 +107,7 @@ def test_question_over_the_window(sim, tmp_path: Path) -> None:
 
 
 def test_several_documents_cite_the_right_source(sim, tmp_path: Path) -> None:
-    server = sim(lambda m: 'Quote: "the library reopened in autumn"')
+    server = sim(lambda m: 'Answer: in autumn\nQuote: "the library reopened in autumn"')
     a = write(tmp_path, "Nothing to see in this first file at all.", "a.txt")
     b = write(tmp_path, TEXT, "b.txt")
     with Pipeline(sim_settings(server, tmp_path, strategy="direct")) as pipeline:

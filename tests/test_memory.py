@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from longdoc.agents.mapreduce import NOT_FOUND_ANSWER
+from longdoc.pipeline.state import NOT_FOUND_ANSWER
 from longdoc.pipeline.api import Pipeline
 from longdoc.pipeline.tokens import count_tokens
 from tests.conftest import sim_settings

@@ -332,7 +332,8 @@ def test_attach_quotes_per_paragraph() -> None:
 
 # --- the command line ------------------------------------------------------------------------
 
-SUMMARY_KEYS = {"answer", "strategy", "citations", "usage", "elapsed_s", "dropped_quotes", "route"}
+SUMMARY_KEYS = {"answer", "strategy", "citations", "usage", "elapsed_s", "dropped_quotes", "route",
+                "unsupported_citations", "supported", "coverage"}
 
 
 def run_cli(args: list[str], server: SimServer, cwd: Path) -> subprocess.CompletedProcess[str]:
