@@ -149,14 +149,14 @@ def run(config: Config, *, report_only: bool = False, progress: bool = True) -> 
     return table(results, config) + note
 
 
-def results_section() -> str:
-    """The default configuration (held-out phrasings) as a RESULTS.md section."""
-    config = Config()
-    body = run(config)
+def results_section(config: Config | None = None) -> str:
+    """A configuration (default: the held-out figure's) run and made a RESULTS.md section."""
+    config = config or Config()
+    body = run(config, progress=False)
     models = sorted({r.model for r in read_results(config.results) if r.model})
     where = os.path.relpath(config.results, HERE)
     return "\n".join([
-        "## Conflicting evidence, held-out phrasings (generated)", "",
+        f"## Conflicting evidence, {config.split} phrasings (generated)", "",
         f"`{config.command()}` (also `python -m benchmarks.make_results --only conflicts`). "
         f"Model(s): {', '.join(models) or 'none yet'}; no response cache; every run: "
         f"`{where}`. Outcomes are strict: right = the genuine value and no other value; "

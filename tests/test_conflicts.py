@@ -249,3 +249,46 @@ def test_the_benchmark_rejects_bad_input(args: list[str], message: str) -> None:
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 2 and message in done.stderr
     assert "Traceback" not in done.stderr and len(done.stderr.strip().splitlines()) <= 3
+
+
+def test_outcomes_of_runs(corpus: Corpus) -> None:
+    """Each strict outcome the benchmark counts, from the pipeline's reply."""
+    from longdoc.pipeline.evaluation.metrics import evaluate, failed, outcome
+    from longdoc.pipeline.models import Answer, Citation
+
+    task = conflict_task("superseded", "dev", corpus, 2000, 0.5)
+    [gold] = task.evidence
+    value, old = task.answers[0], task.distractors[0]
+    on_gold = [Citation(source="d", page=None, start=gold.start, end=gold.end, quote="q")]
+
+    def reply(answer: str, citations: list[Citation]) -> str:
+        return outcome(evaluate(task, "auto", Answer(answer=answer, strategy="auto",
+                                                     citations=citations), 1.0))
+
+    assert reply(f"It is {value}.", on_gold) == "right, supported"
+    assert reply(f"It is {value}.", []) == "right, unsupported"
+    assert reply(f"It was {old}.", on_gold) == "wrong"
+    assert reply(f"{value} (formerly {old})", on_gold) == "wrong"
+    assert reply("It is 10.", []) == "wrong"
+    assert reply("Not found: nothing in the document says.", []) == "not found"
+    assert outcome(failed(task, "direct", "refused", "over budget", 0.1)) == "not answered"
+
+
+def test_the_results_section(sim, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``make_results --only conflicts`` gets a section with the command and the table."""
+    from benchmarks.conflicts import Config, results_section
+
+    folder = tmp_path / "corpus"
+    folder.mkdir()
+    (folder / "a.txt").write_text("\n\n".join(SENTENCES * 60), encoding="utf-8")
+    server = sim(lambda messages: "Answer: not found")
+    for key, value in sim_env(server).items():
+        if key.startswith("LONGDOC_"):
+            monkeypatch.setenv(key, value)
+    config = Config(split="dev", tokens=1500, runs=2, strategies=["direct"],
+                    kinds=["sibling"], results=tmp_path / "r.jsonl", data=folder)
+    section = results_section(config)
+    assert section.startswith("## Conflicting evidence, dev phrasings (generated)")
+    assert "--split dev --tokens 1500 --runs 2 --strategies direct --kinds sibling" in section
+    assert "| sibling | direct | 2 | 0 | 0 | 0 | 2 | 0 |" in section
+    assert "Model(s): sim-model" in section and "- overall: 0/2 (0%) runs" in section
