@@ -415,6 +415,8 @@ def test_reference_tasks_run_and_score(sim, tmp_path: Path) -> None:
     assert qa.score == pytest.approx(0.8)
     assert {"token_f1", "rouge1", "rouge2", "rougeL"} <= set(qa.details)
     assert qa.citation_recall is None and qa.supported is None and qa.citations == 1
+    assert qa.citation_precision is None  # no gold spans to judge the citation against
+    assert [(s.start, s.end) for s in qa.cited_spans] == [(0, len(SENTENCES[0]))]
     assert summary.kind == "summary" and summary.status == "ok" and summary.answer
     assert summary.score == summary.details["rougeL"] and 0 < summary.score < 1
 
