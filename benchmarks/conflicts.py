@@ -133,6 +133,8 @@ def table(results: Sequence[EvalResult], config: Config) -> str:
         lines.append(f"- {strategy}: right with a supporting citation in "
                      f"{_share(counts, sum(counts.values()))} runs")
     lines.append(f"- overall: {_share(total, sum(total.values()))} runs")
+    claimed = [r for r in results if r.claimed_supported and outcome(r) == "wrong"]
+    lines.append(f"- wrong answers the pipeline marked supported: {len(claimed)}")
     return "\n".join(lines) + "\n"
 
 

@@ -224,6 +224,8 @@ def test_the_benchmark_end_to_end_on_the_simulated_server(sim, tmp_path: Path) -
     assert rows["superseded"].endswith("| direct | 1 | 0 | 0 | 0 | 1 | 0 |")
     assert rows["sibling"].endswith("| direct | 1 | 0 | 0 | 1 | 0 | 0 |")
     assert "- overall: 2/4 (50%) runs" in done.stdout
+    # The sibling answer's quote holds only one of its two values: not supported.
+    assert "- wrong answers the pipeline marked supported: 0" in done.stdout
     lines = [json.loads(line) for line in results.read_text().splitlines()]
     assert sorted(r["conflict_kind"] for r in lines) == sorted(CONFLICT_KINDS)
     assert all(r["cited_spans"] is not None and r["conflict_split"] == "heldout"

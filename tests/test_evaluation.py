@@ -303,7 +303,9 @@ def test_a_wrong_answer_with_quotes_off_the_gold_evidence_is_not_precise(
                                                citations=off), 1.0)
     assert unsupported.score == 1.0 and unsupported.supported is False
     right = evaluate(task, "rag", Answer(answer=task.answers[0], strategy="rag",
-                                         citations=[*off, cite(gold.start, gold.end)]), 1.0)
+                                         citations=[*off, cite(gold.start, gold.end)],
+                                         supported=True, unsupported_citations=2), 1.0)
+    assert right.claimed_supported is True and right.unsupported_citations == 2
     assert right.supported is True and right.citation_recall == 1.0
     assert right.citation_precision == pytest.approx(1 / 3)
     assert [(s.start, s.end) for s in right.cited_spans] == [

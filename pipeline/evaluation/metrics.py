@@ -196,6 +196,10 @@ class EvalResult(BaseModel):
     details: dict[str, float] = Field(default_factory=dict)
     citations: int = 0
     dropped_quotes: int = 0
+    unsupported_citations: int = Field(
+        0, description="Quotes the pipeline located but dropped as not supporting the answer")
+    claimed_supported: bool | None = Field(
+        None, description="The pipeline's own verdict that a citation supports its answer")
     citation_precision: float | None = Field(
         None, description="Citations covering gold evidence / citations")
     citation_recall: float | None = Field(None, description="Gold evidence spans cited")
@@ -230,6 +234,8 @@ def evaluate(task: EvalTask, strategy: str, answer: Answer, wall_s: float,
         **_task_fields(task, strategy), route=(answer.route or {}).get("chosen"),
         answer=answer.answer[:MAX_ANSWER_CHARS], citations=len(answer.citations),
         dropped_quotes=answer.dropped_quotes,
+        unsupported_citations=answer.unsupported_citations,
+        claimed_supported=answer.supported,
         cited_spans=[Span(source=name, start=c.start, end=c.end) for c in answer.citations],
         llm_calls=usage.llm_calls, prompt_tokens=usage.prompt_tokens,
         completion_tokens=usage.completion_tokens, cache_hits=usage.cache_hits,
