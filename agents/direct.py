@@ -10,6 +10,7 @@ from langgraph.graph.state import CompiledStateGraph
 from langgraph.runtime import Runtime
 
 from longdoc.pipeline.errors import InputError
+from longdoc.pipeline.injection import strip_protocol_echo
 from longdoc.pipeline.models import Document, TraceEvent
 from longdoc.pipeline.protocol import ParsedReply, parse_answer
 from longdoc.pipeline.settings import Settings
@@ -98,7 +99,8 @@ async def answer(state: GraphState, runtime: Runtime[RunContext]) -> dict:
     documents = "\n\n".join(document_block(s, t) for s, t in texts)
     reply = await llm.chat(template.render(documents=documents, **fields), node=node,
                            max_tokens=answer_tokens)
-    parsed = parse_summary(reply) if node == SUMMARY_NODE else parse_answer(reply)
+    read = strip_protocol_echo(reply, "\n\n".join(t for _, t in texts))
+    parsed = parse_summary(read) if node == SUMMARY_NODE else parse_answer(read)
     trace.append(
         TraceEvent(
             node=node,

@@ -17,6 +17,7 @@ from langgraph.graph.state import CompiledStateGraph
 from langgraph.runtime import Runtime
 
 from longdoc.pipeline.errors import InputError
+from longdoc.pipeline.injection import strip_protocol_echo
 from longdoc.pipeline.models import Chunk, Document, Quote, TraceEvent
 from longdoc.pipeline.protocol import parse_answer
 from longdoc.pipeline.state import Draft, GraphState, RunContext, strategy_graph
@@ -138,7 +139,7 @@ async def answer(state: GraphState, runtime: Runtime[RunContext]) -> dict:
             node=ANSWER_NODE, message="nothing retrieved: no answer")]}
     reply = await llm.chat(template.render(documents=blocks, question=question),
                            node=ANSWER_NODE)
-    parsed = parse_answer(reply)
+    parsed = parse_answer(strip_protocol_echo(reply, "\n\n".join(t for _, t in kept)))
     sources = {documents[p.doc_index].source for p, _ in kept}
     # A quote is looked for in its passage's document when there is only one.
     only = next(iter(sources)) if len(sources) == 1 else None

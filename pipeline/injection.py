@@ -421,14 +421,13 @@ def strip_protocol_echo(reply: str, source_text: str) -> str:
     "Confidence: high" may be the model's own)."""
     if not imitates_protocol(source_text):
         return reply
-    lines = [m.group(0) for m in _PROTOCOL_LINE.finditer(source_text)]
-    lines += [m.group(0) for m in _PROTOCOL_INLINE.finditer(source_text)]
-    copied = {_line_key(line) for line in lines}
+    whole = {_line_key(m.group(0)) for m in _PROTOCOL_LINE.finditer(source_text)}
+    parts = whole | {_line_key(m.group(0)) for m in _PROTOCOL_INLINE.finditer(source_text)}
     kept = []
     for line in reply.splitlines():
         key = _line_key(line)
-        echo = bool(key) and (key in copied or (
-            len(key) >= 12 and _value_words(line) >= 2 and any(key in c for c in copied)))
+        echo = bool(key) and (key in whole or (
+            len(key) >= 12 and _value_words(line) >= 2 and any(key in c for c in parts)))
         if not echo:
             kept.append(line)
     return "\n".join(kept)

@@ -9,6 +9,7 @@ from string import Formatter
 
 from pydantic import BaseModel
 
+from longdoc.pipeline.injection import break_markup, neutralize
 from longdoc.pipeline.llm import Message
 
 
@@ -66,11 +67,12 @@ def all_prompts() -> dict[str, PromptTemplate]:
 
 
 def document_block(source: str, text: str) -> str:
-    """A document wrapped in delimiters the document itself cannot close.
+    """A document wrapped in delimiters the document itself cannot close: its text is
+    ``neutralize``d (no instructions, fake turns or protocol lines; control tokens and
+    ``<document>`` tags in any case or spacing broken).
 
     Only the file name is shown: where a file lives must not change the prompt (the
     small model's answers shift with any change to it, and the cache would miss).
     """
-    safe = text.replace("</document>", "</ document>")
-    name = PurePath(source).name.replace('"', "'")
-    return f'<document name="{name}">\n{safe}\n</document>'
+    name = break_markup(PurePath(source).name.replace('"', "'"))
+    return f'<document name="{name}">\n{neutralize(text)}\n</document>'
