@@ -32,6 +32,7 @@ DEFAULT_SUMMARY_WORDS = 300
 MIN_SUMMARY_WORDS, MAX_SUMMARY_WORDS = 20, 5000
 RUNS_DB = "runs.sqlite"
 RUN_STEP_LIMIT = 100_000  # sequential strategies take a few steps per chunk
+DYING_WAIT_S = 0.5  # after a backend error, how long to wait for a managed server to die
 LOADED_KEPT = 16  # documents a pipeline keeps read (the app runs several strategies on them)
 # Settings an answer depends on besides the documents, task, strategy, model and window: a
 # batch result or a --run-id checkpoint made with other values is not reused.
@@ -220,7 +221,7 @@ class Pipeline:
                 state = await self._run_durably(run_id, strategy, request, documents, context)
         except BackendError as error:
             # A crashed managed server reads as a connection error: say that it died.
-            reason = self.backend.exit_reason()
+            reason = self.backend.exit_reason(wait_s=DYING_WAIT_S)
             if reason is None:
                 raise
             raise BackendError(reason) from error

@@ -228,9 +228,15 @@ class ManagedServer:
         group = self.process.pid
         return any(pid == group or _process_group(pid) == group for pid in pids)
 
-    def exit_reason(self) -> str | None:
-        """A one-line error if the server died on its own (not stopped by longdoc)."""
-        if self.process is None or self._stopping or self.process.poll() is None:
+    def exit_reason(self, wait_s: float = 0.0) -> str | None:
+        """A one-line error if the server died on its own (not stopped by longdoc); waits up
+        to ``wait_s`` for a server that is dying (a request's error can arrive first)."""
+        if self.process is None or self._stopping:
+            return None
+        if wait_s:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.process.wait(timeout=wait_s)
+        if self.process.poll() is None:
             return None
         return (f"the {self.name} model server died ({describe_exit(self.process.returncode)})"
                 f" — see {self.log_path}")
@@ -428,9 +434,9 @@ class Backend:
             )
         return self.endpoint
 
-    def exit_reason(self) -> str | None:
+    def exit_reason(self, wait_s: float = 0.0) -> str | None:
         """Why the managed server died on its own, if it did (see ``ManagedServer``)."""
-        return self.server.exit_reason() if self.server is not None else None
+        return self.server.exit_reason(wait_s) if self.server is not None else None
 
     def stop(self) -> None:
         if self.server is not None:
