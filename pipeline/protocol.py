@@ -20,8 +20,10 @@ _ANSWER_LABEL = re.compile(
 )
 _PARAGRAPH_BREAK = re.compile(r"\n\s*\n")
 # Prompt text a model echoes after its answer: a "<placeholder ...>" line (maybe cut off)
-# or the document block's tags. The answer ends where the echo starts.
-_TEMPLATE_ECHO = re.compile(r"\s*(?:^[ \t]*<[a-z/]|</?document\b).*", re.I | re.M | re.S)
+# or the document block's tags, as the prompt shows them or as ``injection.break_markup``
+# left a document's own (``‹/document>``). The answer ends where the echo starts.
+_TEMPLATE_ECHO = re.compile(r"\s*(?:^[ \t]*<[a-z/]|[<‹]\s*/?\s*document\b).*",
+                            re.I | re.M | re.S)
 _QUOTED = re.compile(r"\"([^\"]{20,})\"|“([^”]{20,})”")
 _NOT_FOUND = re.compile(
     r"^\W*(?:none|n/?a|unknown|no)\W*$"

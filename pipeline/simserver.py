@@ -763,9 +763,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--max-concurrency", type=int, default=None)
     parser.add_argument("--context-window", type=int, default=8192)
     parser.add_argument("--model", default="sim-model")
+    parser.add_argument("--gullible", action="store_true",
+                        help="a model that obeys what it reads (ProtocolModel(gullible=True))")
     args = parser.parse_args(argv)
     server = SimServer(
-        model=args.model, context_window=args.context_window, port=args.port,
+        ProtocolModel(gullible=args.gullible), model=args.model,
+        context_window=args.context_window, port=args.port,
         latency=LatencyModel(args.fixed_s, args.per_prompt_token_s, args.per_output_token_s),
         max_concurrency=args.max_concurrency, honor_max_tokens=True,
     )
