@@ -220,16 +220,12 @@ def extract(
     as_json: Annotated[bool, typer.Option("--json", help="Pages with start/end offsets")] = False,
 ) -> None:
     """Print the text longdoc extracts; citation offsets index this text."""
-    from longdoc.pipeline.ingest import load_document
+    from longdoc.pipeline.ingest import Budget, load_document
 
     try:
         password = _password(password, password_stdin)
-        settings = load_settings()
-        docs = [
-            load_document(p, password=password, max_file_mb=settings.max_file_mb,
-                          max_pages=settings.max_pages)
-            for p in paths
-        ]
+        budget = Budget.of(load_settings())
+        docs = [load_document(p, password=password, budget=budget) for p in paths]
     except LongdocError as error:
         _fail(error)
     if as_json:
@@ -449,7 +445,13 @@ def _csv(value: str, name: str, parse: Callable[[str], Any] = str) -> list[Any]:
 def eval_(
     tasks: Annotated[str, typer.Option(
         help="Comma-separated: single_needle, multi_key, multi_value, two_hop, distractor, "
-             "qa, summary")] = "single_needle,multi_key,multi_value,two_hop,distractor",
+             "conflict, qa, summary")] = "single_needle,multi_key,multi_value,two_hop,distractor",
+    conflict_split: Annotated[str, typer.Option(
+        help="conflict tasks: phrasings of the 'dev' half (tune on these) or 'heldout' (report "
+             "on these)")] = "dev",
+    conflict_kinds: Annotated[str, typer.Option(
+        help="conflict tasks: comma-separated kinds of unreliable statement")] =
+        "hedged,unconfirmed,superseded,sibling",
     strategies: Annotated[str, typer.Option(help="Comma-separated strategies")] =
         "direct,rag,mapreduce,chain,memory,auto",
     lengths: Annotated[str, typer.Option(help="Document lengths in tokens, e.g. 4k,32k,128k")] =
@@ -491,7 +493,9 @@ def eval_(
             tasks=_csv(tasks, "tasks"), strategies=_csv(strategies, "strategies"),
             lengths=_csv(lengths, "lengths", parse_length), depths=_csv(depths, "depths", float),
             samples=samples, seed=seed, data=data or DEFAULT_DATA, globs=glob,
-            reference=reference, results=results, report_dir=report_dir,
+            reference=reference, conflict_split=conflict_split,  # type: ignore[arg-type]
+            conflict_kinds=_csv(conflict_kinds, "conflict-kinds"), results=results,
+            report_dir=report_dir,
             settings=load_settings(backend=backend, use_cache=cache), progress=progress,
         )
     except LongdocError as error:
