@@ -14,10 +14,10 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, SecretStr
 
 from longdoc.app.verdicts import DocumentRef
-from longdoc.pipeline.api import Pipeline
+from longdoc.pipeline.api import Pipeline, read_documents
 from longdoc.pipeline.backends import Backend as ModelBackend
 from longdoc.pipeline.errors import InputError, LongdocError
-from longdoc.pipeline.ingest import SUPPORTED_SUFFIXES, load_document
+from longdoc.pipeline.ingest import SUPPORTED_SUFFIXES
 from longdoc.pipeline.llm import Endpoint
 from longdoc.pipeline.models import Answer, Document, Task
 from longdoc.pipeline.settings import Backend, Settings, load_settings, private_dir
@@ -56,11 +56,11 @@ def save_upload(name: str, data: bytes, folder: Path) -> Path:
 
 def load_for_review(paths: Sequence[str | Path], settings: Settings,
                     password: str | None = None) -> list[Document]:
-    """The documents as the pipeline reads them (same text, so citation offsets index it)."""
+    """The documents as the pipeline reads them (same text, so citation offsets index it),
+    parsed once for the strategies that then run on them (``read_documents``)."""
     if not paths:
         raise InputError("choose or upload at least one document")
-    return [load_document(p, password=password, max_file_mb=settings.max_file_mb,
-                          max_pages=settings.max_pages) for p in paths]
+    return read_documents(paths, settings, password)
 
 
 def document_refs(documents: Sequence[Document]) -> list[DocumentRef]:

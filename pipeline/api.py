@@ -6,6 +6,7 @@ import asyncio
 import gc
 import hashlib
 import json
+import threading
 import time
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -77,6 +78,41 @@ def checkpoint_serde() -> JsonPlusSerializer:
     return JsonPlusSerializer(allowed_msgpack_modules=ours)
 
 
+_loaded: OrderedDict[tuple[Any, ...], Document] = OrderedDict()
+_loaded_lock = threading.Lock()
+
+
+def read_documents(paths: Sequence[PathLike], settings: Settings,
+                   password: str | None = None) -> list[Document]:
+    """The documents at ``paths`` within the settings' budget (``Budget``), each file parsed
+    once while it is unchanged (same size and modification time; the last
+    ``LOADED_KEPT`` are kept): several strategies or questions on one PDF, as the review
+    app runs them, do not pay for its extraction again."""
+    budget = Budget.of(settings)
+    documents = []
+    for path in paths:
+        try:
+            stat = Path(path).stat()
+            key: tuple[Any, ...] | None = (
+                str(Path(path).resolve()), str(path), stat.st_size, stat.st_mtime_ns,
+                password, budget.model_dump_json())
+        except OSError:
+            key = None  # load_document names the problem
+        with _loaded_lock:
+            document = _loaded.get(key) if key else None
+            if document is not None:
+                _loaded.move_to_end(key)  # type: ignore[arg-type]
+        if document is None:
+            document = load_document(path, password=password, budget=budget)
+            if key:
+                with _loaded_lock:
+                    _loaded[key] = document
+                    while len(_loaded) > LOADED_KEPT:
+                        _loaded.popitem(last=False)
+        documents.append(document)
+    return documents
+
+
 _heap_settled = False
 
 
@@ -108,7 +144,6 @@ class Pipeline:
             else None
         )
         self._limit: tuple[asyncio.AbstractEventLoop, asyncio.Semaphore] | None = None
-        self._loaded: OrderedDict[tuple[Any, ...], Document] = OrderedDict()
 
     def __enter__(self) -> Pipeline:
         """The backend starts with the first request, after the request's own checks (a
@@ -127,29 +162,8 @@ class Pipeline:
 
     def load_documents(self, paths: Sequence[PathLike], password: str | None = None
                        ) -> list[Document]:
-        """The documents at ``paths`` within the settings' budget, each file parsed once
-        while it is unchanged (same size and modification time): several strategies or
-        questions on one PDF do not pay for its extraction again."""
-        budget = Budget.of(self.settings)
-        documents = []
-        for path in paths:
-            try:
-                stat = Path(path).stat()
-                key: tuple[Any, ...] | None = (str(Path(path).resolve()), str(path),
-                                               stat.st_size, stat.st_mtime_ns, password)
-            except OSError:
-                key = None  # load_document names the problem
-            document = self._loaded.get(key) if key else None
-            if document is None:
-                document = load_document(path, password=password, budget=budget)
-                if key:
-                    self._loaded[key] = document
-                    while len(self._loaded) > LOADED_KEPT:
-                        self._loaded.popitem(last=False)
-            else:
-                self._loaded.move_to_end(key)  # type: ignore[arg-type]
-            documents.append(document)
-        return documents
+        """``read_documents`` with this pipeline's settings."""
+        return read_documents(paths, self.settings, password)
 
     async def aask(
         self,

@@ -22,7 +22,7 @@ from longdoc.pipeline.grounding import (
     supporting,
     supports,
 )
-from longdoc.pipeline.ingest import load_documents
+from longdoc.pipeline.ingest import Budget, load_documents
 from longdoc.pipeline.models import Citation, TraceEvent
 from longdoc.pipeline.state import Draft, GraphState, RunContext
 
@@ -34,11 +34,7 @@ async def ingest(state: GraphState, runtime: Runtime[RunContext]) -> dict:
     settings = runtime.context.settings
     await asyncio.to_thread(injection.configure, settings)  # the embedded model's tokens
     documents = state.get("documents") or load_documents(
-        state["paths"],
-        password=runtime.context.password,
-        max_file_mb=settings.max_file_mb,
-        max_pages=settings.max_pages,
-    )
+        state["paths"], password=runtime.context.password, budget=Budget.of(settings))
     data: dict = {"documents": [
         {"source": d.source, "chars": len(d.text), "pages": len(d.pages)} for d in documents
     ]}

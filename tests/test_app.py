@@ -391,7 +391,7 @@ def test_app_shows_errors_as_messages(sim, app_env) -> None:
     assert not at.subheader  # the earlier result is withdrawn with the failed request
 
     at.file_uploader(key="uploads").clear()
-    at.text_input(key="base_url").input(f"http://127.0.0.1:{free_port()}/v1")
+    app_env(small, base_url=f"http://127.0.0.1:{free_port()}/v1")  # the settings, not the page
     at.button(key="run").click().run()
     assert not at.exception
     assert len(at.error) == 1 and at.error[0].value.startswith("cannot list models at")
@@ -426,7 +426,7 @@ def test_app_keeps_one_pipeline_per_session(sim, app_env) -> None:
     assert len(list(app_runs._open)) == 1 and len(first.requests) >= 2
     (pipeline,) = app_runs._open
     assert at.radio(key="backend").value == "openai"
-    at.text_input(key="base_url").input(second.base_url)
+    app_env(second)  # the endpoint changes in the settings (the page has no field for it)
     run_question(at, "What did nonagricultural employment do?", ["direct"])
     assert not at.error
     # The new endpoint replaced the old pipeline, which was closed.
