@@ -231,6 +231,29 @@ class Settings(BaseSettings):
         None, description="Word pieces per embedded window (default: what the embedder reads)"
     )
     index_dir: Path | None = Field(None, description="Index store; default: cache_dir/indexes")
+    retrieval_fusion: Literal["leaders", "rrf", "zscore"] = Field(
+        "leaders",
+        description="hybrid fusion: leaders (reciprocal rank fusion keeping each list's first "
+        "place at the front), rrf, or zscore (summed score z-scores)",
+    )
+
+    # --- auto: widening reads over retrieved chunks ---
+    max_chunks: int = Field(
+        45, ge=1, description="auto: read at most this many chunks of a document over the "
+        "window (5, then 15, then 45 retrieved chunks, stopping at a supported answer)",
+    )
+    max_calls: int | None = Field(
+        None, ge=5, description="auto: widen no further than the run's LLM calls allow (a "
+        "round may add 4 calls to its chunks': second looks and a resolve)",
+    )
+    time_budget_s: float | None = Field(
+        None, gt=0, description="auto: start no wider read once reading took this long, and "
+        "size each read to the time left (at the speed measured so far)",
+    )
+    full_read_chunks: int = Field(
+        8, ge=0, description="auto: documents of at most this many chunks are read whole "
+        "(cheap enough); larger ones widen from the best retrieved chunks",
+    )
 
     @classmethod
     def settings_customise_sources(

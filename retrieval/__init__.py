@@ -1,5 +1,5 @@
 """Retrieval over chunks: dense (faiss over embedded windows) + BM25 (bm25s), fused by
-reciprocal rank fusion, persisted per document set and reused across runs.
+fusion that keeps each list's first place, persisted per document set and reused across runs.
 
     index = build_or_load_index(documents, chunks, embedder=make_embedder(config),
                                 config=config)
@@ -19,7 +19,7 @@ from longdoc.retrieval.embedders import (
     OpenAIEmbedder,
     make_embedder,
 )
-from longdoc.retrieval.fusion import reciprocal_rank_fusion
+from longdoc.retrieval.fusion import FUSION_METHODS, FusionMethod, fuse, reciprocal_rank_fusion
 from longdoc.retrieval.index import (
     ChunkIndex,
     Hit,
@@ -32,9 +32,11 @@ from longdoc.retrieval.index import (
 from longdoc.retrieval.retrieve import Retrieval, retrieve
 
 __all__ = [
+    "FUSION_METHODS",
     "ChunkIndex",
     "Embedder",
     "EmbedderUnavailable",
+    "FusionMethod",
     "HashingEmbedder",
     "Hit",
     "MiniLMEmbedder",
@@ -46,6 +48,7 @@ __all__ = [
     "build_or_load_index",
     "corpus_files",
     "document_order",
+    "fuse",
     "index_key",
     "load_corpus",
     "make_embedder",

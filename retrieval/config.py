@@ -7,6 +7,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from longdoc.retrieval.fusion import FusionMethod
+
 SearchMode = Literal["hybrid", "dense", "bm25"]
 
 # Settings fields that, once ``pipeline/settings.py`` has them, override these defaults
@@ -20,6 +22,7 @@ SETTINGS_FIELDS = {
     "embed_api_key": "embed_api_key",
     "embed_window_tokens": "window_tokens",
     "index_dir": "index_dir",
+    "retrieval_fusion": "fusion",
 }
 
 
@@ -29,7 +32,7 @@ class RetrievalConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     k: int = Field(5, ge=1, description="Chunks to retrieve per question")
-    mode: SearchMode = Field("hybrid", description="hybrid (dense + BM25 by RRF), dense or bm25")
+    mode: SearchMode = Field("hybrid", description="hybrid (dense + BM25, fused), dense or bm25")
     neighbours: int = Field(
         0, ge=0, description="Also take this many chunks before and after each hit"
     )
@@ -52,6 +55,12 @@ class RetrievalConfig(BaseModel):
         "(MiniLM: 256 word pieces incl. 2 special tokens)",
     )
     batch_size: int = Field(64, ge=1, description="Texts per embedding call")
+    fusion: FusionMethod = Field(
+        "leaders",
+        description="How hybrid search fuses the dense and BM25 lists: leaders (reciprocal "
+        "rank fusion, each list's first place kept at the front), rrf, or zscore (sum of "
+        "each list's score z-scores)",
+    )
     rrf_k: int = Field(60, ge=1, description="Reciprocal rank fusion constant")
     fusion_depth: int = Field(
         100, ge=1, description="Chunks each ranking contributes to the fusion"

@@ -1,8 +1,23 @@
-"""Reciprocal rank fusion: combine rankings by ``sum(1 / (k + rank))`` over the lists."""
+"""Fusing rankings: reciprocal rank fusion, z-score fusion, and RRF that keeps each list's
+first place (a decisive hit of one retriever survives a list that ranks it low).
+
+Why not plain RRF: with its usual constant (60) two middling places (say 8th in both
+lists, 2/68) outweigh one first place (1/61), so a chunk that BM25 ranks first by a wide
+margin (the question's rarest words occur there only) drops out of the fused top ten when
+the dense list ranks it low (issue 22: a 1M-token needle).
+"""
 
 from __future__ import annotations
 
 from collections.abc import Hashable, Sequence
+from typing import Literal
+
+import numpy as np
+
+FusionMethod = Literal["leaders", "rrf", "zscore"]
+FUSION_METHODS: tuple[FusionMethod, ...] = ("leaders", "rrf", "zscore")
+
+Scored = Sequence[tuple[Hashable, float]]
 
 
 def reciprocal_rank_fusion(
@@ -17,3 +32,52 @@ def reciprocal_rank_fusion(
             scores[item] = scores.get(item, 0.0) + 1.0 / (k + rank)
             first_seen.setdefault(item, (rank, list_index))
     return sorted(scores.items(), key=lambda kv: (-kv[1], first_seen[kv[0]]))
+
+
+def keep_leaders(
+    fused: list[tuple[Hashable, float]], rankings: Sequence[Sequence[Hashable]], leaders: int = 1
+) -> list[tuple[Hashable, float]]:
+    """``fused`` with each ranking's first ``leaders`` items moved to the front (in their
+    fused order): whatever one retriever ranks first is in every top-k with
+    ``k >= leaders * len(rankings)``."""
+    front = {item for ranking in rankings for item in ranking[:leaders]}
+    return [kv for kv in fused if kv[0] in front] + [kv for kv in fused if kv[0] not in front]
+
+
+def zscore_fusion(lists: Sequence[Scored]) -> list[tuple[Hashable, float]]:
+    """Items by the sum over lists of their score's z-score within that list (an item
+    absent from a list gets that list's lowest z-score): a score far above a list's
+    usual scores counts for much, a near-tie for little. Ties: first seen."""
+    totals: dict[Hashable, float] = {}
+    floors: list[float] = []
+    normalised: list[dict[Hashable, float]] = []
+    for scored in lists:
+        if not scored:
+            continue
+        values = np.asarray([s for _, s in scored], dtype=np.float64)
+        spread = float(values.std()) or 1.0
+        z = {item: (score - float(values.mean())) / spread for item, score in scored}
+        normalised.append(z)
+        floors.append(min(z.values()))
+    order: dict[Hashable, int] = {}
+    for z in normalised:
+        for item in z:
+            order.setdefault(item, len(order))
+    for item in order:
+        totals[item] = sum(z.get(item, floor) for z, floor in zip(normalised, floors, strict=True))
+    return sorted(totals.items(), key=lambda kv: (-kv[1], order[kv[0]]))
+
+
+def fuse(lists: Sequence[Scored], method: FusionMethod = "leaders",
+         rrf_k: int = 60) -> list[tuple[Hashable, float]]:
+    """Fuse scored rankings (each best first) by ``method``: ``rrf``, ``zscore``, or
+    ``leaders`` (RRF with each list's first place kept at the front)."""
+    if method == "zscore":
+        return zscore_fusion(lists)
+    rankings = [[item for item, _ in scored] for scored in lists]
+    fused = reciprocal_rank_fusion(rankings, k=rrf_k)
+    if method == "leaders":
+        return keep_leaders(fused, rankings)
+    if method == "rrf":
+        return fused
+    raise ValueError(f"unknown fusion method {method!r} (use {', '.join(FUSION_METHODS)})")

@@ -18,7 +18,7 @@ from longdoc.pipeline.models import Chunk, Document
 from longdoc.retrieval.config import RetrievalConfig, SearchMode
 from longdoc.retrieval.dense import DenseIndex
 from longdoc.retrieval.embedders import Embedder
-from longdoc.retrieval.fusion import reciprocal_rank_fusion
+from longdoc.retrieval.fusion import FusionMethod, fuse
 from longdoc.retrieval.sparse import TOKENIZER_VERSION, BM25Index
 from longdoc.retrieval.windows import window_spans
 
@@ -29,7 +29,7 @@ class Hit(BaseModel):
     """One retrieved chunk; neighbours added by expansion carry ``neighbour_of``."""
 
     chunk_id: str
-    score: float = Field(description="RRF score (hybrid), cosine (dense) or BM25 score")
+    score: float = Field(description="Fused score (hybrid), cosine (dense) or BM25 score")
     rank: int = Field(description="1-based position in the result list")
     dense_rank: int | None = Field(None, description="Rank in the dense list, if in it")
     bm25_rank: int | None = Field(None, description="Rank in the BM25 list, if in it")
@@ -95,10 +95,12 @@ class ChunkIndex:
 
     def search(self, query: str, k: int | None = None, mode: SearchMode | None = None,
                neighbours: int | None = None, *,
-               query_vector: np.ndarray | None = None) -> list[Hit]:
+               query_vector: np.ndarray | None = None,
+               fusion: FusionMethod | None = None) -> list[Hit]:
         """The ``k`` best chunks for ``query``, best first, then (if ``neighbours``) the
         chunks up to that many places before and after each hit, not already listed.
-        ``query_vector`` skips embedding the question (for benchmarks and batch use).
+        ``query_vector`` skips embedding the question (for benchmarks and batch use);
+        ``fusion`` overrides the configured fusion method (hybrid only).
         Timings in milliseconds land in ``last_timings``."""
         k = k or self.config.k
         neighbours = self.config.neighbours if neighbours is None else neighbours
@@ -124,9 +126,7 @@ class ChunkIndex:
         dense_rank = {pos: r for r, (pos, _) in enumerate(dense, start=1)}
         bm25_rank = {pos: r for r, (pos, _) in enumerate(sparse, start=1)}
         if mode == "hybrid":
-            fused = reciprocal_rank_fusion(
-                [[p for p, _ in dense], [p for p, _ in sparse]], k=self.config.rrf_k
-            )
+            fused = fuse([dense, sparse], fusion or self.config.fusion, self.config.rrf_k)
             ranked = [(int(p), s) for p, s in fused[:k]]
         else:
             ranked = (dense or sparse)[:k]

@@ -30,6 +30,7 @@ from longdoc.retrieval import (
     select_chunks,
 )
 from longdoc.retrieval.dense import DenseIndex
+from longdoc.retrieval.fusion import fuse, keep_leaders, zscore_fusion
 from longdoc.retrieval.sparse import BM25Index, bm25_terms
 from longdoc.retrieval.windows import window_spans
 from tests.conftest import SAMPLES
@@ -66,6 +67,62 @@ def test_rrf_rewards_agreement_and_keeps_first_seen_order_on_ties() -> None:
     assert dict(fused)["b"] == pytest.approx(1 / 62 + 1 / 61)
     assert dict(fused)["a"] == pytest.approx(1 / 61)
     assert reciprocal_rank_fusion([["x", "y"], ["y", "x"]])[0][0] == "x"  # tie: first seen
+
+
+def test_keep_leaders_puts_each_lists_first_place_in_front() -> None:
+    rankings = [["a", "b", "c", "d"], ["e", "c", "b", "f"]]
+    fused = reciprocal_rank_fusion(rankings)
+    assert [item for item, _ in fused] == ["b", "c", "a", "e", "d", "f"]  # two 2nd/3rd
+    kept = keep_leaders(fused, rankings)  # places beat a first place
+    assert [item for item, _ in kept] == ["a", "e", "b", "c", "d", "f"]
+    scored = [list(zip(r, range(4, 0, -1), strict=True)) for r in rankings]
+    assert fuse(scored, "leaders") == kept and fuse(scored, "rrf") == fused
+    with pytest.raises(ValueError, match="unknown fusion method"):
+        fuse([[("a", 1.0)]], "sum")  # type: ignore[arg-type]
+
+
+def test_zscore_fusion_lets_a_far_outlying_score_outweigh_near_ties() -> None:
+    others = [f"c{i}" for i in range(20)]
+    bm25 = [("needle", 9.0), *[(c, 2.0 - i * 0.02) for i, c in enumerate(others)]]
+    dense = [*[(c, 0.60 - i * 0.005) for i, c in enumerate(others)], ("needle", 0.45)]
+    assert [item for item, _ in reciprocal_rank_fusion(
+        [[i for i, _ in dense], [i for i, _ in bm25]])][0] == "c0"
+    fused = zscore_fusion([dense, bm25])
+    assert fused[0][0] == "needle"
+    assert [item for item, _ in fused][1:4] == ["c0", "c1", "c2"]
+    assert zscore_fusion([[], [("x", 1.0)]]) == [("x", 0.0)]  # one item: no spread
+
+
+def test_hybrid_search_keeps_bm25s_decisive_first_place(tmp_path: Path) -> None:
+    """Issue 22: BM25 ranks the needle's chunk first by a wide margin, the dense list last;
+    plain RRF drops it from the top 10, the default fusion keeps it in the top 2."""
+    n = 30
+    texts = ["The access code for the Quillhaven pumping station is 58213. " + "harbour " * 20]
+    texts += ["access code station " * (n - j) + "harbour " * j for j in range(1, n)]
+    vectors = np.zeros((n, 8), dtype=np.float32)
+    vectors[:, 0] = [0.05] + [0.95 - 0.02 * j for j in range(1, n)]
+    vectors[:, 1] = np.sqrt(1 - vectors[:, 0] ** 2)
+    cfg = config(tmp_path)
+    index = ChunkIndex(key="k", chunk_ids=[f"0:{i}" for i in range(n)], config=cfg,
+                       embedder=HashingEmbedder(), bm25=BM25Index.build(texts),
+                       dense=DenseIndex.build(vectors, np.arange(n), n, cfg))
+    query = np.eye(8, dtype=np.float32)[0]
+    question = "What is the access code for the Quillhaven pumping station?"
+    assert index.search(question, 1, "bm25")[0].chunk_id == "0:0"
+    assert index.search(question, 30, "dense", query_vector=query)[-1].chunk_id == "0:0"
+    old = index.search(question, 10, query_vector=query, fusion="rrf")
+    assert "0:0" not in [h.chunk_id for h in old]
+    kept = index.search(question, 5, query_vector=query)  # the default fusion
+    assert "0:0" in [h.chunk_id for h in kept[:2]]
+    assert kept[[h.chunk_id for h in kept].index("0:0")].bm25_rank == 1
+
+
+def test_fusion_setting_reaches_the_retrieval_config(tmp_path: Path) -> None:
+    from longdoc.pipeline.settings import Settings
+
+    assert RetrievalConfig().fusion == "leaders"
+    assert RetrievalConfig.from_settings(Settings(cache_dir=tmp_path,
+                                                  retrieval_fusion="zscore")).fusion == "zscore"
 
 
 def test_bm25_ranks_the_chunk_with_the_rare_words_first() -> None:
