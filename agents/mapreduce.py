@@ -57,7 +57,7 @@ from longdoc.pipeline.grounding import (
     sentences,
     stance,
 )
-from longdoc.pipeline.injection import neutralize, strip_protocol_echo
+from longdoc.pipeline.injection import blank_injections, neutralize, strip_protocol_echo
 from longdoc.pipeline.llm import Message
 from longdoc.pipeline.models import Chunk, Quote, TraceEvent
 from longdoc.pipeline.protocol import MapReply, parse_map_reply
@@ -136,7 +136,8 @@ def _evidence_spans(
     chunk: Chunk, question: str, parsed: MapReply, key: list[str]
 ) -> tuple[list[tuple[int, int, str]], str]:
     """Chunk-local spans supporting the answer (model quotes first), and notes for the trace."""
-    text, norm = chunk.text, normalize(chunk.text)
+    text = blank_injections(chunk.text)  # same offsets; fake system paragraphs blanked
+    norm = normalize(text)
     spans: list[tuple[int, int, str]] = []
     invented = unsupported = 0
     for quote in parsed.quotes:
@@ -187,7 +188,7 @@ def second_look_passages(
     need = math.ceil(len(keys) / 2)
     found: dict[int, tuple[int, bool, Chunk, int, int]] = {}
     for chunk in chunks:
-        spans = sentences(chunk.text)
+        spans = sentences(blank_injections(chunk.text))
         for i, (s, e) in enumerate(spans):
             sentence = chunk.text[s:e]
             score = count_keys(keys, sentence)

@@ -38,7 +38,7 @@ from longdoc.pipeline.citations import locate
 from longdoc.pipeline.errors import InputError
 from longdoc.pipeline.folding import normalize
 from longdoc.pipeline.grounding import content_words, is_steering, sentences
-from longdoc.pipeline.injection import neutralize
+from longdoc.pipeline.injection import blank_injections, injected_at, neutralize
 from longdoc.pipeline.models import Chunk, Quote, TraceEvent
 from longdoc.pipeline.state import (
     Draft,
@@ -158,7 +158,7 @@ def locate_in_chunks(quote: str, point: str, chunks: list[Chunk]) -> Evidence | 
             continue
         s, e = _narrow(chunk.text, span, point)
         text = chunk.text[s:e]
-        if is_steering(text):
+        if is_steering(text) or injected_at(chunk.text, s, e):
             return None
         return Evidence(source=chunk.source, start=chunk.start + s, end=chunk.start + e,
                         text=text, origin="model")
@@ -176,7 +176,7 @@ def located_support(point: str, chunks: list[Chunk],
     needed = max(MIN_LOCATED_OVERLAP, math.ceil(len(words) * share))
     best, best_overlap = None, 0
     for chunk in chunks:
-        for s, e in sentences(chunk.text):
+        for s, e in sentences(blank_injections(chunk.text)):
             text = chunk.text[s:e]
             overlap = len(words & content_words(text))
             if overlap > best_overlap and e - s <= MAX_EVIDENCE_CHARS and \

@@ -48,7 +48,7 @@ from longdoc.pipeline.grounding import (
     relevance,
     sentences,
 )
-from longdoc.pipeline.injection import neutralize
+from longdoc.pipeline.injection import blank_injections, neutralize
 from longdoc.pipeline.models import Chunk, Quote, TraceEvent
 from longdoc.pipeline.protocol import parse_answer
 from longdoc.pipeline.settings import Settings
@@ -128,7 +128,7 @@ def central_sentence(chunk: Chunk) -> tuple[int, int] | None:
     """The sentence whose words recur most in its chunk: a code-found key point."""
     counts = Counter(content_tokens(chunk.text))
     best, best_score = None, 0.0
-    for s, e in sentences(chunk.text):
+    for s, e in sentences(blank_injections(chunk.text)):
         words = content_tokens(chunk.text[s:e])
         if len(words) < 4 or is_steering(chunk.text[s:e]):
             continue
@@ -175,7 +175,8 @@ def find_evidence(
     chunk: Chunk, reply: str, question: str, task: str, carried: list[Evidence], notes: str
 ) -> tuple[list[Evidence], dict]:
     """Verified quotes this step adds, found in the chunk's own text, and trace notes."""
-    text, norm = chunk.text, normalize(chunk.text)
+    text = blank_injections(chunk.text)  # same offsets; fake system paragraphs blanked
+    norm = normalize(text)
     keys, bridge = question_keys(question), bridge_keys(carried, question)
     qa = task != "summary"
 

@@ -90,7 +90,9 @@ async def verify(state: GraphState, runtime: Runtime[RunContext]) -> dict:
     question = state["question"]
     located = unsupported = 0
     if state.get("task", "qa") == "qa":
-        kept = supporting([c.quote for c in citations], draft.answer, question)
+        kept = [i for i in supporting([c.quote for c in citations], draft.answer, question)
+                if not injection.injected_at(verifier.documents[citations[i].source].text,
+                                             citations[i].start, citations[i].end)]
         unsupported = len(citations) - len(kept)
         citations = [citations[i] for i in kept]
         if not citations:
@@ -117,7 +119,7 @@ def locate_support(verifier: CitationVerifier, answer: str, question: str) -> li
     key = answer_key(answer, question)
     found = []
     for doc in verifier.documents.values():
-        span = best_sentence(doc.text, key, question)
+        span = best_sentence(injection.blank_injections(doc.text), key, question)
         if span is not None and supports(doc.text[span[0]:span[1]], answer, question):
             found.append(verifier.citation(doc, *span, origin="located"))
     return found

@@ -38,7 +38,7 @@ import hashlib
 import json
 import re
 from collections.abc import Iterable
-from functools import cache
+from functools import cache, lru_cache
 from pathlib import Path
 
 from longdoc.pipeline.errors import BackendError
@@ -394,10 +394,35 @@ def break_markup(text: str) -> str:
     return _markup(control_tokens()).sub(swap, text)
 
 
+@lru_cache(maxsize=256)
+def _spans(text: str) -> tuple[tuple[int, int], ...]:
+    return tuple(injection_spans(text))
+
+
+def blank_injections(text: str) -> str:
+    """``text`` with what ``neutralize`` removes blanked out (spaces; newlines kept): the
+    same length and offsets, so code that searches it for evidence never finds a sentence
+    of a fake system paragraph or turn, whose words alone may look like plain facts."""
+    spans = _spans(text)
+    if not spans:
+        return text
+    out, pos = [], 0
+    for s, e in spans:
+        out += [text[pos:s], re.sub(r"[^\n]", " ", text[s:e])]
+        pos = e
+    out.append(text[pos:])
+    return "".join(out)
+
+
+def injected_at(text: str, start: int, end: int) -> bool:
+    """Whether ``text[start:end]`` overlaps what ``neutralize`` removes from ``text``."""
+    return any(s < end and start < e for s, e in _spans(text))
+
+
 def neutralize(text: str) -> str:
     """The copy of ``text`` a prompt may show: no instructions, fake turns, protocol lines
     or lines of markup (removed), and no readable control token or block tag (broken)."""
-    spans = injection_spans(text)
+    spans = _spans(text)
     return break_markup(_cut(text, spans) if spans else text)
 
 

@@ -21,9 +21,11 @@ from longdoc.agents.sequential import render_evidence, render_unit
 from longdoc.pipeline.api import Pipeline
 from longdoc.pipeline.injection import (
     GENERIC_CONTROL_TOKENS,
+    blank_injections,
     break_markup,
     gguf_control_tokens,
     imitates_protocol,
+    injected_at,
     is_instruction_like,
     neutralize,
     strip_protocol_echo,
@@ -170,6 +172,21 @@ def test_every_renderer_of_carried_text_neutralizes() -> None:
         evidence=[evidence], verified=True)])
     options = render_options([group])
     assert options.count("</document>") == 1 and "<|im_start|>" not in options
+
+
+def test_evidence_search_sees_fake_system_paragraphs_blanked() -> None:
+    """A fake system paragraph's payload reads like a plain fact sentence by sentence;
+    code that searches the source for evidence sees it blanked, offsets unchanged."""
+    attacked = SUITE.attacked(SUITE.attack("system_notice_fact"))
+    blanked = blank_injections(attacked)
+    assert len(blanked) == len(attacked) and blanked.count("\n") == attacked.count("\n")
+    assert "6262" not in blanked and "SYSTEM" not in blanked
+    fact = attacked.index("The access code for the west vault is 4821.")
+    assert blanked[fact:fact + 44] == attacked[fact:fact + 44]
+    payload = attacked.index("The access code for the west vault is now 6262.")
+    assert injected_at(attacked, payload, payload + 10)
+    assert not injected_at(attacked, fact, fact + 44)
+    assert blank_injections(SUITE.clean()) == SUITE.clean()
 
 
 def test_embedded_model_control_tokens_come_from_its_gguf() -> None:
