@@ -1,34 +1,48 @@
-"""The ``auto`` strategy: a router that picks a strategy for each request, with a reason.
+"""The ``auto`` strategy: a router that picks how to read each request, with a reason, and
+a reader that widens step by step instead of reading everything.
 
 - the whole input fits the direct prompt: ``direct`` (one call, nothing lost);
-- a summary that does not fit: ``mapreduce`` over every chunk;
-- a question that does not fit: retrieve the top chunks and run ``mapreduce`` on them
-  alone; when retrieval looks unreliable, ``mapreduce`` over every chunk instead.
+- a summary that does not fit, or a document of at most ``full_read_chunks`` chunks (cheap
+  to read whole): ``mapreduce`` over every chunk;
+- a question over a larger document: the chunks ranked by retrieval are read with
+  ``mapreduce`` in widening rounds (the best 5, then the next 10, then the next 30, ...),
+  stopping at the first round whose draft is a supported answer (``found``) or at the
+  budget: ``max_chunks``, ``max_calls`` (LLM calls of the run), ``time_budget_s`` (reading
+  time; each round is sized to the time left at the speed measured so far).
 
-Retrieval is trusted when dense and BM25 search agree: some hit ranks in the top
-``AGREEMENT_RANK`` of both lists. With BM25 alone (no embedder) there is nothing to
-cross-check; the router then trusts it and says so in the trace.
+The run's ``coverage`` says how much was read (chunks, pages, share of the text) and why
+reading stopped. Retrieval's cross-check (dense and BM25 agree on a top chunk) is reported
+in the route's reason; an unsure retrieval no longer means reading everything.
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
+import time
+from collections.abc import Callable
 
+from langgraph.graph import END, START, StateGraph
+from langgraph.graph.state import CompiledStateGraph
 from langgraph.runtime import Runtime
 
-from longdoc.agents.direct import direct_budget
-from longdoc.pipeline.models import TraceEvent
-from longdoc.pipeline.state import GraphState, RunContext
-from longdoc.retrieval import Retrieval, retrieve
+from longdoc.agents.direct import build_direct, direct_budget
+from longdoc.agents.mapreduce import SECOND_LOOK_PASSAGES, build_mapreduce
+from longdoc.pipeline.models import Chunk, Coverage, Document, TraceEvent
+from longdoc.pipeline.state import GraphState, RunContext, StrategyOutput
+from longdoc.retrieval import Hit, Retrieval, retrieve
 
 NODE = "auto.route"
+WIDEN_NODE = "auto.widen"
 AUTO_K = 5
+GROWTH = 3  # each round reads up to this many times the chunks read so far, in all
 AGREEMENT_RANK = 3
-ROUTES = ("direct", "mapreduce")
+# Calls a round may make besides one per chunk: the second look's passages and a resolve.
+ROUND_EXTRA_CALLS = SECOND_LOOK_PASSAGES + 1
 
 
 def retrieval_confident(retrieval: Retrieval) -> tuple[bool, str]:
-    """Whether to trust ``retrieval``'s selection, and why."""
+    """Whether dense and BM25 search agree on ``retrieval``'s selection, and why."""
     if retrieval.mode != "hybrid":
         return True, f"{retrieval.mode} retrieval only (no cross-check available)"
     for hit in retrieval.hits:
@@ -38,33 +52,84 @@ def retrieval_confident(retrieval: Retrieval) -> tuple[bool, str]:
     return False, f"dense and BM25 share no chunk in their top {AGREEMENT_RANK}"
 
 
+def widths(first: int, limit: int) -> list[int]:
+    """Cumulative chunks read after each round: ``first``, ×GROWTH each round, ending at
+    ``limit`` (5, 15, 45 for 5 and 45)."""
+    out = [min(first, limit)]
+    while out[-1] < limit:
+        out.append(min(out[-1] * GROWTH, limit))
+    return out
+
+
+def reading_order(hits: list[Hit]) -> list[str]:
+    """Chunk ids best first, each hit's neighbours (if any were added) right after it."""
+    neighbours: dict[str, list[str]] = {}
+    for hit in hits:
+        if hit.neighbour_of:
+            neighbours.setdefault(hit.neighbour_of, []).append(hit.chunk_id)
+    order: list[str] = []
+    for hit in hits:
+        if not hit.neighbour_of:
+            order += [hit.chunk_id, *neighbours.get(hit.chunk_id, [])]
+    return order
+
+
+def coverage(documents: list[Document], chunks: list[Chunk], read: set[str] | None,
+             stopped: str, reason: str, rounds: list[int] | None = None) -> Coverage:
+    """What share of ``chunks`` (all if ``read`` is None) was read, and why it stopped."""
+    chosen = chunks if read is None else [c for c in chunks if c.id in read]
+    total_tokens = sum(c.tokens for c in chunks) or 1
+    pages_total = sum(len(d.pages) for d in documents)
+    pages = {(c.doc_index, p) for c in chosen if c.page_start is not None
+             for p in range(c.page_start, (c.page_end or c.page_start) + 1)}
+    return Coverage(
+        chunks_read=len(chosen), chunks_total=len(chunks),
+        pages_read=len(pages) if pages_total else None, pages_total=pages_total or None,
+        share=round(sum(c.tokens for c in chosen) / total_tokens, 4),
+        rounds=rounds or [], stopped=stopped, reason=reason,
+    )
+
+
 async def route(state: GraphState, runtime: Runtime[RunContext]) -> dict:
-    """Choose the strategy (and, for retrieval-filtered reads, the chunks to read)."""
+    """Choose how to read: direct, every chunk, or widening rounds over ranked chunks (put
+    best first in ``selected_chunks``)."""
     settings = runtime.context.settings
     budget = direct_budget(state, settings, runtime.context.llm.window_tokens)
+    chunks = state["chunks"]
     update: dict = {}
-    data: dict = {"doc_tokens": budget.doc_tokens, "direct_room": budget.room}
+    data: dict = {"doc_tokens": budget.doc_tokens, "direct_room": budget.room,
+                  "chunks": len(chunks)}
     if budget.fits:
         chosen = "direct"
         reason = f"the input (~{budget.doc_tokens} tokens) fits the window (~{budget.room})"
+        update["coverage"] = coverage(state["documents"], chunks, None, "whole",
+                                      "the whole input fits the window")
     elif state.get("task", "qa") == "summary":
         chosen = "mapreduce"
         reason = f"a summary of ~{budget.doc_tokens} tokens, over the window: read every chunk"
+    elif len(chunks) <= settings.full_read_chunks:
+        chosen = "mapreduce"
+        reason = (f"~{budget.doc_tokens} tokens in {len(chunks)} chunk(s), few enough to read "
+                  f"every one (full_read_chunks {settings.full_read_chunks})")
     else:
         chosen = "mapreduce"
-        k = settings.retrieve_k or AUTO_K
+        depth = min(len(chunks), settings.max_chunks)
         retrieval = await asyncio.to_thread(
-            retrieve, state["documents"], state["chunks"], state["question"], settings,
-            k=k, neighbours=settings.retrieve_neighbours,
+            retrieve, state["documents"], chunks, state["question"], settings,
+            k=depth, neighbours=settings.retrieve_neighbours,
         )
-        confident, why = retrieval_confident(retrieval)
+        _, why = retrieval_confident(retrieval)
         data["retrieval"] = retrieval.trace_event(NODE).data
-        if confident:
-            update["selected_chunks"] = retrieval.selected_chunks
-            reason = (f"~{budget.doc_tokens} tokens, over the window: read the top {k} "
-                      f"retrieved chunks ({why})")
-        else:
-            reason = f"~{budget.doc_tokens} tokens; retrieval unsure ({why}): read every chunk"
+        ranked = reading_order(retrieval.hits)
+        # Chunks no list ranked (BM25 lists only chunks with a question word) come last,
+        # in document order: a budget may still reach them.
+        seen = set(ranked)
+        order = [*ranked, *(c.id for c in chunks if c.id not in seen)][:depth]
+        plan = widths(settings.retrieve_k or AUTO_K, len(order))
+        update["selected_chunks"] = order
+        reason = (f"~{budget.doc_tokens} tokens in {len(chunks)} chunks, over the window: "
+                  f"read the best retrieved chunks in rounds of up to "
+                  f"{' -> '.join(map(str, plan))} until an answer is supported ({why})")
     data["chosen"] = chosen
     return {
         **update,
@@ -74,5 +139,136 @@ async def route(state: GraphState, runtime: Runtime[RunContext]) -> dict:
 
 
 def chosen_route(state: GraphState) -> str:
-    """The strategy node ``route`` picked."""
+    """The reader node ``route`` picked."""
     return state["route"]["chosen"]
+
+
+# --- the widening reader -------------------------------------------------------------------
+
+
+class ReaderState(GraphState, total=False):
+    """The reader's own fields: the ranking to widen over and what was read so far."""
+
+    ranking: list[str] | None  # best first; None: read every chunk in one round
+    read: list[str]
+    rounds: list[int]
+    read_started: float  # wall clock (time.time) when the first round started
+    calls_before: int  # the run's LLM calls before the first round
+    stop: str  # set when reading is over: why
+
+
+class ReaderOutput(StrategyOutput, total=False):
+    """What the reader passes back: the draft, the trace, and the coverage."""
+
+    coverage: Coverage
+
+
+def _calls(runtime: Runtime[RunContext]) -> int:
+    return sum(not call.cached for call in runtime.context.llm.calls)
+
+
+def next_round(state: ReaderState, runtime: Runtime[RunContext]) -> dict:
+    """Pick the next round's chunks into ``selected_chunks``, or stop (``stop`` and the
+    ``coverage``): after a supported answer, when every ranked chunk was read, or when the
+    next round would pass a budget."""
+    settings = runtime.context.settings
+    if "rounds" not in state:  # the first round
+        ranking = state.get("selected_chunks")
+        update = {"ranking": ranking, "read": [], "rounds": [], "read_started": time.time(),
+                  "calls_before": _calls(runtime)}
+        if ranking is None:
+            return {**update, "selected_chunks": None}
+        plan = widths(settings.retrieve_k or AUTO_K, len(ranking))
+        first = min(plan[0], _call_room(settings.max_calls, 0))
+        return {**update, "selected_chunks": ranking[:first]}
+    ranking, read, rounds = state["ranking"], state["read"], state["rounds"]
+    stop, why, take = "", "", 0
+    if ranking is None:
+        stop, why = "whole", "every chunk read"
+    elif state["draft"].found:
+        stop, why = "answer", f"a supported answer after {len(read)} chunk(s)"
+    elif len(read) >= len(ranking) and len(ranking) < len(state["chunks"]):
+        stop, why = "max_chunks", (f"no supported answer in the best {len(read)} chunks "
+                                   f"(max_chunks {settings.max_chunks})")
+    elif len(read) >= len(ranking):
+        stop, why = "exhausted", f"every chunk read ({len(read)}), no supported answer"
+    else:
+        target = next(w for w in widths(settings.retrieve_k or AUTO_K, len(ranking))
+                      if w > len(read))
+        take = target - len(read)
+        calls = _calls(runtime) - state["calls_before"]
+        take_calls = _call_room(settings.max_calls, calls)
+        elapsed = time.time() - state["read_started"]
+        take_time = _time_room(settings.time_budget_s, elapsed, len(read))
+        if take_calls < 1:
+            stop, why = "max_calls", (f"the call budget ({settings.max_calls}) leaves no room "
+                                      f"for another round after {calls} call(s)")
+        elif take_time < 1:
+            stop, why = "time_budget", (f"the time budget ({settings.time_budget_s:g}s) leaves "
+                                        f"no room for another round after {elapsed:.0f}s")
+        take = min(take, take_calls, take_time)
+    if stop:
+        return {"stop": stop, "coverage": coverage(
+            state["documents"], state["chunks"], None if ranking is None else set(read),
+            stop, why, rounds)}
+    assert ranking is not None
+    return {"selected_chunks": ranking[len(read):len(read) + take]}
+
+
+def _call_room(max_calls: int | None, used: int) -> int:
+    """Chunks a round may read within the call budget (each may add its extra calls)."""
+    if max_calls is None:
+        return 10**9
+    return max_calls - used - ROUND_EXTRA_CALLS
+
+
+def _time_room(budget_s: float | None, elapsed: float, chunks_read: int) -> int:
+    """Chunks that fit the time left at the speed measured so far."""
+    if budget_s is None:
+        return 10**9
+    if elapsed >= budget_s:
+        return 0
+    per_chunk = elapsed / chunks_read if chunks_read else 0.0
+    return math.floor((budget_s - elapsed) / per_chunk) if per_chunk > 0 else 10**9
+
+
+def after_round(state: ReaderState) -> dict:
+    """Record the round just read and trace it."""
+    selected = state.get("selected_chunks")
+    chunks = state["chunks"]
+    batch = [c.id for c in chunks] if selected is None else list(selected)
+    read = [*state["read"], *batch]
+    rounds = [*state["rounds"], len(batch)]
+    draft = state["draft"]
+    total = len(chunks) if state["ranking"] is None else len(state["ranking"])
+    message = (f"round {len(rounds)}: read {len(batch)} chunk(s) ({len(read)} of {total}"
+               f"{' ranked' if state['ranking'] is not None else ''}): "
+               + ("a supported answer" if draft.found else "no supported answer"))
+    return {"read": read, "rounds": rounds, "trace": [TraceEvent(
+        node=WIDEN_NODE, message=message,
+        data={"round": len(rounds), "chunks": batch, "found": draft.found,
+              "answer": draft.answer})]}
+
+
+def continue_or_stop(state: ReaderState) -> str:
+    return END if state.get("stop") else "read"
+
+
+def build_reader() -> CompiledStateGraph:
+    """START -> next -> read (the mapreduce subgraph over ``selected_chunks``) -> record ->
+    next ... -> END once ``next`` stops."""
+    graph = StateGraph(ReaderState, context_schema=RunContext, output_schema=ReaderOutput)
+    graph.add_node("next", next_round)
+    graph.add_node("read", build_mapreduce())
+    graph.add_node("record", after_round)
+    graph.add_edge(START, "next")
+    graph.add_conditional_edges("next", continue_or_stop, ["read", END])
+    graph.add_edge("read", "record")
+    graph.add_edge("record", "next")
+    return graph.compile()
+
+
+# The nodes ``route`` may choose, and how to build each.
+ROUTES: dict[str, Callable[[], CompiledStateGraph]] = {
+    "direct": build_direct, "mapreduce": build_reader,
+}

@@ -143,8 +143,9 @@ class Coverage(BaseModel):
         default_factory=list, description="auto: chunks read in each widening round"
     )
     stopped: str = Field(
-        description="answer (a supported answer), whole (everything read), exhausted (every "
-        "ranked chunk read), max_chunks, max_calls or time_budget"
+        description="answer (a supported answer), whole (everything read at once), exhausted "
+        "(every chunk read in rounds, no supported answer), max_chunks, max_calls or "
+        "time_budget"
     )
     reason: str = ""
 

@@ -4,7 +4,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from longdoc.agents.auto import retrieval_confident
+import pytest
+
+from longdoc.agents.auto import (
+    _call_room,
+    _time_room,
+    coverage,
+    reading_order,
+    retrieval_confident,
+    widths,
+)
 from longdoc.pipeline.api import Pipeline
 from longdoc.retrieval import Hit, Retrieval
 from tests.conftest import sim_settings
@@ -47,11 +56,13 @@ def test_large_input_reads_retrieved_chunks_with_mapreduce(sim, tmp_path: Path) 
     with Pipeline(settings) as pipeline:
         answer = pipeline.ask(long_doc(tmp_path), "What is the vault combination?")
     assert answer.route["chosen"] == "mapreduce"
-    assert "top 2 retrieved chunks" in answer.route["reason"]
+    assert "best retrieved chunks in rounds of up to 2 -> 6 -> 11" in answer.route["reason"]
     assert "90417" in answer.answer
     assert any("90417" in c.quote for c in answer.citations)
     chunks = next(e for e in answer.trace if e.node == "chunk")
     assert len(server.requests) <= 2 < int(chunks.message.split()[0])
+    assert answer.coverage is not None and answer.coverage.stopped == "answer"
+    assert answer.coverage.rounds == [2] and answer.coverage.chunks_read == 2
 
 
 def test_retrieve_k_filters_mapreduce(sim, tmp_path: Path) -> None:
@@ -67,7 +78,155 @@ def test_retrieve_k_filters_mapreduce(sim, tmp_path: Path) -> None:
     assert "90417" in answer.answer
 
 
-def test_unreliable_retrieval_falls_back_to_a_full_read() -> None:
+DISTRACTOR = "Nobody remembers the vault combination; the vault combination was lost."
+
+
+def widening_doc(tmp_path: Path, needle_block: int | None = 30, blocks: int = 40) -> Path:
+    """``blocks`` paragraphs (about four to three 300-token chunks); seven, in chunks of
+    their own, mention the vault combination twice without a number (BM25 ranks them
+    first), one (``needle_block``) states it once."""
+    paragraphs = []
+    for i in range(blocks):
+        extra = (NEEDLE if i == needle_block
+                 else DISTRACTOR if i in (2, 6, 10, 14, 18, 22, 26) else "")
+        paragraphs.append(FILLER * 4 + extra + " " + FILLER * 4)
+    path = tmp_path / "ledger.txt"
+    path.write_text("\n\n".join(paragraphs))
+    return path
+
+
+def widening_settings(server, tmp_path: Path, **overrides: object):
+    return sim_settings(server, tmp_path, embedder="hash", chunk_tokens=300, chunk_overlap=0,
+                        retrieval_mode="bm25", **overrides)
+
+
+def chunk_count(answer) -> int:
+    return int(next(e for e in answer.trace if e.node == "chunk").message.split()[0])
+
+
+def reader_rounds(answer) -> list[str]:
+    return [e.message for e in answer.trace if e.node == "auto.widen"]
+
+
+def test_auto_widens_until_a_round_finds_a_supported_answer(sim, tmp_path: Path) -> None:
+    """The needle ranks 8th: the first 5 chunks hold no supported answer, the next 10 do.
+    Before widening, auto read the top 5 and answered 'not found'."""
+    server = sim(map_reply, context_window=2048)
+    with Pipeline(widening_settings(server, tmp_path)) as pipeline:
+        answer = pipeline.ask(widening_doc(tmp_path), "What is the vault combination?")
+    assert "90417" in answer.answer
+    assert any("90417" in c.quote for c in answer.citations)
+    coverage = answer.coverage
+    assert coverage is not None and coverage.rounds == [5, 10]
+    assert coverage.stopped == "answer" and coverage.chunks_read == 15
+    assert coverage.chunks_total == chunk_count(answer) > 15
+    assert coverage.share == pytest.approx(15 / coverage.chunks_total, abs=0.05)
+    assert coverage.pages_read is None  # a text file has no pages
+    assert len(reader_rounds(answer)) == 2 and "no supported answer" in reader_rounds(answer)[0]
+    assert 15 <= len(server.requests) <= 15 + 2 * 4  # each round may add second looks
+
+
+def test_auto_stops_widening_at_max_chunks(sim, tmp_path: Path) -> None:
+    server = sim(map_reply, context_window=2048)
+    settings = widening_settings(server, tmp_path, max_chunks=12)
+    with Pipeline(settings) as pipeline:
+        answer = pipeline.ask(widening_doc(tmp_path, needle_block=None),
+                              "What is the vault combination?")
+    assert answer.answer.startswith("Not found")
+    coverage = answer.coverage
+    assert coverage is not None and coverage.rounds == [5, 7]
+    assert coverage.stopped == "max_chunks" and coverage.chunks_read == 12
+    assert "max_chunks 12" in coverage.reason
+    assert len(server.requests) <= 12 + 2 * 4
+
+
+def test_auto_stops_widening_at_max_calls(sim, tmp_path: Path) -> None:
+    server = sim(map_reply, context_window=2048)
+    with Pipeline(widening_settings(server, tmp_path, max_calls=12)) as pipeline:
+        answer = pipeline.ask(widening_doc(tmp_path, needle_block=None),
+                              "What is the vault combination?")
+    assert answer.coverage is not None and answer.coverage.stopped == "max_calls"
+    assert answer.coverage.rounds == [5]
+    assert len(server.requests) <= 12 and answer.usage.llm_calls == len(server.requests)
+
+
+def test_auto_stops_widening_at_the_time_budget(sim, tmp_path: Path) -> None:
+    from longdoc.pipeline.simserver import LatencyModel
+
+    server = sim(map_reply, context_window=2048, latency=LatencyModel(fixed_s=0.3))
+    settings = widening_settings(server, tmp_path, time_budget_s=1.0, concurrency=1)
+    with Pipeline(settings) as pipeline:
+        answer = pipeline.ask(widening_doc(tmp_path, needle_block=None),
+                              "What is the vault combination?")
+    assert answer.coverage is not None and answer.coverage.stopped == "time_budget"
+    assert answer.coverage.rounds == [5] and "time budget (1s)" in answer.coverage.reason
+
+
+def test_round_sizes_and_budgets() -> None:
+    assert widths(5, 45) == [5, 15, 45]
+    assert widths(5, 100) == [5, 15, 45, 100]
+    assert widths(5, 3) == [3] and widths(2, 11) == [2, 6, 11]
+    assert _time_room(None, 50.0, 5) > 1000
+    assert _time_room(10.0, 4.0, 8) == 12  # 0.5 s a chunk, 6 s left
+    assert _time_room(10.0, 10.5, 8) == 0
+    assert _call_room(12, 8) == 0 and _call_room(None, 99) > 1000
+    hits = [Hit(chunk_id="0:7", score=1, rank=1), Hit(chunk_id="0:2", score=1, rank=2),
+            Hit(chunk_id="0:6", score=0, rank=3, neighbour_of="0:7"),
+            Hit(chunk_id="0:8", score=0, rank=4, neighbour_of="0:7")]
+    assert reading_order(hits) == ["0:7", "0:6", "0:8", "0:2"]
+
+
+def test_coverage_counts_pages_of_the_chunks_read() -> None:
+    from longdoc.pipeline.models import Chunk, Document, Page
+
+    doc = Document(source="a.pdf", text="x" * 300, sha256="0",
+                   pages=[Page(number=n, start=(n - 1) * 100, end=n * 100) for n in (1, 2, 3)])
+    chunks = [Chunk(id=f"0:{i}", source="a.pdf", doc_index=0, index=i, start=i * 100,
+                    end=i * 100 + 100, text="x" * 100, tokens=10 * (i + 1),
+                    page_start=i + 1, page_end=i + 1) for i in range(3)]
+    cov = coverage([doc], chunks, {"0:2"}, "answer", "a supported answer", [1])
+    assert (cov.chunks_read, cov.pages_read, cov.pages_total, cov.share) == (1, 1, 3, 0.5)
+    assert cov.summary().startswith("read 1 of 3 chunks (50.0% of the text, 1 of 3 pages)")
+
+
+def test_small_document_over_the_window_is_read_whole(sim, tmp_path: Path) -> None:
+    server = sim(map_reply, context_window=2048)
+    settings = widening_settings(server, tmp_path, full_read_chunks=8)
+    with Pipeline(settings) as pipeline:
+        answer = pipeline.ask(widening_doc(tmp_path, needle_block=5, blocks=7),
+                              "What is the vault combination?")
+    assert "few enough to read every one" in answer.route["reason"]
+    assert answer.coverage is not None and answer.coverage.stopped == "whole"
+    assert answer.coverage.chunks_read == answer.coverage.chunks_total == chunk_count(answer)
+    assert 5 < chunk_count(answer) <= 8
+    assert answer.coverage.share == 1.0 and "90417" in answer.answer
+
+
+def test_ask_json_reports_coverage(sim, tmp_path: Path) -> None:
+    import json
+    import subprocess
+    import sys
+
+    from tests.conftest import sim_env
+
+    server = sim(map_reply, context_window=2048)
+    doc = widening_doc(tmp_path)
+    env = {**sim_env(server), "LONGDOC_EMBEDDER": "hash", "LONGDOC_CHUNK_TOKENS": "300",
+           "LONGDOC_CHUNK_OVERLAP": "0", "LONGDOC_RETRIEVAL_MODE": "bm25"}
+    run = subprocess.run([sys.executable, "-m", "longdoc", "ask", str(doc), "-q",
+                          "What is the vault combination?", "--max-chunks", "3", "--json"],
+                         env=env, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    coverage = json.loads(run.stdout)["coverage"]
+    assert coverage["chunks_read"] == 3 and coverage["stopped"] == "max_chunks"
+    assert coverage["rounds"] == [3] and coverage["chunks_total"] > 15
+    text = subprocess.run([sys.executable, "-m", "longdoc", "ask", str(doc), "-q",
+                           "What is the vault combination?", "--max-chunks", "3"],
+                          env=env, capture_output=True, text=True, timeout=120)
+    assert f"read 3 of {coverage['chunks_total']} chunks" in text.stdout
+
+
+def test_retrieval_is_trusted_when_dense_and_bm25_agree() -> None:
     def retrieval(hits: list[Hit], mode: str = "hybrid") -> Retrieval:
         return Retrieval(question="q", mode=mode, embedder="e", hits=hits, selected_chunks=[],
                          index_key="k", index_reused=False)

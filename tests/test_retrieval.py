@@ -85,8 +85,8 @@ def test_zscore_fusion_lets_a_far_outlying_score_outweigh_near_ties() -> None:
     others = [f"c{i}" for i in range(20)]
     bm25 = [("needle", 9.0), *[(c, 2.0 - i * 0.02) for i, c in enumerate(others)]]
     dense = [*[(c, 0.60 - i * 0.005) for i, c in enumerate(others)], ("needle", 0.45)]
-    assert [item for item, _ in reciprocal_rank_fusion(
-        [[i for i, _ in dense], [i for i, _ in bm25]])][0] == "c0"
+    rrf = reciprocal_rank_fusion([[i for i, _ in dense], [i for i, _ in bm25]])
+    assert rrf[0][0] == "c0"
     fused = zscore_fusion([dense, bm25])
     assert fused[0][0] == "needle"
     assert [item for item, _ in fused][1:4] == ["c0", "c1", "c2"]
