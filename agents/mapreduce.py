@@ -30,6 +30,7 @@ invented value in 13 of 13 trials. Only what the text itself supports may compet
 
 from __future__ import annotations
 
+import asyncio
 import math
 import re
 import time
@@ -42,7 +43,7 @@ from langgraph.runtime import Runtime
 from langgraph.types import Command, Send
 
 from longdoc.pipeline.citations import locate
-from longdoc.pipeline.errors import InputError
+from longdoc.pipeline.errors import BackendError, InputError
 from longdoc.pipeline.folding import normalize
 from longdoc.pipeline.grounding import (
     Stance,
@@ -59,7 +60,7 @@ from longdoc.pipeline.grounding import (
 )
 from longdoc.pipeline.injection import blank_injections, neutralize, strip_protocol_echo
 from longdoc.pipeline.llm import Message
-from longdoc.pipeline.models import Chunk, Quote, TraceEvent
+from longdoc.pipeline.models import Chunk, Coverage, Quote, TraceEvent
 from longdoc.pipeline.protocol import MapReply, parse_map_reply
 from longdoc.pipeline.state import (
     NOT_FOUND_ANSWER,
@@ -464,7 +465,17 @@ async def _map(item: MapInput, runtime: Runtime[RunContext], second_look: bool =
     messages = get_prompt(MAP_NODE).render(
         document=document_block(chunk.source, chunk.text), question=question
     )
-    reply, call = await timed_chat(runtime, messages, MAP_NODE)
+    try:
+        reply, call = await timed_chat(runtime, messages, MAP_NODE)
+    except BackendError as error:  # the LLM layer's retries are spent: go on without it
+        if not runtime.context.settings.max_failed_share:
+            raise  # none may fail: stop the fan-out now
+        record = MapRecord(chunk_id=chunk.id, source=chunk.source, parsed=False, failed=True,
+                           second_look=second_look, status=f"failed: {error}",
+                           chunk_tokens=chunk.tokens)
+        return {"map_records": [record], "trace": [TraceEvent(
+            node=MAP_NODE, message=f"chunk {chunk.id}: {record.status}",
+            data=record.model_dump(exclude={"reply"}))]}
     record = ground_record(chunk, question, reply)
     record.second_look = second_look
     data = record.model_dump(exclude={"reply"})
@@ -499,10 +510,12 @@ def second_look(state: GraphState) -> Command:
 async def reduce(state: GraphState, runtime: Runtime[RunContext]) -> dict:
     """Decide the answer from the verified records; ask the model only on a conflict."""
     records = sorted(state.get("map_records", []), key=lambda r: _chunk_order(r.chunk_id))
+    records, failures, retried = await settle_failures(state, records, runtime)
     verified = [r for r in records if r.verified]
     kept, dropped = collapse_to_budget(verified, _evidence_budget(state, runtime))
     groups = group_by_answer(kept, state["question"])
     data: dict = {
+        **failures,
         "chunks_read": sum(not r.second_look for r in records),
         "passages_reread": sum(r.second_look for r in records),
         "parse_failures": sum(not r.parsed for r in records),
@@ -516,12 +529,13 @@ async def reduce(state: GraphState, runtime: Runtime[RunContext]) -> dict:
             for r in records if r.found and not r.verified
         ],
     }
-    trace: list[TraceEvent] = []
+    trace: list[TraceEvent] = retried
     if not groups:
         data["decision"] = "not found: no verified record"
         trace.append(TraceEvent(node=REDUCE_NODE, message="no chunk's answer is supported by "
                                 "its text: not found", data=data))
-        return {"draft": Draft(answer=NOT_FOUND_ANSWER, found=False), "trace": trace}
+        return {"draft": Draft(answer=NOT_FOUND_ANSWER, found=False), "trace": trace,
+                **_with_failures(state, records, failures)}
     groups, withdrawn = withdraw_irrelevant(groups)
     if withdrawn:
         data["withdrawn"] = [g.summary() for g in withdrawn]
@@ -553,7 +567,51 @@ async def reduce(state: GraphState, runtime: Runtime[RunContext]) -> dict:
     ))
     quotes = [Quote(text=ev.text, source=ev.source, origin=ev.origin)
               for ev in chosen.evidence()]
-    return {"draft": Draft(answer=best.answer, quotes=quotes, found=True), "trace": trace}
+    return {"draft": Draft(answer=best.answer, quotes=quotes, found=True), "trace": trace,
+            **_with_failures(state, records, failures)}
+
+
+async def settle_failures(
+    state: GraphState, records: list[MapRecord], runtime: Runtime[RunContext]
+) -> tuple[list[MapRecord], dict, list[TraceEvent]]:
+    """The records without those whose map call failed, the failed chunks' ``chunks_failed``
+    and ``pages_failed`` (empty if none), and the trace of a second try. Past
+    ``max_failed_share`` the failed chunks are tried once more (so a resumed run retries
+    them), and BackendError is raised if they still fail."""
+    limit = runtime.context.settings.max_failed_share
+    read = max(1, sum(not r.second_look for r in records))
+    chunks = {c.id: c for c in state["chunks"]}
+    events: list[TraceEvent] = []
+    if sum(r.failed and not r.second_look for r in records) > limit * read:
+        again = await asyncio.gather(*(
+            _map({"chunk": chunks[r.chunk_id], "question": state["question"]}, runtime)
+            for r in records if r.failed and not r.second_look and r.chunk_id in chunks))
+        redone = {out["map_records"][0].chunk_id: out["map_records"][0] for out in again}
+        events = [event for out in again for event in out["trace"]]
+        records = [redone.get(r.chunk_id, r) if r.failed else r for r in records]
+    failed = [r for r in records if r.failed and not r.second_look]  # looks are extras
+    if len(failed) > limit * read:
+        raise BackendError(f"{len(failed)} of {read} chunk(s) failed, over max_failed_share "
+                           f"{limit:g}: {failed[0].status.removeprefix('failed: ')}")
+    pages = sorted({p for r in failed if (c := chunks.get(r.chunk_id)) and c.page_start
+                    for p in range(c.page_start, (c.page_end or c.page_start) + 1)})
+    failures = {"chunks_failed": len(failed), "pages_failed": pages} if failed else {}
+    return [r for r in records if not r.failed], failures, events
+
+
+def _with_failures(state: GraphState, records: list[MapRecord], failures: dict) -> dict:
+    """The run's coverage with the failed chunks counted (nothing if none failed)."""
+    if not failures:
+        return {}
+    read = {r.chunk_id for r in records}
+    chunks = state["chunks"]
+    earlier = state.get("coverage")
+    coverage = earlier.model_copy(update=failures) if earlier else Coverage(
+        chunks_read=len(read), chunks_total=len(chunks), stopped="whole",
+        share=round(sum(c.tokens for c in chunks if c.id in read)
+                    / max(1, sum(c.tokens for c in chunks)), 4),
+        reason=f"{failures['chunks_failed']} chunk(s) failed", **failures)
+    return {"coverage": coverage}
 
 
 async def _resolve(

@@ -148,6 +148,10 @@ class Coverage(BaseModel):
         "time_budget"
     )
     reason: str = ""
+    chunks_failed: int = Field(0, description="mapreduce: chunks whose model call failed "
+                               "after its retries (the answer was made without them)")
+    pages_failed: list[int] = Field(default_factory=list,
+                                    description="Pages of the failed chunks (PDFs)")
 
     def summary(self) -> str:
         """One line: what was read and why reading stopped."""

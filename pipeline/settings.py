@@ -161,6 +161,11 @@ class Settings(BaseSettings):
         "with backoff (Retry-After honoured)")
     call_budget_s: float = Field(
         600.0, gt=0, description="Longest time one LLM call may take, retries included")
+    max_failed_share: float = Field(
+        0.2, ge=0, le=1, description="mapreduce: finish without chunks whose call failed "
+        "after its retries (reported as coverage.chunks_failed) unless more than this share "
+        "of them failed (they are tried once more, then the run fails); 0: the first "
+        "failure fails the run")
     use_cache: bool = Field(True, description="Reuse cached responses for identical requests")
     cache_dir: Path = Field(
         Path.home() / ".cache" / "longdoc", description="Response cache and server logs"

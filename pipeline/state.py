@@ -63,6 +63,8 @@ class MapRecord(BaseModel):
         False, description="From a second look at a question-matching passage, not a chunk"
     )
     status: str = Field("", description="Why the record is (not) verified, for the trace")
+    failed: bool = Field(False, description="The model call failed after its retries: the "
+                         "run went on without this chunk (coverage.chunks_failed)")
     chunk_tokens: int = 0
     evidence_tokens: int = 0
     reply: str = ""
@@ -130,6 +132,7 @@ class StrategyOutput(TypedDict, total=False):
 
     draft: Draft
     trace: Annotated[list[TraceEvent], add_events]
+    coverage: Coverage  # mapreduce: chunks whose map call failed
 
 
 def strategy_graph(state_schema: type[GraphState] = GraphState) -> StateGraph:

@@ -274,7 +274,8 @@ def test_hedged_distractors_withdraw_without_a_resolution_call(sim, tmp_path: Pa
     assert all("1234" not in c.quote for c in answer.citations)
 
 
-@pytest.mark.parametrize("garbage", ["", "@@@ ### !!!", "Answer:", "```\n{}\n```"])
+# (An empty reply is no parse failure but a backend fault, retried: tests/test_reliability.py.)
+@pytest.mark.parametrize("garbage", ["@@@ ### !!!", "Answer:", "```\n{}\n```"])
 def test_garbage_replies_count_as_parse_failures(sim, tmp_path: Path, garbage: str) -> None:
     server = sim(lambda messages: garbage)
     path, _ = write(tmp_path)

@@ -8,6 +8,7 @@ import os
 import stat
 import subprocess
 import sys
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -75,7 +76,7 @@ def test_resume_loads_registered_state_types_without_warnings(
 ) -> None:
     server = sim(FailOnce(fail_at=3))
     doc = document(tmp_path)
-    with Pipeline(run_settings(server, tmp_path)) as pipeline:
+    with Pipeline(run_settings(server, tmp_path, max_failed_share=0)) as pipeline:
         with pytest.raises(BackendError):
             pipeline.ask(doc, QUESTION, strategy="mapreduce", run_id="resumed")
         with caplog.at_level(logging.DEBUG):
@@ -273,3 +274,86 @@ def test_caches_uploads_and_verdicts_are_private(sim, tmp_path: Path) -> None:
     assert mode(cache) == 0o700 and mode(upload.parent) == 0o700
     for path in (cache / "responses.sqlite", cache / "runs.sqlite", upload, store.path):
         assert mode(path) == 0o600, path
+
+
+# --- map-reduce without the chunks whose call failed -------------------------------------
+
+
+class FailingChunk:
+    """ProtocolModel replies, except for map calls on the chunk holding ``marker``: HTTP
+    500 (``times`` times, then healed) or garbage."""
+
+    def __init__(self, marker: str, times: int = 10**6, fault: Fault | str | None = None):
+        self.model, self.marker, self.times = ProtocolModel(), marker, times
+        self.fault = Fault(status=500) if fault is None else fault
+        self.failed = 0
+
+    def __call__(self, messages) -> str | Fault:
+        if self.marker in messages[-1]["content"] and self.failed < self.times:
+            self.failed += 1
+            return self.fault
+        return self.model(messages)
+
+
+def many_chunks(folder: Path) -> Path:
+    """A document of ~10 chunks of 200 tokens; the passkey in the 5th, 'ferry' in the 8th."""
+    parts = [f"Part {i}. " + FILLER * 10 for i in range(10)]
+    parts[4] += "The secret passkey is 48213. "
+    parts[7] = parts[7].replace("Part 7.", "Part 7. Ferry")
+    path = folder / "long.txt"
+    path.write_text("\n\n".join(parts))
+    return path
+
+
+@pytest.mark.parametrize("fault", [Fault(status=500), "", Fault(body="not json")])
+def test_a_failed_map_call_costs_its_chunk_not_the_run(sim, tmp_path: Path, fault) -> None:
+    """The issue's case: a 500 or a garbage body on 1 of 14 chunks gave exit 3 and
+    discarded the other 13. Now: the answer, and the failed chunk in its coverage."""
+    server = sim(FailingChunk("Part 7. Ferry", fault=fault))
+    settings = sim_settings(server, tmp_path, use_cache=False, chunk_tokens=200,
+                            chunk_overlap=0, max_retries=1)
+    with Pipeline(settings) as pipeline:
+        answer = pipeline.ask(many_chunks(tmp_path), QUESTION, strategy="mapreduce")
+    assert "48213" in answer.answer and answer.citations
+    assert answer.coverage is not None and answer.coverage.chunks_failed == 1
+    assert answer.coverage.chunks_read == answer.coverage.chunks_total - 1
+    assert server.responder.failed == 2  # the call and its one retry
+    (reduce,) = [e for e in answer.trace if e.node == "mapreduce.reduce"]
+    assert reduce.data["chunks_failed"] == 1 and reduce.data["pages_failed"] == []
+    assert "coverage" in answer.model_dump_json()
+
+
+def test_too_many_failed_chunks_fail_the_run_after_one_more_try(sim, tmp_path: Path) -> None:
+    model, down = ProtocolModel(), [True]
+    server = sim(lambda messages: Fault(status=503) if down[0] else model(messages))
+    settings = sim_settings(server, tmp_path, use_cache=False, chunk_tokens=200,
+                            chunk_overlap=0, max_failed_share=0.2)
+    doc = many_chunks(tmp_path)
+    with Pipeline(settings) as pipeline:
+        with pytest.raises(BackendError, match=r"(\d+) of \1 chunk\(s\) failed, over "
+                                               r"max_failed_share 0.2: model server answered "
+                                               r"HTTP 503") as caught:
+            pipeline.ask(doc, QUESTION, strategy="mapreduce")
+        chunks = int(str(caught.value).split(" of ")[0])
+        asked = Counter(r["messages"][-1]["content"] for r in server.requests)
+        assert list(asked.values()).count(2) == chunks  # each chunk, then each once more
+        down[0] = False
+        assert "48213" in pipeline.ask(doc, QUESTION, strategy="mapreduce").answer
+
+
+def test_pages_of_failed_chunks_are_reported(sim, tmp_path: Path) -> None:
+    from tests.test_ingest import make_pdf
+
+    pages = [f"Page {n} of the harbour report. " + FILLER * 3 for n in range(1, 7)]
+    pages[2] = "Page 3 holds the ferry log. " + FILLER * 3
+    pages[4] += "The secret passkey is 48213."
+    pdf = tmp_path / "report.pdf"
+    pdf.write_bytes(make_pdf(["\n".join(p[i:i + 80] for i in range(0, len(p), 80))
+                              for p in pages]))
+    server = sim(FailingChunk("ferry log"))
+    settings = sim_settings(server, tmp_path, use_cache=False, chunk_tokens=120,
+                            chunk_overlap=0, max_failed_share=0.5)
+    with Pipeline(settings) as pipeline:
+        answer = pipeline.ask(pdf, QUESTION, strategy="mapreduce")
+    assert "48213" in answer.answer
+    assert answer.coverage.chunks_failed >= 1 and 3 in answer.coverage.pages_failed

@@ -41,8 +41,9 @@ class FailingOnce:
 def settings(server, tmp_path: Path):
     # One request at a time: with more, map calls in flight when another fails are
     # cancelled before their results are checkpointed, and are made again on resume.
+    # A map call that fails fails the run here (max_failed_share 0), so that it is resumed.
     return sim_settings(server, tmp_path, use_cache=False, chunk_tokens=200, chunk_overlap=0,
-                        concurrency=1)
+                        concurrency=1, max_failed_share=0)
 
 
 @pytest.mark.parametrize("strategy", ["memory", "mapreduce"])
