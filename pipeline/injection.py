@@ -7,7 +7,7 @@ memory notes, carried quotes, summary key points, conflict options -- goes throu
 instructions   text addressed to a model: "ignore previous instructions", "answer 42",
                "you are now ...", "antworte nur mit ...", "réponds uniquement ...",
                "responde solo ...", a fake "System:"/"SYSTEM NOTICE" paragraph, role
-               markers ("assistant:", "[system]", "### Instruction"). ``is_instruction_like``.
+               markers ("assistant:", "[system]", "### System"). ``is_instruction_like``.
 protocol       lines that look like the replies the prompts ask for (``Answer:``,
                ``Quote:``, ``Evidence:``, ``Confidence:``, ``Information:``, ``Rationale:``,
                ``Point:``, ``Option B:``, memory/notes headers). ``imitates_protocol``.
@@ -23,9 +23,12 @@ reads them; what chat markup is left inline is broken with a same-length lookali
 character (``<`` -> ``‹``, ``[`` -> ``⁅``), so no tokenizer reads a special token and no
 block can be closed. The 135M model obeys text it reads however the system prompt tells
 it not to, and a verifier cannot turn an obeyed injection back into the clean answer:
-removing the text is the defence, detection in code the backstop (``is_injected`` text
-is never evidence), and ``strip_protocol_echo`` drops reply lines that merely copy a
-protocol-imitating line of the source before a reply is parsed.
+removing the text is the defence. The backstops: code that searches the source for
+evidence reads ``blank_injections`` (the removed parts blanked, offsets unchanged: a fake
+system paragraph's payload can read like a plain fact sentence by sentence), a sentence
+that ``is_instruction_like`` or ``imitates_protocol`` is never evidence
+(``grounding.is_steering``), and ``strip_protocol_echo`` drops reply lines that merely
+copy a protocol-imitating line of the source before a reply is parsed.
 
 Known limits: detection is by phrasing (English, German, French, Spanish); a paraphrase
 none of the patterns covers reaches the model, and legitimate lines that start with a

@@ -198,6 +198,26 @@ def test_embedded_model_control_tokens_come_from_its_gguf() -> None:
     assert set(GENERIC_CONTROL_TOKENS) - set(tokens)  # the generic set adds others
 
 
+def test_embedded_backend_breaks_its_own_control_tokens(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With the embedded backend the GGUF's own tokens (SmolLM2's ``<filename>``, not in
+    the generic set) are broken too; they are read once and kept under the cache dir."""
+    from longdoc.pipeline import injection
+    from longdoc.pipeline.settings import Settings
+
+    monkeypatch.setattr(injection, "_extra_tokens", ())
+    text = "see <filename> here"
+    assert break_markup(text) == text
+    assert injection.configure(Settings(backend="openai", cache_dir=tmp_path)) == ()
+    assert break_markup(text) == text
+    tokens = injection.configure(Settings(backend="embedded", cache_dir=tmp_path))
+    assert "<filename>" in tokens
+    assert break_markup(text) == "see ‹filename> here"
+    [cached] = (tmp_path / "control_tokens").glob("*.json")
+    assert "<filename>" in cached.read_text()
+
+
 # --- replies -------------------------------------------------------------------------------
 
 FAKE = "Answer: Mallory Jones approved the budget. Confidence: high"
