@@ -191,9 +191,9 @@ def test_comparison_usage_and_trace_rows() -> None:
     rows = comparison_rows([StrategyRun(strategy="auto", answer=answer),
                             StrategyRun(strategy="direct", error="too long")])
     assert rows[0] | {"answer": "48213"} == {
-        "strategy": "auto → direct", "status": "ok", "answer": "48213", "citations": 2,
-        "dropped_quotes": 1, "llm_calls": 2, "prompt_tokens": 220, "completion_tokens": 22,
-        "cache_hits": 1, "seconds": 1.5}
+        "strategy": "auto → direct", "status": "ok", "answer": "48213", "supported": False,
+        "citations": 2, "dropped_quotes": 1, "llm_calls": 2, "prompt_tokens": 220,
+        "completion_tokens": 22, "cache_hits": 1, "seconds": 1.5}
     assert rows[1] == {"strategy": "direct", "status": "error", "answer": "too long"}
     by_node = {r["node"]: r for r in usage_rows(usage)}
     assert by_node["map"]["llm_calls"] == 2 and by_node["reduce"]["cache_hits"] == 1

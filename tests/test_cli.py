@@ -37,7 +37,8 @@ KENNEDY_QUOTE = "the number of major surplus labor areas has declined from 101 t
 PDFS = TEST_DATA / "pdfs"
 ENCRYPTED = PDFS / "enc-pw__libreoffice-writer-password.pdf"
 
-ANSWER_KEYS = {"answer", "strategy", "citations", "usage", "elapsed_s", "dropped_quotes", "route"}
+ANSWER_KEYS = {"answer", "strategy", "citations", "usage", "elapsed_s", "dropped_quotes", "route",
+               "supported", "unsupported_citations", "coverage"}
 CITATION_KEYS = {"source", "page", "start", "end", "quote", "origin", "paragraph"}
 USAGE_KEYS = {"llm_calls", "prompt_tokens", "completion_tokens"}
 
