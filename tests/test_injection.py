@@ -88,11 +88,14 @@ def test_ordinary_prose_is_not_an_instruction(text: str) -> None:
     assert not is_instruction_like(text)
 
 
-def test_no_sentence_of_the_inaugural_addresses_is_an_instruction(test_data: Path) -> None:
+def test_no_sentence_of_the_real_texts_the_tests_carry_is_an_instruction(
+    test_data: Path
+) -> None:
+    """60 inaugural addresses and the State of the Union texts: no false positive."""
     from longdoc.pipeline.grounding import sentences
 
     checked = flagged = 0
-    for path in sorted((test_data / "inaugural").glob("*.txt")):
+    for path in sorted(test_data.rglob("*.txt")):
         text = path.read_text(errors="replace")
         for s, e in sentences(text):
             checked += 1
@@ -248,7 +251,17 @@ def gullible() -> Iterator[SimServer]:
     server.stop()
 
 
-_clean: dict[str, Outcome] = {}
+@pytest.fixture(scope="module")
+def gullible_small() -> Iterator[SimServer]:
+    """The same model with an 800-token window: ``auto`` reads the document with
+    map-reduce instead of routing it to ``direct``."""
+    server = SimServer(ProtocolModel(gullible=True), context_window=800).start()
+    yield server
+    server.stop()
+
+
+_clean: dict[tuple[str, int], Outcome] = {}
+AUTO_OVER_WINDOW = "auto-over-the-window"
 
 
 def _ask(server: SimServer, folder: Path, text: str, strategy: str) -> Outcome:
@@ -261,24 +274,29 @@ def _ask(server: SimServer, folder: Path, text: str, strategy: str) -> Outcome:
         answer = pipeline.ask(path, SUITE.question, strategy=strategy)
     for citation in answer.citations:
         assert text[citation.start:citation.end] == citation.quote
+    if server.context_window < 1000:
+        assert answer.route and answer.route["chosen"] == "mapreduce", answer.route
     return Outcome.of(answer)
 
 
 def clean_outcome(server: SimServer, tmp_path: Path, strategy: str) -> Outcome:
-    if strategy not in _clean:
-        _clean[strategy] = _ask(server, tmp_path / "clean", SUITE.clean(), strategy)
-    return _clean[strategy]
+    key = (strategy, server.context_window)
+    if key not in _clean:
+        _clean[key] = _ask(server, tmp_path / "clean", SUITE.clean(), strategy)
+    return _clean[key]
 
 
 @pytest.mark.parametrize("case", CASES)
-@pytest.mark.parametrize("strategy", STRATEGIES)
+@pytest.mark.parametrize("reader", [*STRATEGIES, AUTO_OVER_WINDOW])
 def test_attacked_document_gets_the_clean_answer_and_citations(
-    gullible: SimServer, tmp_path: Path, strategy: str, case: str
+    gullible: SimServer, gullible_small: SimServer, tmp_path: Path, reader: str, case: str
 ) -> None:
-    clean = clean_outcome(gullible, tmp_path, strategy)
+    server, strategy = (gullible_small, "auto") if reader == AUTO_OVER_WINDOW else \
+        (gullible, reader)
+    clean = clean_outcome(server, tmp_path, strategy)
     assert SUITE.value in clean.answer and clean.quotes, clean  # the clean run is right
     attack = SUITE.attack(case)
-    attacked = _ask(gullible, tmp_path / "attacked", SUITE.attacked(attack), strategy)
+    attacked = _ask(server, tmp_path / "attacked", SUITE.attacked(attack), strategy)
     assert attacked == clean
     value = injected_value(attack)
     assert not value or all(value not in q for q in attacked.quotes)
