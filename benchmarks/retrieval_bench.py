@@ -268,13 +268,15 @@ def needle_chunks(chunks: list[Chunk], planted: list[tuple[str, Needle, float]]
 
 
 def needle_recall(sizes: list[int], config: RetrievalConfig, index_dir: Path,
-                  depth: int) -> list[dict]:
+                  depth: int, largest: int | None = None) -> list[dict]:
     """Recall of every method on the rare and paraphrased needles at each size. The
-    haystack of the largest size is chunked once; a size takes the chunks of its prefix,
-    so windows embedded for one size are reused (in memory) by the others."""
+    haystack of ``largest`` tokens (default: the largest size) is chunked once; a size
+    takes the chunks of its prefix, so windows embedded for one size are reused (in
+    memory) by the others, and a rerun with the same ``largest`` reuses the indexes."""
     embedder = make_embedder(config)
     assert embedder is not None
-    text = haystack(max(sizes))
+    largest = largest or max(sizes)
+    text = haystack(largest)
     doc = text_document(text, "haystack.txt")
     t = time.perf_counter()
     all_chunks = chunk_documents([doc], chunk_tokens=2000, overlap=100)
@@ -284,7 +286,7 @@ def needle_recall(sizes: list[int], config: RetrievalConfig, index_dir: Path,
                for kind, needles in NEEDLE_SETS.items() for i, n in enumerate(needles)]
     out = []
     for size in sorted(sizes):
-        end = int(len(text) * size / max(sizes))
+        end = int(len(text) * size / largest)
         chunks, targets = needle_chunks([c for c in all_chunks if c.end <= end], planted)
         key_doc = text_document(text[:end], f"haystack-{size}.txt",
                                 salt=json.dumps([p[1].sentence for p in planted]))
@@ -362,6 +364,8 @@ def main() -> None:
     parser.add_argument("--queries", type=int, default=200)
     parser.add_argument("--tokens", type=int, nargs="*", default=[128_000],
                         help="Haystack sizes of the needle recall")
+    parser.add_argument("--largest", type=int, help="Chunk the haystack of this many tokens "
+                        "(default: the largest of --tokens); keep it to reuse earlier indexes")
     parser.add_argument("--depth", type=int, default=50, help="Ranks looked at per list")
     parser.add_argument("--skip-scale", action="store_true")
     parser.add_argument("--skip-recall", action="store_true")
@@ -379,7 +383,8 @@ def main() -> None:
         index_dir = args.index_dir or Path(tmp)
         if not args.skip_recall and SHARED.is_dir():
             print(f"needle recall at {args.tokens} tokens ...", file=sys.stderr)
-            results["recall"] = needle_recall(args.tokens, config, index_dir, args.depth)
+            results["recall"] = needle_recall(args.tokens, config, index_dir, args.depth,
+                                              args.largest)
         if args.qa and SHARED.is_dir():
             print("real-QA recall ...", file=sys.stderr)
             results["qa"] = qa_recall(config, index_dir, args.depth)

@@ -125,6 +125,28 @@ def test_fusion_setting_reaches_the_retrieval_config(tmp_path: Path) -> None:
                                                   retrieval_fusion="zscore")).fusion == "zscore"
 
 
+def test_embedder_batches_texts_of_like_length_and_keeps_the_callers_order() -> None:
+    class Recording(HashingEmbedder):
+        def __init__(self) -> None:
+            super().__init__()
+            self.batches: list[list[str]] = []
+
+        def _embed_batch(self, texts: list[str]) -> np.ndarray:
+            self.batches.append(list(texts))
+            return super()._embed_batch(texts)
+
+    texts = ["short one", "a much longer text " * 9, "mid sized text " * 3, "tiny",
+             "a much longer text " * 9 + "yes", "mid sized text " * 3 + "too"]
+    embedder = Recording()
+    vectors = embedder.embed(texts, batch_size=2)
+    sizes = [[len(t) for t in batch] for batch in embedder.batches]
+    flat = [n for batch in sizes for n in batch]
+    assert flat == sorted(flat, reverse=True) and len(sizes) == 3
+    alone = HashingEmbedder()
+    for text, vector in zip(texts, vectors, strict=True):
+        assert np.allclose(vector, alone.embed([text])[0])
+
+
 def test_bm25_ranks_the_chunk_with_the_rare_words_first() -> None:
     texts = [*TOPICS, "The secret passkey of the harbour vault is 48213."]
     index = BM25Index.build(texts)
@@ -297,7 +319,8 @@ def test_openai_embedder_batches_against_an_embeddings_endpoint() -> None:
     assert vectors.shape == (4, 4) and embedder.dim == 4
     assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0)
     assert np.allclose(vectors[0], vectors[3])
-    assert [r["input"] for r in requests] == [["a", "bb"], ["ccc"]]  # repeats not re-sent
+    # Longest first (batches of like length); repeats not re-sent.
+    assert [r["input"] for r in requests] == [["ccc", "bb"], ["a"]]
     assert requests[0]["model"] == "bge-small" and embedder.texts_embedded == 3
     assert embedder.token_offsets("hello world") == [0, 5]
 
