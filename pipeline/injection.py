@@ -64,6 +64,7 @@ _REPLY_VERB = (r"reply|respond|answer|output|say|write|print|antworte|antwortet"
                r"|conteste|di|diga|escribe|escriba")
 _ONLY = (r"only|just|simply|exclusively|nur|ausschließlich|lediglich|seulement|uniquement"
          r"|solo|sólo|solamente|únicamente")
+_ALWAYS = r"always|immer|stets|toujours|siempre"
 _WITH = r"with|mit|par|avec|con"
 _ROLE = r"system|assistant"
 _ROLE_NOTICE = r"prompt|notice|message|override|instructions?|update|alert|note"
@@ -80,20 +81,32 @@ _NEW_RULES = (r"new\s+(?:instructions?|rules|task|system\s+prompt)|neue\s+(?:anw
               r"|regeln|aufgabe)|nouvelles?\s+(?:instructions?|consignes?|règles)"
               r"|nuevas?\s+(?:instrucciones|reglas|tarea)")
 _MODEL = r"AI|A\.I\.|language\s+model|LLM|assistant|chatbot|KI|IA|modèle|modelo"
+_ADDRESSEE = rf"{_MODEL}|model|bot|GPT|ChatGPT|Claude|Gemini|Llama"
 
 _INSTRUCTION_PARTS = [
     rf"\b(?:{_IGNORE_VERB})\b(?:{_ANY}\b(?:{_IGNORE_OBJECT})\b"
     rf"|{_ANY}\b(?:{_QUALIFIER})\s+(?:\w+\s+)?(?:{_WEAK_OBJECT})\b"
-    r"|\s+(?:everything|all)\s+(?:above|before|else|of\s+that)\b)",
-    rf"\b(?:{_REPLY_VERB})(?:\s+(?:(?:{_ONLY})\s+)?(?:{_WITH})\s+(?:(?:{_ONLY})\b|[\"'“«„\d])"
-    rf"|\s+(?:{_ONLY})\b|\s*:?\s*[\"'“«„]?[\w-]*\d[\w-]*[\"'”»“]?\s*(?:[.!]|$))",
+    r"|\s+(?:everything|all)\s+(?:above|before|else|of\s+that)\b"
+    r"|\s+(?:the|this|that)\s+(?:document|text|context|question|passage)\s*(?:and\b|[,;:]))",
+    rf"\b(?:do\s+not|don't|never|stop)\s+(?:follow|obey|apply)\w*\b{_ANY}"
+    rf"\b(?:{_IGNORE_OBJECT})\b",
+    rf"\b(?:{_REPLY_VERB})(?:\s+(?:(?:{_ONLY}|{_ALWAYS})\s+)?(?:{_WITH})\s+"
+    rf"(?:(?:{_ONLY})\b|[\"'“«„\d])|\s+(?:{_ONLY})\b"
+    rf"|(?:\s+(?:{_ALWAYS}))?\s*:?\s*[\"'“«„]?[\w-]*\d[\w-]*[\"'”»“]?\s*(?:[.!]|$))",
+    rf"\b(?:{_REPLY_VERB})\s+(?:(?:the|just|only|exactly|simply)\s+)?(?:value|number|word"
+    r"|string|text|code)\s+[\"'“«„]?[\w-]*\d",
+    r"\b(?:antworte|beantworte)\w*\b[^.!?\n]{0,30}\bmit\s+(?:[\"'“„]|\d)",
+    r"\b(?:correct|right|real|true|expected)\s+(?:answer|response|reply|output)\s+(?:is"
+    r"|would\s+be|will\s+be)\s*:?\s*[\"'“«„]?[\w-]*\d",
+    r"\boverride\s*:",
     r"\b(?:your|the)\s+(?:only\s+|final\s+)?(?:answer|reply|response|output)\s+(?:must|should"
     r"|shall|has\s+to|will)\s+be\b",
     r"\b(?:always|only)\s+(?:answer|reply|respond|say)\s+(?:with\b|[\"'“\d])",
     rf"\b(?:{_PERSONA})\b",
     rf"\b(?:{_NEW_RULES})\s*:",
     rf"\b(?:the\s+following\s+are\s+(?:your\s+)?|these\s+are\s+your\s+)(?:{_NEW_RULES})\b",
-    rf"\b(?:dear|attention|note\s+to(?:\s+the)?|hey)\s+(?:{_MODEL})\b",
+    rf"\b(?:dear|attention|note\s+to(?:\s+the)?|hey|hello|hi)[\s,:]+(?:the\s+)?"
+    rf"(?:{_ADDRESSEE})\b",
     rf"\b(?:{_MODEL})\b[^.!?\n]{{0,30}}\b(?:must|should|shall|is\s+required\s+to)\s+"
     rf"(?:now\s+|always\s+|only\s+)?(?:{_REPLY_VERB}|ignore|disregard|reveal|cite)\b",
     rf"(?:^|[.!?>\])\"”:][ \t]*|\b(?:important|urgent|critical)[ \t]+)[*_#\[(<]*[ \t]*"
@@ -115,7 +128,9 @@ _TRIGGERS = (
     "contest", " di ", "\ndi ", "diga", "escrib", "you are", "pretend", " bist ", "tu es ",
     "êtes", "ahora", "now on", "ab jetzt", "ab sofort", "à partir", "new instr", "new rule",
     "new task", "new system", "neue ", "nouvel", "nuev", "following are", "these are your",
-    "dear ", "attention", "note to", " hey", "\nhey", " ai ", "\nai ", "a.i.",
+    "dear ", "attention", "note to", " hey", "\nhey", "hello", " hi ", "\nhi ", " ai ",
+    "\nai ", "a.i.", "not follow", "n't follow", "never follow", "not obey", "n't obey",
+    "never obey", "stop follow", "not apply", "n't apply",
     "language model", "llm", "assistant", "chatbot", " ki ", "\nki ", " ia ", "\nia ",
     "modèle", "modelo", "sys", "[inst", "[/inst", "(inst", "<inst", "sistema",
 )
@@ -133,7 +148,8 @@ _ROLE_OPENING = re.compile(
 
 # The labels of pipeline/protocol.py's parsers and of prompts/*.py's reply forms and blocks.
 _PROTOCOL_LABEL = (
-    r"(?:(?:final|intermediate|short)\s+)?answer|quotes?|evidence|confidence(?:\s+(?:score"
+    r"(?:(?:final|intermediate|short)\s+)?answer|antwort|réponse|respuesta|quotes?|evidence"
+    r"|confidence(?:\s+(?:score"
     r"|level))?|(?:extracted\s+)?information|rationale|reasoning|point|option\s+[A-Z]"
     r"|memory|notes\s+from\s+the\s+workers\s+before\s+you|quotes\s+kept\s+in\s+memory"
     r"|quotes\s+from\s+the\s+document|supporting\s+(?:sentence|quote|text)s?"
