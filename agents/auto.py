@@ -154,6 +154,8 @@ class ReaderState(GraphState, total=False):
     rounds: list[int]
     read_started: float  # wall clock (time.time) when the first round started
     calls_before: int  # the run's LLM calls before the first round
+    chunks_failed: int  # map calls that failed after their retries, over all rounds
+    pages_failed: list[int]
     stop: str  # set when reading is over: why
 
 
@@ -208,9 +210,11 @@ def next_round(state: ReaderState, runtime: Runtime[RunContext]) -> dict:
                                         f"no room for another round after {elapsed:.0f}s")
         take = min(take, take_calls, take_time)
     if stop:
-        return {"stop": stop, "coverage": coverage(
-            state["documents"], state["chunks"], None if ranking is None else set(read),
-            stop, why, rounds)}
+        final = coverage(state["documents"], state["chunks"],
+                         None if ranking is None else set(read), stop, why, rounds)
+        return {"stop": stop, "coverage": final.model_copy(update={
+            "chunks_failed": state.get("chunks_failed", 0),
+            "pages_failed": state.get("pages_failed", [])})}
     assert ranking is not None
     return {"selected_chunks": ranking[len(read):len(read) + take]}
 
@@ -244,7 +248,16 @@ def after_round(state: ReaderState) -> dict:
     message = (f"round {len(rounds)}: read {len(batch)} chunk(s) ({len(read)} of {total}"
                f"{' ranked' if state['ranking'] is not None else ''}): "
                + ("a supported answer" if draft.found else "no supported answer"))
-    return {"read": read, "rounds": rounds, "trace": [TraceEvent(
+    # The round's map-reduce reports chunks whose call failed in a coverage of its own:
+    # add them up, and clear it so that the next round's report is its own.
+    failed = state.get("coverage")
+    update: dict = {}
+    if failed is not None:
+        update = {"coverage": None,
+                  "chunks_failed": state.get("chunks_failed", 0) + failed.chunks_failed,
+                  "pages_failed": sorted({*state.get("pages_failed", []),
+                                          *failed.pages_failed})}
+    return {**update, "read": read, "rounds": rounds, "trace": [TraceEvent(
         node=WIDEN_NODE, message=message,
         data={"round": len(rounds), "chunks": batch, "found": draft.found,
               "answer": draft.answer})]}

@@ -162,6 +162,25 @@ def test_auto_stops_widening_at_the_time_budget(sim, tmp_path: Path) -> None:
     assert answer.coverage.rounds == [5] and "time budget (1s)" in answer.coverage.reason
 
 
+def test_widening_counts_chunks_whose_call_failed_in_any_round(sim, tmp_path: Path) -> None:
+    from longdoc.pipeline.simserver import Fault
+
+    failures: list[int] = []
+
+    def flaky(messages):
+        if DISTRACTOR in messages[-1]["content"] and not failures:
+            failures.append(1)
+            return Fault(status=500)
+        return map_reply(messages)
+
+    server = sim(flaky, context_window=2048)
+    with Pipeline(widening_settings(server, tmp_path, max_retries=0)) as pipeline:
+        answer = pipeline.ask(widening_doc(tmp_path), "What is the vault combination?")
+    assert "90417" in answer.answer and failures == [1]
+    assert answer.coverage is not None and answer.coverage.rounds == [5, 10]
+    assert answer.coverage.chunks_failed == 1 and answer.coverage.stopped == "answer"
+
+
 def test_round_sizes_and_budgets() -> None:
     assert widths(5, 45) == [5, 15, 45]
     assert widths(5, 100) == [5, 15, 45, 100]
