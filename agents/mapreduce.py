@@ -349,7 +349,7 @@ def render_options(groups: list[AnswerGroup]) -> str:
             document_block(ev.source, ev.text)
             for ev in group.evidence()[:MAX_EVIDENCE_PER_OPTION]
         )
-        answer = neutralize(group.best().answer)
+        answer = neutralize(group.best().answer, protocol=False)
         blocks.append(f"Option {letter}: {answer}\nEvidence:\n{evidence}")
     return "\n\n".join(blocks)
 

@@ -243,7 +243,7 @@ def render_points(points: list[KeyPoint]) -> str:
     """Points in the protocol's own form, as the collapse and reduce prompts show them."""
     lines = []
     for point in points:
-        lines.append(f"Point: {neutralize(point.text)}")
+        lines.append(f"Point: {neutralize(point.text, protocol=False)}")
         lines.extend(f'Quote: "{neutralize(ev.text)}"' for ev in point.evidence[:1])
     return "\n".join(lines)
 

@@ -250,8 +250,8 @@ def render_evidence(evidence: list[Evidence]) -> str:
 def render_unit(notes: str, evidence: list[Evidence]) -> str:
     """The whole carried text (notes and quotes) shown to the next step."""
     if not evidence:
-        return neutralize(notes)
-    return f"{neutralize(notes)}\nQuotes:\n{render_evidence(evidence)}"
+        return neutralize(notes, protocol=False)
+    return f"{neutralize(notes, protocol=False)}\nQuotes:\n{render_evidence(evidence)}"
 
 
 def evidence_tokens(evidence: list[Evidence]) -> int:
@@ -403,7 +403,7 @@ def build_reader(spec: ReaderSpec) -> CompiledStateGraph:
             compression["notes_tokens"] = count_tokens(notes)
             compressed = clean_reply(await llm.chat(
                 get_prompt(spec.compress_node).render(
-                    notes=neutralize(notes), question=goal,
+                    notes=neutralize(notes, protocol=False), question=goal,
                     words=str(max(10, int(room * 0.75)))),
                 node=spec.compress_node, max_tokens=room,
             ))
@@ -454,8 +454,8 @@ def build_reader(spec: ReaderSpec) -> CompiledStateGraph:
         if task == "summary":
             words = int(state.get("words") or SUMMARY_WORDS)
             reply = await llm.chat(_prompt(spec.answer_node, task).render(
-                notes=neutralize(notes), evidence=render_evidence(carried), question=goal,
-                words=str(words)), node=spec.answer_node,
+                notes=neutralize(notes, protocol=False), evidence=render_evidence(carried),
+                question=goal, words=str(words)), node=spec.answer_node,
                 max_tokens=max(runtime.context.settings.max_answer_tokens, 2 * words))
             summary = reply.strip()
             quotes = [Quote(text=ev.text, source=ev.source, origin=ev.origin) for ev in carried]
@@ -471,7 +471,7 @@ def build_reader(spec: ReaderSpec) -> CompiledStateGraph:
         attempts = []
         for shown_notes in (notes, "(see the quotes)"):
             reply = await llm.chat(_prompt(spec.answer_node, task).render(
-                notes=neutralize(shown_notes), evidence=render_evidence(carried),
+                notes=neutralize(shown_notes, protocol=False), evidence=render_evidence(carried),
                 question=goal),
                 node=spec.answer_node)
             parsed = parse_answer(reply)

@@ -325,7 +325,7 @@ def _paragraph_end(text: str, pos: int) -> int:
     return blank.start() if blank else len(text)
 
 
-def injection_spans(text: str) -> list[tuple[int, int]]:
+def injection_spans(text: str, protocol: bool = True) -> list[tuple[int, int]]:
     """Spans of ``text`` a prompt must not show, merged and sorted: fake turns and system
     paragraphs (to the paragraph's end), instruction sentences, protocol-imitating lines
     (from the label on) and lines of nothing but chat markup."""
@@ -342,8 +342,9 @@ def injection_spans(text: str) -> list[tuple[int, int]]:
             if any(a < e and s < b for a, b in hits):
                 spans.append((s, e))
         spans += [h for h in hits if not any(s <= h[0] and h[1] <= e for s, e in spans)]
-    spans += [(m.start(), m.end()) for m in _PROTOCOL_LINE.finditer(text)]
-    spans += [(m.start(), m.end()) for m in _PROTOCOL_INLINE.finditer(text)]
+    if protocol:
+        spans += [(m.start(), m.end()) for m in _PROTOCOL_LINE.finditer(text)]
+        spans += [(m.start(), m.end()) for m in _PROTOCOL_INLINE.finditer(text)]
     markup = _markup(control_tokens())
     for m in markup.finditer(text):
         start = text.rfind("\n", 0, m.start()) + 1
@@ -414,8 +415,8 @@ def break_markup(text: str) -> str:
 
 
 @lru_cache(maxsize=256)
-def _spans(text: str) -> tuple[tuple[int, int], ...]:
-    return tuple(injection_spans(text))
+def _spans(text: str, protocol: bool = True) -> tuple[tuple[int, int], ...]:
+    return tuple(injection_spans(text, protocol))
 
 
 def blank_injections(text: str) -> str:
@@ -438,10 +439,15 @@ def injected_at(text: str, start: int, end: int) -> bool:
     return any(s < end and start < e for s, e in _spans(text))
 
 
-def neutralize(text: str) -> str:
+def neutralize(text: str, protocol: bool = True) -> str:
     """The copy of ``text`` a prompt may show: no instructions, fake turns, protocol lines
-    or lines of markup (removed), and no readable control token or block tag (broken)."""
-    spans = _spans(text)
+    or lines of markup (removed), and no readable control token or block tag (broken).
+
+    ``protocol=False`` keeps protocol-looking lines: for text the model wrote itself
+    (chain/memory notes, key points, an option's answer), where "Answer: ..." is its own
+    way of taking notes; the documents it read were neutralized before it read them.
+    """
+    spans = _spans(text, protocol)
     return break_markup(_cut(text, spans) if spans else text)
 
 
