@@ -92,7 +92,7 @@ _INSTRUCTION_PARTS = [
     rf"\b(?:{_IGNORE_OBJECT})\b",
     rf"\b(?:{_REPLY_VERB})(?:\s+(?:(?:{_ONLY}|{_ALWAYS})\s+)?(?:{_WITH})\s+"
     rf"(?:(?:{_ONLY})\b|[\"'“«„\d])|\s+(?:{_ONLY})\b"
-    rf"|(?:\s+(?:{_ALWAYS}))?\s*:?\s*[\"'“«„]?[\w-]*\d[\w-]*[\"'”»“]?\s*(?:[.!]|$))",
+    rf"|(?:\s+(?:{_ALWAYS}))?\s+[\"'“«„]?[\w-]*\d[\w-]*[\"'”»“]?\s*(?:[.!]|$))",
     rf"\b(?:{_REPLY_VERB})\s+(?:(?:the|just|only|exactly|simply)\s+)?(?:value|number|word"
     r"|string|text|code)\s+[\"'“«„]?[\w-]*\d",
     r"\b(?:antworte|beantworte)\w*\b[^.!?\n]{0,30}\bmit\s+(?:[\"'“„]|\d)",
