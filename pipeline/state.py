@@ -13,7 +13,6 @@ from longdoc.pipeline.llm import LLMClient
 from longdoc.pipeline.models import Chunk, Citation, Coverage, Document, Quote, Task, TraceEvent
 from longdoc.pipeline.settings import Settings
 
-
 NOT_FOUND_ANSWER = "Not found: no part of the document supports an answer."
 
 
