@@ -357,3 +357,26 @@ def test_pages_of_failed_chunks_are_reported(sim, tmp_path: Path) -> None:
         answer = pipeline.ask(pdf, QUESTION, strategy="mapreduce")
     assert "48213" in answer.answer
     assert answer.coverage.chunks_failed >= 1 and 3 in answer.coverage.pages_failed
+
+
+def test_an_existing_cache_folder_keeps_its_mode(tmp_path: Path) -> None:
+    """LONGDOC_CACHE_DIR may name a shared folder (/tmp): only folders longdoc creates are
+    made private."""
+    from longdoc.pipeline.settings import private_dir
+
+    shared = tmp_path / "shared"
+    shared.mkdir(mode=0o755)
+    shared.chmod(0o755)
+    private_dir(shared / "a" / "b")
+    assert stat.S_IMODE(shared.stat().st_mode) == 0o755
+    assert stat.S_IMODE((shared / "a").stat().st_mode) == 0o700
+    assert stat.S_IMODE((shared / "a" / "b").stat().st_mode) == 0o700
+
+
+def test_api_keys_never_show_in_settings_reprs(monkeypatch: pytest.MonkeyPatch) -> None:
+    from longdoc.pipeline.settings import load_settings
+
+    monkeypatch.setenv("LONGDOC_API_KEY", "sk-live-very-secret")
+    settings = load_settings()
+    assert "very-secret" not in repr(settings) and "very-secret" not in str(settings)
+    assert settings.api_key.get_secret_value() == "sk-live-very-secret"
