@@ -59,7 +59,7 @@ from longdoc.pipeline.grounding import (
     stance,
 )
 from longdoc.pipeline.injection import blank_injections, neutralize, strip_protocol_echo
-from longdoc.pipeline.llm import Message
+from longdoc.pipeline.llm import Message, Unreachable
 from longdoc.pipeline.models import Chunk, Coverage, Quote, TraceEvent
 from longdoc.pipeline.protocol import MapReply, parse_map_reply
 from longdoc.pipeline.state import (
@@ -468,8 +468,8 @@ async def _map(item: MapInput, runtime: Runtime[RunContext], second_look: bool =
     try:
         reply, call = await timed_chat(runtime, messages, MAP_NODE)
     except BackendError as error:  # the LLM layer's retries are spent: go on without it
-        if not runtime.context.settings.max_failed_share:
-            raise  # none may fail: stop the fan-out now
+        if not runtime.context.settings.max_failed_share or isinstance(error, Unreachable):
+            raise  # none may fail, or the server is gone: stop the fan-out now
         record = MapRecord(chunk_id=chunk.id, source=chunk.source, parsed=False, failed=True,
                            second_look=second_look, status=f"failed: {error}",
                            chunk_tokens=chunk.tokens)

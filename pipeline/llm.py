@@ -75,6 +75,11 @@ class RejectedRequest(BackendError):
     prompt over its context window): the request's fault, not an outage."""
 
 
+class Unreachable(BackendError):
+    """No connection to the model server after the retries: an outage, not one request's
+    failure (a strategy stops instead of going on without a chunk)."""
+
+
 class EmptyReply(BackendError):
     """The model server answered with no text: a backend fault (retried, never cached)."""
 
@@ -230,8 +235,8 @@ class LLMClient:
             return BackendError(f"model server timed out after {self.settings.timeout_s:g}s "
                                 f"({retries})"), None
         if isinstance(exc, openai.APIConnectionError):
-            return BackendError(f"cannot reach the model server at {self.endpoint.base_url}: "
-                                f"{exc} ({retries})"), None
+            return Unreachable(f"cannot reach the model server at {self.endpoint.base_url}: "
+                               f"{exc} ({retries})"), None
         if isinstance(exc, openai.APIStatusError):
             status, message = exc.status_code, _short(exc.message)
             if 400 <= status < 500 and status not in RETRY_STATUSES:

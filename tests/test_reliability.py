@@ -380,3 +380,16 @@ def test_api_keys_never_show_in_settings_reprs(monkeypatch: pytest.MonkeyPatch) 
     settings = load_settings()
     assert "very-secret" not in repr(settings) and "very-secret" not in str(settings)
     assert settings.api_key.get_secret_value() == "sk-live-very-secret"
+
+
+def test_an_unreachable_server_stops_the_map_stage_at_once(sim, tmp_path: Path) -> None:
+    """A chunk is left out for its own failures, not for an outage: when the server cannot be
+    reached after the retries the run stops instead of trying every other chunk."""
+    model = ProtocolModel()
+    server = sim(lambda messages: Fault(reset=True) if "Part" in messages[-1]["content"]
+                 else model(messages))
+    settings = sim_settings(server, tmp_path, use_cache=False, chunk_tokens=200,
+                            chunk_overlap=0, concurrency=1)
+    with Pipeline(settings) as pipeline, pytest.raises(BackendError, match="cannot reach"):
+        pipeline.ask(many_chunks(tmp_path), QUESTION, strategy="mapreduce")
+    assert len(server.requests) <= 2  # the first chunk (and one queued behind it)
