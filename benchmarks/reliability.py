@@ -49,6 +49,7 @@ DOCUMENTS = 100
 FAULT_SHARE = 0.2
 TIMEOUT_S = 1.0  # per request in the fault run; a "timeout" fault answers after 2 s
 OUTAGE_S = 2.0
+RERUN_AFTER_S = 3.0
 LONGDOC = [sys.executable, "-m", "longdoc"]
 
 
@@ -150,6 +151,7 @@ def faults(retries: int = 3, reruns: int = 5) -> dict:
                             f"skipped {summary.skipped}")
             except BackendError as error:
                 runs.append(f"stopped: {' '.join(str(error).split()[:9])}")
+                time.sleep(RERUN_AFTER_S)  # as a user reruns a stopped batch, not at once
                 continue
             if not summary.failed:
                 break
