@@ -367,6 +367,8 @@ def main() -> None:
     parser.add_argument("--largest", type=int, help="Chunk the haystack of this many tokens "
                         "(default: the largest of --tokens); keep it to reuse earlier indexes")
     parser.add_argument("--depth", type=int, default=50, help="Ranks looked at per list")
+    parser.add_argument("--window-tokens", type=int,
+                        help="Word pieces per embedded window (default: the embedder's 254)")
     parser.add_argument("--skip-scale", action="store_true")
     parser.add_argument("--skip-recall", action="store_true")
     parser.add_argument("--qa", action="store_true", help="Also the real-QA recall")
@@ -374,7 +376,7 @@ def main() -> None:
                         help="Keep the indexes here (reused by reruns); default: a temp dir")
     parser.add_argument("--json", type=Path, help="Also write the results here")
     args = parser.parse_args()
-    config = RetrievalConfig()
+    config = RetrievalConfig(window_tokens=args.window_tokens)
     results: dict = {"scale": [], "recall": [], "qa": None}
     for n in [] if args.skip_scale else args.sizes:
         print(f"scale: {n} chunks ...", file=sys.stderr)
