@@ -195,6 +195,8 @@ def test_config_trust_makes_the_local_file_count(tmp_path: Path) -> None:
     assert trusted.exit_code == 0 and '"chunk_tokens": 777' in trusted.output
     named = CliRunner().invoke(app, ["--config", str(tmp_path / "longdoc.toml"), "config"])
     assert '"chunk_tokens": 777' in named.output
+    missing = CliRunner().invoke(app, ["--config", str(tmp_path / "absent.toml"), "config"])
+    assert missing.exit_code == 2 and "absent.toml: file not found" in missing.output
 
 
 def test_an_untrusted_config_never_runs_its_program(tmp_path: Path) -> None:
