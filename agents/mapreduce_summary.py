@@ -37,7 +37,12 @@ from longdoc.agents.mapreduce import (
 from longdoc.pipeline.citations import locate
 from longdoc.pipeline.errors import InputError
 from longdoc.pipeline.folding import normalize
-from longdoc.pipeline.grounding import content_words, is_steering, sentences
+from longdoc.pipeline.grounding import (
+    content_words,
+    is_steering,
+    sentences,
+    supports_paragraph,
+)
 from longdoc.pipeline.injection import blank_injections, injected_at, neutralize
 from longdoc.pipeline.models import Chunk, Quote, TraceEvent
 from longdoc.pipeline.state import (
@@ -389,8 +394,8 @@ def attach_quotes(paragraphs: list[str], records: list[SummaryRecord]) -> list[l
     """For each paragraph, the carried verified quotes that support it best, found in code.
 
     A quote scores by the words its point and its text share with the paragraph; up to
-    ``MAX_QUOTES_PER_PARAGRAPH`` with at least half the best score, and at least one
-    whenever any quote shares a word with the paragraph.
+    ``MAX_QUOTES_PER_PARAGRAPH`` with at least half the best score, each one whose own text
+    fits the paragraph (``grounding.supports_paragraph``, the final verifier's test).
     """
     pool: dict[tuple[str, int, int], tuple[Evidence, set[str]]] = {}
     for record in records:
@@ -406,7 +411,7 @@ def attach_quotes(paragraphs: list[str], records: list[SummaryRecord]) -> list[l
                         key=lambda item: (-item[0], item[1].source, item[1].start))
         best = scored[0][0] if scored else 0
         attached.append([ev for score, ev in scored[:MAX_QUOTES_PER_PARAGRAPH]
-                         if score > 0 and score * 2 >= best])
+                         if score * 2 >= best and supports_paragraph(ev.text, paragraph)])
     return attached
 
 

@@ -17,16 +17,13 @@ from longdoc.pipeline.citations import CitationVerifier
 from longdoc.pipeline.grounding import (
     answer_key,
     best_sentence,
-    is_steering,
-    overlap,
     supporting,
     supports,
+    supports_paragraph,
 )
 from longdoc.pipeline.ingest import Budget, load_documents
 from longdoc.pipeline.models import Citation, TraceEvent
 from longdoc.pipeline.state import Draft, GraphState, RunContext
-
-MIN_PARAGRAPH_OVERLAP = 2  # content words a summary citation shares with its paragraph
 
 
 async def ingest(state: GraphState, runtime: Runtime[RunContext]) -> dict:
@@ -128,9 +125,9 @@ def locate_support(verifier: CitationVerifier, answer: str, question: str) -> li
 def verify_summary(verifier: CitationVerifier, draft: Draft) -> dict:
     """Verified citations of each paragraph's quotes, numbered by paragraph (from 1).
 
-    A quote must occur in the source and share ``MIN_PARAGRAPH_OVERLAP`` content words
-    with its paragraph. De-duplicated within a paragraph only: one quote may support
-    several paragraphs. ``supported``: every paragraph keeps a citation.
+    A quote must occur in the source and fit its paragraph
+    (``grounding.supports_paragraph``). De-duplicated within a paragraph only: one quote
+    may support several paragraphs. ``supported``: every paragraph keeps a citation.
     """
     paragraphs = [p for p in re.split(r"\n\s*\n", draft.answer) if p.strip()]
     citations: list[Citation] = []
@@ -139,8 +136,7 @@ def verify_summary(verifier: CitationVerifier, draft: Draft) -> dict:
         verified, lost = verifier.verify_all(quotes)
         dropped += lost
         paragraph = paragraphs[number - 1] if number <= len(paragraphs) else ""
-        fitting = [c for c in verified if overlap(c.quote, paragraph) >= MIN_PARAGRAPH_OVERLAP
-                   and not is_steering(c.quote)]
+        fitting = [c for c in verified if supports_paragraph(c.quote, paragraph)]
         unsupported += len(verified) - len(fitting)
         citations += [c.model_copy(update={"paragraph": number}) for c in fitting]
     cited = {c.paragraph for c in citations}

@@ -51,6 +51,7 @@ from longdoc.pipeline.folding import normalize
 from longdoc.pipeline.injection import imitates_protocol, is_instruction_like
 
 MIN_SENTENCE_CHARS = 8
+MIN_PARAGRAPH_OVERLAP = 2  # content words a summary citation shares with its paragraph
 # A sentence runs to . ! ? (and closing quotes) or a blank line; single newlines are
 # line wraps (PDF text), not sentence ends.
 _SENTENCE = re.compile(r"(?:[^.!?。！？\n]|\n(?![ \t]*\n))+(?:[.!?。！？]+[\"')\]]*|\n[ \t]*\n|$)")
@@ -186,6 +187,12 @@ def supports(text: str, answer: str, question: str) -> bool:
     if not acceptable(text, key):
         return False
     return not question_keys(question) or relevance(question, text) > 0
+
+
+def supports_paragraph(text: str, paragraph: str) -> bool:
+    """Whether source ``text`` can cite a summary ``paragraph``: it shares at least
+    ``MIN_PARAGRAPH_OVERLAP`` content words with it and is not steering text."""
+    return overlap(text, paragraph) >= MIN_PARAGRAPH_OVERLAP and not is_steering(text)
 
 
 def supporting(texts: list[str], answer: str, question: str) -> list[int]:

@@ -22,6 +22,7 @@ from longdoc.agents.mapreduce_summary import (
 )
 from longdoc.pipeline.api import Pipeline
 from longdoc.pipeline.errors import InputError
+from longdoc.pipeline.grounding import supports_paragraph
 from longdoc.pipeline.models import Answer
 from longdoc.pipeline.simserver import Fault, Messages, SimServer
 from longdoc.pipeline.state import Evidence, KeyPoint
@@ -400,9 +401,16 @@ def test_real_model_summary_has_verified_citations(real_endpoint, tmp_path: Path
     with Pipeline(settings) as pipeline:
         answer = pipeline.summarize(doc, words=80)
     assert answer.answer.strip()
-    assert len(events(answer, "mapreduce.summary_map")) >= 3
-    assert answer.citations, [(e.message, e.data.get("reply")) for e in answer.trace]
+    maps = events(answer, "mapreduce.summary_map")
+    assert len(maps) >= 3
+    # the key points are grounded in the source on the real model ...
+    assert sum(e.data["verified"] for e in maps) >= 1, [e.message for e in maps]
+    # ... and the summary is cited only where a quote fits its paragraph (the 135M model's
+    # reduce often writes about the points rather than from them: then it is unsupported)
     text = doc.read_text()
+    paragraphs = [p for p in answer.answer.split("\n\n") if p.strip()]
     for citation in answer.citations:
         assert text[citation.start:citation.end] == citation.quote
-        assert citation.paragraph is not None
+        assert supports_paragraph(citation.quote, paragraphs[citation.paragraph - 1])
+    assert answer.supported == ({c.paragraph for c in answer.citations}
+                                == set(range(1, len(paragraphs) + 1)))
