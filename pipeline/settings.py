@@ -233,7 +233,7 @@ class Settings(BaseSettings):
     embed_api_key: SecretStr | None = Field(
         None, description="API key of the embeddings endpoint")
     embed_window_tokens: int | None = Field(
-        None, description="Word pieces per embedded window (default: what the embedder reads)"
+        None, description="Word pieces per embedded window (default: the embedder's; MiniLM 64)"
     )
     index_dir: Path | None = Field(None, description="Index store; default: cache_dir/indexes")
     retrieval_fusion: Literal["leaders", "rrf", "zscore"] = Field(

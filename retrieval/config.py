@@ -51,8 +51,8 @@ class RetrievalConfig(BaseModel):
     window_tokens: int | None = Field(
         None,
         ge=16,
-        description="Tokens per embedded window of a chunk; default: what the embedder reads "
-        "(MiniLM: 256 word pieces incl. 2 special tokens)",
+        description="Tokens per embedded window of a chunk; default: the embedder's (MiniLM: "
+        "64 word pieces, at most 254; others: 256)",
     )
     batch_size: int = Field(64, ge=1, description="Texts per embedding call")
     fusion: FusionMethod = Field(

