@@ -40,7 +40,8 @@ LOADED_KEPT = 16  # documents a pipeline keeps read (the app runs several strate
 ANSWER_SETTINGS = (
     "temperature", "seed", "max_answer_tokens", "chunk_tokens", "chunk_overlap", "truncate",
     "cu_tokens", "memory_tokens", "segment_tokens", "step_reply_tokens", "retrieve_k",
-    "retrieve_neighbours", "retrieval_mode", "embedder",
+    "retrieve_neighbours", "retrieval_mode", "embedder", "embed_window_tokens",
+    "retrieval_fusion", "max_chunks", "max_calls", "time_budget_s", "full_read_chunks",
 )
 
 

@@ -181,6 +181,21 @@ def test_widening_counts_chunks_whose_call_failed_in_any_round(sim, tmp_path: Pa
     assert answer.coverage.chunks_failed == 1 and answer.coverage.stopped == "answer"
 
 
+def test_reading_budgets_and_retrieval_options_key_reused_answers(tmp_path: Path) -> None:
+    """A batch result or a --run-id checkpoint made with another reading budget, fusion or
+    window size is not reused: they change what auto reads."""
+    from longdoc.pipeline.api import answer_config
+    from longdoc.pipeline.llm import Endpoint
+    from longdoc.pipeline.settings import Settings
+
+    endpoint = Endpoint(base_url="http://127.0.0.1:1/v1", model="m", context_window=8192)
+    base = answer_config(Settings(cache_dir=tmp_path), endpoint)
+    for change in ({"max_chunks": 5}, {"max_calls": 20}, {"time_budget_s": 60.0},
+                   {"full_read_chunks": 2}, {"retrieval_fusion": "rrf"},
+                   {"embed_window_tokens": 128}):
+        assert answer_config(Settings(cache_dir=tmp_path, **change), endpoint) != base, change
+
+
 def test_round_sizes_and_budgets() -> None:
     assert widths(5, 45) == [5, 15, 45]
     assert widths(5, 100) == [5, 15, 45, 100]
