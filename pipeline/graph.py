@@ -77,9 +77,7 @@ async def verify(state: GraphState, runtime: Runtime[RunContext]) -> dict:
     """
     draft = state["draft"]
     if not draft.found:
-        return {"citations": [], "dropped_quotes": 0, "unsupported_citations": 0,
-                "supported": False, "trace": [TraceEvent(
-                    node="verify", message="no answer found: nothing to cite")]}
+        return _verified([], 0, 0, False, "no answer found: nothing to cite", {})
     verifier = CitationVerifier(state["documents"])
     if draft.paragraph_quotes:
         return verify_summary(verifier, draft)
@@ -98,16 +96,19 @@ async def verify(state: GraphState, runtime: Runtime[RunContext]) -> dict:
     supported = bool(citations)
     message = (f"{len(citations)} supporting citation(s), {dropped} quote(s) not in the "
                f"source, {unsupported} not supporting the answer")
+    return _verified(citations, dropped, unsupported, supported,
+                     message if supported else message + ": answer unsupported",
+                     {"offered": len(draft.quotes), "located_in_code": located})
+
+
+def _verified(citations: list[Citation], dropped: int, unsupported: int, supported: bool,
+              message: str, data: dict) -> dict:
+    """The state update of ``verify``, with its trace event."""
     return {
-        "citations": citations,
-        "dropped_quotes": dropped,
-        "unsupported_citations": unsupported,
-        "supported": supported,
-        "trace": [TraceEvent(
-            node="verify", message=message if supported else message + ": answer unsupported",
-            data={"offered": len(draft.quotes), "located_in_code": located,
-                  "unsupported": unsupported, "supported": supported},
-        )],
+        "citations": citations, "dropped_quotes": dropped,
+        "unsupported_citations": unsupported, "supported": supported,
+        "trace": [TraceEvent(node="verify", message=message, data={
+            **data, "unsupported": unsupported, "supported": supported})],
     }
 
 
@@ -141,21 +142,11 @@ def verify_summary(verifier: CitationVerifier, draft: Draft) -> dict:
         citations += [c.model_copy(update={"paragraph": number}) for c in fitting]
     cited = {c.paragraph for c in citations}
     supported = bool(paragraphs) and all(n in cited for n in range(1, len(paragraphs) + 1))
-    return {
-        "citations": citations,
-        "dropped_quotes": dropped,
-        "unsupported_citations": unsupported,
-        "supported": supported,
-        "trace": [TraceEvent(
-            node="verify",
-            message=f"{len(citations)} citation(s) verified for "
-                    f"{len(draft.paragraph_quotes)} paragraph(s), {dropped} quote(s) dropped, "
-                    f"{unsupported} not about their paragraph",
-            data={"offered": sum(map(len, draft.paragraph_quotes)),
-                  "paragraphs_cited": len(cited), "unsupported": unsupported,
-                  "supported": supported},
-        )],
-    }
+    return _verified(
+        citations, dropped, unsupported, supported,
+        f"{len(citations)} citation(s) verified for {len(draft.paragraph_quotes)} "
+        f"paragraph(s), {dropped} quote(s) dropped, {unsupported} not about their paragraph",
+        {"offered": sum(map(len, draft.paragraph_quotes)), "paragraphs_cited": len(cited)})
 
 
 RETRIEVAL_FILTERED = ("mapreduce", "chain", "memory")
