@@ -6,7 +6,6 @@ from pathlib import Path
 
 import pytest
 
-from longdoc.pipeline.state import NOT_FOUND_ANSWER
 from longdoc.agents.sequential import (
     bridge_keys,
     fit_evidence,
@@ -14,7 +13,7 @@ from longdoc.agents.sequential import (
     trim_notes,
 )
 from longdoc.pipeline.api import Pipeline
-from longdoc.pipeline.state import Evidence
+from longdoc.pipeline.state import NOT_FOUND_ANSWER, Evidence
 from longdoc.pipeline.tokens import count_tokens
 from tests.conftest import haystack, real_settings, sim_settings
 from tests.sequential_cases import (

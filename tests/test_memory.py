@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from longdoc.pipeline.state import NOT_FOUND_ANSWER
 from longdoc.pipeline.api import Pipeline
+from longdoc.pipeline.state import NOT_FOUND_ANSWER
 from longdoc.pipeline.tokens import count_tokens
 from tests.conftest import sim_settings
 from tests.sequential_cases import (
