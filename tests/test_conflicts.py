@@ -21,7 +21,7 @@ from longdoc.pipeline.evaluation.conflicts import (
 )
 from longdoc.pipeline.evaluation.tasks import UNRELIABLE_PER_TASK, Corpus, conflict_task
 from tests.conftest import REPO, sim_env
-from tests.test_evaluation import SENTENCES, chats
+from tests.test_evaluation import SENTENCES, chats, write_corpus
 
 HALVES = {split: phrasings(split) for split in CONFLICT_SPLITS}
 # Words any sentence about a code has; a kind must not be marked by any other one word.
@@ -31,14 +31,16 @@ COMMON = {"the", "a", "an", "for", "of", "is", "was", "to", "be", "that", "it", 
 
 @pytest.fixture
 def corpus(tmp_path: Path) -> Corpus:
-    """About 9,000 tokens of prose in a few files."""
+    """About 9,000 tokens of prose in a few files (test_evaluation's folder)."""
+    return Corpus.from_folder(write_corpus(tmp_path))
+
+
+def one_file_folder(tmp_path: Path) -> Path:
+    """A folder with one file of the test sentences, repeated."""
     folder = tmp_path / "corpus"
     folder.mkdir()
-    for i in range(6):
-        lines = [f"{SENTENCES[(i + j) % len(SENTENCES)]} Entry {i}-{j} was filed."
-                 for j in range(60)]
-        (folder / f"doc{i}.txt").write_text("\n\n".join(lines), encoding="utf-8")
-    return Corpus.from_folder(folder)
+    (folder / "a.txt").write_text("\n\n".join(SENTENCES * 60), encoding="utf-8")
+    return folder
 
 
 def fields(template: str) -> set[str]:
@@ -190,9 +192,7 @@ def test_the_benchmark_end_to_end_on_the_simulated_server(sim, tmp_path: Path) -
     """``benchmarks/conflicts.py`` as the lead runs it, against a scripted server: per kind
     the model answers the genuine value with its sentence (hedged, unconfirmed), nothing
     (superseded) or the genuine and an unreliable value (sibling)."""
-    folder = tmp_path / "corpus"
-    folder.mkdir()
-    (folder / "a.txt").write_text("\n\n".join(SENTENCES * 60), encoding="utf-8")
+    folder = one_file_folder(tmp_path)
     corpus = Corpus.from_folder(folder)
     tasks = [conflict_task(kind, "heldout", corpus, 1500, 0.25, 0, 0) for kind in
              CONFLICT_KINDS]
@@ -280,9 +280,7 @@ def test_the_results_section(sim, tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     """``make_results --only conflicts`` gets a section with the command and the table."""
     from benchmarks.conflicts import Config, results_section
 
-    folder = tmp_path / "corpus"
-    folder.mkdir()
-    (folder / "a.txt").write_text("\n\n".join(SENTENCES * 60), encoding="utf-8")
+    folder = one_file_folder(tmp_path)
     server = sim(lambda messages: "Answer: not found")
     for key, value in sim_env(server).items():
         if key.startswith("LONGDOC_"):

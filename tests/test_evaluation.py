@@ -58,6 +58,11 @@ FACT = re.compile(r"(?:The|One of the) special magic numbers? for [\w-]+ is (\d+
 @pytest.fixture
 def corpus_dir(tmp_path: Path) -> Path:
     """A user's folder of .txt and .md prose (~9,000 tokens), and a file to ignore."""
+    return write_corpus(tmp_path)
+
+
+def write_corpus(tmp_path: Path) -> Path:
+    """``corpus_dir``'s folder, written under ``tmp_path``."""
     folder = tmp_path / "corpus"
     folder.mkdir()
     for i in range(6):
