@@ -17,6 +17,7 @@ from longdoc.pipeline.settings import Settings
 from longdoc.pipeline.state import Draft, GraphState, RunContext, strategy_graph
 from longdoc.pipeline.tokens import count_tokens, encoding
 from longdoc.prompts import document_block, get_prompt
+from longdoc.prompts.direct import answer_format
 
 NODE = "direct.answer"
 SUMMARY_NODE = "direct.summary"
@@ -45,7 +46,8 @@ def _request(state: GraphState, answer_tokens: int) -> tuple[str, dict[str, str]
         words = state.get("words", 300)
         fields = {"words": str(words), "paragraphs": str(paragraph_count(words))}
         return SUMMARY_NODE, fields, summary_tokens(words) + 150  # and the Quote: lines
-    return NODE, {"question": state["question"]}, answer_tokens
+    question = state["question"]
+    return NODE, {"question": question, "answer_format": answer_format(question)}, answer_tokens
 
 
 class DirectBudget(NamedTuple):

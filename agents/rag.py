@@ -23,6 +23,7 @@ from longdoc.pipeline.protocol import parse_answer
 from longdoc.pipeline.state import Draft, GraphState, RunContext, strategy_graph
 from longdoc.pipeline.tokens import count_tokens, encoding
 from longdoc.prompts import document_block, get_prompt
+from longdoc.prompts.direct import answer_format
 from longdoc.retrieval import RetrievalConfig, retrieve
 
 RETRIEVE_NODE = "rag.retrieve"
@@ -118,11 +119,12 @@ async def answer(state: GraphState, runtime: Runtime[RunContext]) -> dict:
     if state.get("task", "qa") != "qa":
         raise InputError("the rag strategy answers questions; use another for summaries")
     template = get_prompt(ANSWER_NODE)
+    fmt = answer_format(question)
     selected = state.get("selected_chunks") or []
     ranks = state.get("retrieval_ranks") or {cid: i for i, cid in enumerate(selected, 1)}
     window = llm.endpoint.context_window
     overhead = count_tokens("".join(
-        m["content"] for m in template.render(documents="", question=question)))
+        m["content"] for m in template.render(documents="", question=question, answer_format=fmt)))
     budget = llm.window_tokens - settings.max_answer_tokens - overhead
     if budget <= 0:
         raise InputError(
@@ -137,7 +139,8 @@ async def answer(state: GraphState, runtime: Runtime[RunContext]) -> dict:
     if not kept:
         return {"draft": Draft(answer="not found", found=False), "trace": [TraceEvent(
             node=ANSWER_NODE, message="nothing retrieved: no answer")]}
-    reply = await llm.chat(template.render(documents=blocks, question=question),
+    reply = await llm.chat(template.render(documents=blocks, question=question,
+                                           answer_format=fmt),
                            node=ANSWER_NODE)
     parsed = parse_answer(strip_protocol_echo(reply, "\n\n".join(t for _, t in kept)))
     sources = {documents[p.doc_index].source for p, _ in kept}

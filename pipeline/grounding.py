@@ -43,6 +43,7 @@ import math
 import re
 from collections.abc import Iterable
 from itertools import pairwise
+from typing import Literal
 
 from bm25s.stopwords import STOPWORDS_EN_PLUS
 from pydantic import BaseModel
@@ -51,6 +52,7 @@ from longdoc.pipeline.folding import normalize
 from longdoc.pipeline.injection import imitates_protocol, is_instruction_like
 
 MIN_SENTENCE_CHARS = 8
+SHORT_ANSWER_WORDS = 4  # in an answer this short a number word ("seven") is its value
 MIN_PARAGRAPH_OVERLAP = 2  # content words a summary citation shares with its paragraph
 # A sentence runs to . ! ? (and closing quotes) or a blank line; single newlines are
 # line wraps (PDF text), not sentence ends.
@@ -106,8 +108,9 @@ def overlap(text: str, reference: str) -> int:
 def answer_keys(answer: str, question: str = "") -> dict[str, int]:
     """Strings of an answer worth finding in the source, with weights.
 
-    Numbers weigh 3, capitalized names 2, other long words 1; words of the question
-    are left out (every candidate sentence would match them).
+    Numbers weigh 3 (in a short answer number words too: "seven"), capitalized names 2,
+    other long words 1; words of the question are left out (every candidate sentence
+    would match them).
     """
     question_words = content_words(question)
     keys: dict[str, int] = {}
@@ -119,8 +122,11 @@ def answer_keys(answer: str, question: str = "") -> dict[str, int]:
 
     for number in _NUMBER.findall(answer):
         add(number, 3)
+    short = len(_WORD.findall(answer)) <= SHORT_ANSWER_WORDS
     for word in _WORD.findall(answer):
-        if word[:1].isupper() and len(word) > 2:
+        if short and word.casefold() in NUMBER_WORDS:  # "seven", "third": a number
+            add(word, 3)
+        elif word[:1].isupper() and len(word) > 2:
             add(word, 2)
         elif len(word) > 4:
             add(word, 1)
@@ -233,6 +239,189 @@ def best_sentence(
         if best_score is None or score > best_score:
             best, best_score = (s, e), score
     return best
+
+
+# --- question types and fitted answers ---------------------------------------------------
+
+QuestionType = Literal["passages", "yesno", "explain", "date", "number", "name", "place",
+                       "phrase"]
+# "... act as a member of the call and answer the question: What ..." asks "What ...".
+_PREAMBLE = re.compile(r"^.*?\banswer (?:the|this|my|a) question\s*:\s*(?=\S)", re.I | re.S)
+_PASSAGES_Q = re.compile(
+    r"\b(?:which|what) (?:parts?|sections?|clauses?|passages?|provisions?|sentences?|"
+    r"paragraphs?|portions?|lines?)\b|\bhighlight\b|\bquote the\b", re.I)
+_YESNO_Q = re.compile(r"^\W*(?:is|are|was|were|am|do|does|did|can|could|has|have|had|will|"
+                      r"would|should|shall|must|may|might)\b", re.I)
+_WH = re.compile(r"\b(?:who|whom|whose|what|when|where|which|why|how)\b", re.I)
+_EXPLAIN_Q = re.compile(
+    r"^\W*(?:why|how (?:do|does|did|is|are|was|were|has|have|had|can|could|will|would|"
+    r"should)|describe|explain|discuss|summari[sz]e|elaborate|can you|could you)\b"
+    r"|\bwhat (?:are|were) (?:some|the) (?:key|main|major)\b"
+    r"|\bwhat (?:\w+ )?(?:actions|steps|factors|reasons|measures|plans?|strateg(?:y|ies)|"
+    r"challenges|impact|effect|role|perspective|outlook)\b", re.I)
+_DATE_Q = re.compile(r"^\W*when\b|\b(?:what|which) (?:year|date|day|month|decade|century)\b"
+                     r"|\bin what year\b|\bwhen (?:did|does|do|is|was|were|will)\b", re.I)
+_NUMBER_Q = re.compile(r"\bhow (?:many|much|long|old|far|big|tall|high|often)\b"
+                       r"|\b(?:what|which) (?:number|percentage|percent|amount|total)\b", re.I)
+_NAME_Q = re.compile(r"^\W*(?:who|whom|whose)\b|\b(?:by|to|with|for) whom\b"
+                     r"|\bwho (?:is|was|are|were|plays|played|does|did|has|won)\b", re.I)
+_PLACE_Q = re.compile(r"^\W*where\b|\bwhere (?:is|was|are|were|do|does|did)\b"
+                      r"|\b(?:what|which) (?:country|city|state|place|location|town|island|"
+                      r"region|continent)\b", re.I)
+EXPLAIN_WORDS = 16  # a question this long wants an explanation (unless it opens "when"...)
+
+_MONTH = (r"(?:jan(?:uary)?|feb(?:ruary)?|mar(?:ch)?|apr(?:il)?|may|june?|july?|"
+          r"aug(?:ust)?|sep(?:t(?:ember)?)?|oct(?:ober)?|nov(?:ember)?|dec(?:ember)?)\.?")
+_YEAR = r"(?:1[0-9]{3}|20[0-9]{2})(?:s)?"
+_DATE = re.compile(
+    rf"\b(?:{_MONTH}\s+\d{{1,2}}(?:st|nd|rd|th)?\s*,?\s*{_YEAR}"
+    rf"|\d{{1,2}}(?:st|nd|rd|th)?\s+(?:of\s+)?{_MONTH}\s*,?\s*{_YEAR}"
+    rf"|{_MONTH}\s*,?\s*{_YEAR}|{_MONTH}\s+\d{{1,2}}(?:st|nd|rd|th)?\b"
+    rf"|(?:early|mid|late)\s*-?\s*{_YEAR}|{_YEAR})\b", re.I)
+NUMBER_WORDS = ("zero one two three four five six seven eight nine ten eleven twelve "
+                "thirteen fourteen fifteen sixteen seventeen eighteen nineteen twenty thirty "
+                "forty fifty sixty seventy eighty ninety hundred thousand million billion "
+                "first second third fourth fifth sixth seventh eighth ninth tenth").split()
+_AMOUNT = re.compile(
+    r"(?:[$€£]\s*)?\b\d[\d,]*(?:\.\d+)?(?:\s*(?:%|percent|million|billion|thousand|"
+    r"trillion))?(?!\w)"
+    r"|\b(?:" + "|".join(NUMBER_WORDS) + r")(?:[\s-]+(?:" + "|".join(NUMBER_WORDS) + r"))*\b",
+    re.I)
+# A name: capitalized words, joined by particles, initials and hyphens ("Dr. Heinz
+# Doofenshmirtz", "Kareem Abdul - Jabbar", "Harry Potter and the Philosopher's Stone").
+_CAP = r"(?:[A-Z][\w'’.]*|[A-Z]\.)"
+_NAME = re.compile(
+    rf"{_CAP}(?:(?:\s+(?:of|the|de|da|del|van|von|der|la|le|and|&|-)){{0,2}}\s+{_CAP}"
+    rf"|\s*-\s*{_CAP})*")
+_YES_NO = re.compile(r"^\W*(yes|no)\b", re.I)
+_NEGATED = re.compile(r"\b(?:not|no|never|none|cannot|neither|nor)\b|n't\b", re.I)
+_COPULA = re.compile(r"\s(?:is|are|was|were|is called|was called|are called|named|"
+                     r"became|becomes|remains|by)\s", re.I)
+
+
+def question_core(question: str) -> str:
+    """The question itself, without a role-play preamble ("... answer the question: ")."""
+    return _PREAMBLE.sub("", question.strip(), count=1) or question.strip()
+
+
+def question_type(question: str) -> QuestionType:
+    """What shape of answer ``question`` wants (see ``fit_answer``).
+
+    In order: verbatim passages ("which parts of the contract ..."), an explanation
+    (why/how does, "can you ...", several wh-words), yes/no (it opens with an auxiliary
+    verb), a date, a number, a name, a place, else a phrase; a question of
+    ``EXPLAIN_WORDS`` words or more wants an explanation unless it opens with its
+    wh-word ("when was the last time ...").
+    """
+    core = question_core(question)
+    if _PASSAGES_Q.search(core):
+        return "passages"
+    if len(_WH.findall(core)) > 1 or _EXPLAIN_Q.search(core):
+        return "explain"
+    if _YESNO_Q.search(core) and " or " not in core.casefold():
+        return "yesno"
+    long = len(words(core)) >= EXPLAIN_WORDS
+    for kind, pattern in (("date", _DATE_Q), ("number", _NUMBER_Q), ("name", _NAME_Q),
+                          ("place", _PLACE_Q)):
+        found = pattern.search(core)
+        if found:  # a long question asks for more than the value, unless it opens with it
+            return kind if found.start() < 3 or not long else "explain"  # type: ignore
+    return "explain" if long else "phrase"
+
+
+_SENTENCE_BREAK = re.compile(r"[.!?]+[\"')\]”’]*\s+(?=[A-Z\"“‘(])|\n")
+_ABBREVIATION = re.compile(r"(?:\b(?:Dr|Mr|Mrs|Ms|St|Jr|Sr|Inc|Co|No|vs|Mt|Ft|Gen|Col|Capt|"
+                           r"Prof|Rev|Gov|Sen|Rep|Lt|Sgt)|\b[A-Z])\.$")
+
+
+def first_sentence(text: str) -> str:
+    """The first sentence of an answer (or its first line); "Dr." and initials do not end
+    one."""
+    text = text.strip()
+    for m in _SENTENCE_BREAK.finditer(text):
+        if m.group(0) != "\n" and _ABBREVIATION.search(text[:m.start() + 1]):
+            continue
+        return text[:m.start() + (0 if m.group(0) == "\n" else 1)].strip()
+    return text
+
+
+def holds_words(text: str, span: str) -> bool:
+    """Whether ``text`` holds the words of ``span`` in a row (case, spacing and
+    punctuation aside: "July 16 , 2017" holds "July 16, 2017")."""
+    wanted = " ".join(words(span))
+    return bool(wanted) and re.search(rf"(?<!\w){re.escape(wanted)}(?!\w)",
+                                      " ".join(words(text))) is not None
+
+
+def _clean(span: str) -> str:
+    return span.strip().strip(" ,;:").rstrip(".").strip()
+
+
+def _new_words(span: str, question: str) -> bool:
+    """Whether ``span`` says something the question does not (a word beyond its words)."""
+    asked = set(words(question))
+    return any(w not in asked and w not in STOPWORDS for w in words(span))
+
+
+def typed_spans(answer: str, kind: QuestionType, question: str = "") -> list[str]:
+    """The spans of ``answer`` of the shape ``kind`` wants (dates, amounts, names), in
+    order, that are not the question's own words."""
+    if kind == "date":
+        found = [m.group(0) for m in _DATE.finditer(answer)]
+    elif kind == "number":
+        found = [m.group(0) for m in _AMOUNT.finditer(answer)]
+    elif kind in ("name", "place"):
+        found = [m.group(0) for m in _NAME.finditer(answer)]
+        if kind == "place":  # "Vancouver, British Columbia"
+            joined = re.finditer(rf"{_NAME.pattern}(?:\s*,\s*{_NAME.pattern})*", answer)
+            found = [m.group(0) for m in joined]
+        found = [re.sub(r"^(?:The|A|An)\s+", "", f) for f in found]
+    else:
+        return []
+    return [_clean(f) for f in found if _clean(f) and _new_words(f, question)]
+
+
+def strip_restatement(answer: str, question: str) -> str:
+    """``answer`` without a leading restatement of the question: "The evil guy's name is
+    Dr. X" -> "Dr. X" when the words before the verb are all the question's (or a
+    pronoun: "It is X")."""
+    asked = content_words(question)
+    for m in _COPULA.finditer(answer):
+        head, tail = answer[:m.start()], answer[m.end():]
+        head_words = content_words(head)
+        restated = head_words <= asked if head_words else len(words(head)) <= 2  # "It is"
+        if restated and _new_words(tail, question):
+            return _clean(tail)
+    return _clean(answer)
+
+
+def fit_answer(answer: str, question: str, evidence: Iterable[str] = ()) -> str:
+    """The shortest form of ``answer`` that answers ``question`` by its type.
+
+    date, number, name, place: the first span of that shape in the answer that the
+    ``evidence`` (verified citations) holds, else the first such span; yes/no: "Yes" or
+    "No" (a bare restatement of the question asserts it, so yes unless negated);
+    phrase: the answer's first sentence without a restatement of the question;
+    explanations and passages keep the answer as it is. An answer with none of the
+    wanted shape keeps its phrase form.
+    """
+    core = question_core(question)
+    kind = question_type(core)
+    text = answer.strip()
+    if not text or kind in ("explain", "passages"):
+        return text
+    first = first_sentence(text)
+    if kind == "yesno":
+        said = _YES_NO.match(first)
+        if said:
+            return said.group(1).capitalize()
+        return "No" if _NEGATED.search(first) and not _NEGATED.search(core) else "Yes"
+    spans = typed_spans(first, kind, core) or typed_spans(text, kind, core)
+    if spans:
+        texts = list(evidence)
+        held = [s for s in spans if any(holds_words(t, s) for t in texts)]
+        return (held or spans)[0]
+    return strip_restatement(first, core)
 
 
 # --- stance ------------------------------------------------------------------------------

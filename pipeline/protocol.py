@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 from typing import Literal
 
 from pydantic import BaseModel, Field
@@ -46,18 +47,33 @@ def _strip_quotes(text: str) -> str:
     return text.strip().strip("\"'“”‘’`").strip()
 
 
+_QUESTION_ECHO = re.compile(r"\A(?:\s*[*_#>]*\s*question\s*[*_]*\s*:[^\n]*(?:\n|\Z))+", re.I)
+_LABELLED_ANSWER = re.compile(r"^\s*[*_#]*\s*(?:final\s+)?answer\s*[*_]*\s*:", re.I | re.M)
+
+
+def drop_question_echo(reply: str) -> str:
+    """``reply`` without the "Question: ..." lines a model copies from its prompt before
+    answering (the answer is what follows them, if anything)."""
+    return _QUESTION_ECHO.sub("", reply.strip(), count=1).strip()
+
+
 def parse_answer(reply: str) -> ParsedReply:
     """Split a reply into its answer and quotes, and tell whether it claims no answer.
 
-    The answer is the reply's first paragraph (small models ramble on after it).
+    The answer is the reply's first paragraph (small models ramble on after it), or
+    what follows its "Answer:" label; "Question: ..." lines copied from the prompt before
+    it are dropped.
 
     Quotes come from labelled lines ("Quote: ...", "Evidence: ...") and from long
     double-quoted passages anywhere in the reply. Every quote is only a candidate:
     the citation verifier decides whether it occurs in the source.
     """
-    text = reply.strip()
+    text = drop_question_echo(reply)
     match = _QUOTE_LINE.search(text)
     answer_part = text[: match.start()] if match else text
+    labelled = _LABELLED_ANSWER.search(answer_part)
+    if labelled and labelled.start() > 0:  # an answer line after the model's preamble
+        answer_part = answer_part[labelled.start():]
     quotes = [_strip_quotes(m.group(1)) for m in _QUOTE_LINE.finditer(text)]
     quotes += [_strip_quotes(a or b) for a, b in _QUOTED.findall(text)]
     answer = _ANSWER_LABEL.sub("", answer_part.strip()).strip()
@@ -191,3 +207,66 @@ def parse_map_reply(reply: str) -> MapReply:
         labelled=bool(labels),
         parsed=usable,
     )
+
+
+# --- answers that only repeat the prompt -------------------------------------------------
+
+PROMPT_SHINGLE_WORDS = 5  # an answer sharing this many words in a row with a prompt echoes it
+_PROMPT_LABEL = re.compile(
+    r"^\W*(?:question|quote|information|rationale|confidence|report|passages?|document)s?"
+    r"\s*:", re.I)
+_PLACEHOLDER = re.compile(r"<[^<>]*\b(?:sentence|answer|quote|facts?|text|how)\b[^<>]*>?", re.I)
+_AFFIRMATIONS = frozenset({"yes", "no"})
+
+
+def _shingles(words: list[str], n: int) -> set[tuple[str, ...]]:
+    return {tuple(words[i:i + n]) for i in range(len(words) - n + 1)}
+
+
+@lru_cache(maxsize=1)
+def prompt_shingles() -> frozenset[tuple[str, ...]]:
+    """Every run of ``PROMPT_SHINGLE_WORDS`` words of the registered prompts' own text
+    (their fields left out) and of the answer-format instructions."""
+    from longdoc.prompts import all_prompts
+    from longdoc.prompts.direct import ANSWER_FORMATS
+
+    parts = [p for t in all_prompts().values() for p in (t.system, t.user)]
+    found: set[tuple[str, ...]] = set()
+    for part in [*parts, *ANSWER_FORMATS.values()]:
+        for piece in re.split(r"\{\w+\}", part):
+            found |= _shingles(re.findall(r"[^\W_]+", piece.casefold()), PROMPT_SHINGLE_WORDS)
+    return frozenset(found)
+
+
+def echoes_prompt(answer: str) -> bool:
+    """Whether ``answer`` repeats prompt text: a protocol label ("Question: ..."), a
+    template placeholder ("<a sentence copied ...>") or a run of a prompt's words."""
+    if _PROMPT_LABEL.match(answer) or _PLACEHOLDER.search(answer):
+        return True
+    tokens = re.findall(r"[^\W_]+", answer.casefold())
+    return bool(_shingles(tokens, PROMPT_SHINGLE_WORDS) & prompt_shingles())
+
+
+def restates_question(answer: str, question: str) -> bool:
+    """Whether ``answer`` says nothing but the question's own words (yes and no aside; a
+    question offering a choice, "A or B?", may be answered by its words)."""
+    from longdoc.pipeline.grounding import STOPWORDS, question_core, words
+
+    core = question_core(question)
+    said = [w for w in words(answer) if w not in STOPWORDS]
+    if not said or " or " in core.casefold():
+        return False
+    if said[0] in _AFFIRMATIONS:
+        return False
+    asked = set(words(core))
+    return all(w in asked for w in said)
+
+
+def unfit_answer(answer: str, question: str) -> str | None:
+    """Why ``answer`` must never be returned for ``question`` (it restates the question
+    or echoes the prompt), or None."""
+    if echoes_prompt(answer):
+        return "echoes the prompt"
+    if restates_question(answer, question):
+        return "restates the question"
+    return None

@@ -14,7 +14,7 @@ RAG_ANSWER = register(
             "Passages retrieved from the documents for this question, in document order:\n\n"
             "{documents}\n\n"
             "Question: {question}\n\n"
-            "Answer the question in one or two sentences using only the passages above. "
+            "{answer_format} using only the passages above. "
             "Then on a new line write: Quote: \"<a sentence copied exactly from a passage "
             "that supports the answer>\". If the passages do not contain the answer, "
             "write: Answer: not found."

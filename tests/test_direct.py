@@ -27,7 +27,7 @@ def test_answer_with_model_quote_verified(sim, tmp_path: Path) -> None:
     server = sim(lambda m: 'The passkey is 48213.\nQuote: "the secret passkey is 48213."')
     with Pipeline(sim_settings(server, tmp_path, strategy="direct")) as pipeline:
         answer = pipeline.ask(write(tmp_path), "What is the secret passkey?")
-    assert answer.answer == "The passkey is 48213."
+    assert answer.answer == "48213"  # the reply fitted to the question (verify)
     assert answer.strategy == "direct"
     [citation] = answer.citations
     assert citation.origin == "model"
@@ -57,7 +57,7 @@ def test_answer_without_support_gets_no_citation(sim, tmp_path: Path) -> None:
     server = sim(lambda m: "It is 99999.")
     with Pipeline(sim_settings(server, tmp_path, strategy="direct")) as pipeline:
         answer = pipeline.ask(write(tmp_path), "What is the passkey?")
-    assert answer.answer == "It is 99999."
+    assert answer.answer == "99999"
     assert answer.citations == []
 
 

@@ -418,8 +418,8 @@ def test_reference_tasks_run_and_score(sim, tmp_path: Path) -> None:
                         settings=sim_settings(server, tmp_path, use_cache=False))
     qa, summary = sorted(results, key=lambda r: r.kind)
     assert qa.kind == "qa" and qa.status == "ok" and qa.expected == []
-    # "harbour was dredged in spring" vs "it was dredged in spring": P 4/5, R 4/5
-    assert qa.score == pytest.approx(0.8)
+    # fitted to the question: "dredged in spring" vs "it was dredged in spring": P 1, R 3/5
+    assert qa.score == pytest.approx(0.75)
     assert {"token_f1", "rouge1", "rouge2", "rougeL"} <= set(qa.details)
     assert qa.citation_recall is None and qa.supported is None and qa.citations == 1
     assert qa.citation_precision is None  # no gold spans to judge the citation against

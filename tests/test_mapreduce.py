@@ -200,7 +200,7 @@ def test_unlabelled_answer_gets_evidence_located_in_code(sim, tmp_path: Path) ->
                            if "48213" in user else "It is 99999 I think."))
     path, text = write(tmp_path)
     answer = ask(server, tmp_path, path)
-    assert answer.answer == "The passkey is 48213."
+    assert answer.answer == "48213"  # fitted to the question by verify
     [citation] = answer.citations
     assert citation.origin == "located"
     assert citation.quote == NEEDLE

@@ -39,7 +39,7 @@ def test_rag_reads_only_retrieved_chunks_and_cites_the_needle(
     with Pipeline(settings) as pipeline:
         first = pipeline.ask(doc, QUESTION, strategy="rag")
         second = pipeline.ask(doc, "Who took the oath of office?", strategy="rag")
-    assert first.strategy == "rag" and first.answer == "The passkey is 48213."
+    assert first.strategy == "rag" and first.answer == "48213"
     [citation] = first.citations
     assert citation.origin == "model" and doc.read_text()[citation.start:citation.end] == NEEDLE
     assert [e.node for e in first.trace] == [

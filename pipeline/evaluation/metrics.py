@@ -9,7 +9,7 @@ shape), so an answer that offers the gold value among other candidates is not ri
   value is, else 0;
 - ``no_distractor``: the same (distractor and conflict tasks);
 - ``all_values``: gold values found / (gold values + other values offered);
-- ``token_f1``: SQuAD-style token F1, best over the references;
+- ``token_f1``: SQuAD-style token F1, best over the references (exact match recorded too);
 - ``rouge``: ROUGE-L F-measure against the reference (ROUGE-1/2 recorded too).
 
 Citations are judged against the gold evidence spans the generator planted (as
@@ -70,6 +70,12 @@ def token_f1(prediction: str, references: Sequence[str]) -> float:
     return best
 
 
+def exact_match(prediction: str, references: Sequence[str]) -> float:
+    """1.0 if ``prediction`` equals a reference after SQuAD normalization, else 0.0."""
+    pred = normalize_text(prediction)
+    return float(any(pred == normalize_text(r) for r in references))
+
+
 @lru_cache(maxsize=1)
 def _rouge_scorer() -> Any:
     try:
@@ -118,7 +124,8 @@ def score_values(scoring: Scoring, answers: Sequence[str], distractors: Sequence
         return float(bool(found) and not others), details
     if scoring == "token_f1":
         f1 = token_f1(answer, answers)
-        return f1, {"token_f1": round(f1, 4), **rouge(answer, answers[0])}
+        return f1, {"token_f1": round(f1, 4), "exact_match": exact_match(answer, answers),
+                    **rouge(answer, answers[0])}
     scores = rouge(answer, answers[0])
     return scores["rougeL"], scores
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import ExitStack
 from pathlib import Path
 
@@ -20,6 +20,7 @@ from longdoc.pipeline.api import Pipeline
 from longdoc.pipeline.errors import BackendError, InputError
 from longdoc.pipeline.evaluation.metrics import EvalResult, evaluate, failed
 from longdoc.pipeline.evaluation.tasks import EvalTask
+from longdoc.pipeline.models import Answer
 from longdoc.pipeline.runs import JsonLog, progress_bar
 from longdoc.pipeline.settings import Settings, load_settings
 
@@ -49,9 +50,11 @@ def results_log(path: Path) -> JsonLog[EvalResult]:
 
 
 def run_one(pipeline: Pipeline, task: EvalTask, strategy: str, document: Path,
-            model: str | None = None) -> EvalResult:
+            model: str | None = None,
+            on_answer: Callable[[Answer], None] | None = None) -> EvalResult:
     """Run ``task`` with ``strategy`` and score it. A refused input (e.g. ``direct`` over
-    the window) is recorded as "refused"; any other failure but a backend one as "error"."""
+    the window) is recorded as "refused"; any other failure but a backend one as "error".
+    ``on_answer`` receives the pipeline's answer (with its trace) before it is scored."""
     started = time.perf_counter()
     try:
         if task.kind == "summary":
@@ -68,7 +71,10 @@ def run_one(pipeline: Pipeline, task: EvalTask, strategy: str, document: Path,
     except Exception as exc:  # a bug in one strategy must not end a long evaluation
         return failed(task, strategy, "error", f"{type(exc).__name__}: {exc}",
                       time.perf_counter() - started, model)
-    return evaluate(task, strategy, answer, time.perf_counter() - started, model)
+    wall_s = time.perf_counter() - started
+    if on_answer is not None:
+        on_answer(answer)
+    return evaluate(task, strategy, answer, wall_s, model)
 
 
 def _line(result: EvalResult) -> str:
