@@ -9,7 +9,7 @@ import json
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -25,12 +25,18 @@ from longdoc.pipeline.settings import Settings, load_settings, private_dir, priv
 from longdoc.pipeline.state import RunContext
 
 if TYPE_CHECKING:
+    from langgraph.checkpoint.base import BaseCheckpointSaver
     from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
+    from langgraph.graph.state import CompiledStateGraph
+
+    from longdoc.agents.write import Article
 
 PathLike = str | Path
 DEFAULT_SUMMARY_STRATEGY = "mapreduce"
 DEFAULT_SUMMARY_WORDS = 300
 MIN_SUMMARY_WORDS, MAX_SUMMARY_WORDS = 20, 5000
+DEFAULT_WRITE_WORDS = 1500
+MIN_WRITE_WORDS, MAX_WRITE_WORDS = 100, 20000
 RUNS_DB = "runs.sqlite"
 RUN_STEP_LIMIT = 100_000  # sequential strategies take a few steps per chunk
 DYING_WAIT_S = 0.5  # after a backend error, how long to wait for a managed server to die
@@ -203,6 +209,30 @@ class Pipeline:
         """Synchronous ``asummarize``."""
         return asyncio.run(self.asummarize(paths, **kwargs))
 
+    async def awrite(
+        self,
+        paths: PathLike | Sequence[PathLike],
+        topic: str,
+        *,
+        words: int = DEFAULT_WRITE_WORDS,
+        password: str | None = None,
+        run_id: str | None = None,
+        progress: Callable[..., None] | None = None,
+    ) -> Article:
+        """Write an article of about ``words`` words on ``topic`` from the documents: a
+        planned outline, sections with verified citations, every figure traceable.
+        ``progress(stage, total, advance, tokens)`` is called as the stages go on."""
+        from longdoc.agents.write import article_from_state
+
+        state, answer = await self._run_state(paths, "write", "write", question=topic,
+                                              words=words, password=password, run_id=run_id,
+                                              progress=progress)
+        return article_from_state(state, answer)
+
+    def write(self, paths: PathLike | Sequence[PathLike], topic: str, **kwargs: Any) -> Article:
+        """Synchronous ``awrite``."""
+        return asyncio.run(self.awrite(paths, topic, **kwargs))
+
     async def _run(
         self,
         paths: PathLike | Sequence[PathLike],
@@ -215,6 +245,33 @@ class Pipeline:
         run_id: str | None = None,
     ) -> Answer:
         """Run the graph for one request and package its result as an ``Answer``."""
+        state, answer = await self._run_state(paths, task, strategy, question=question,
+                                              words=words, password=password, run_id=run_id)
+        draft = state["draft"]
+        return answer.model_copy(update=dict(
+            answer=draft.answer,
+            citations=state["citations"],
+            dropped_quotes=state["dropped_quotes"],
+            unsupported_citations=state.get("unsupported_citations", 0),
+            supported=state.get("supported", False),
+            route=state.get("route"),
+            coverage=state.get("coverage"),
+        ))
+
+    async def _run_state(
+        self,
+        paths: PathLike | Sequence[PathLike],
+        task: Task,
+        strategy: str,
+        *,
+        question: str = "",
+        words: int = DEFAULT_SUMMARY_WORDS,
+        password: str | None = None,
+        run_id: str | None = None,
+        progress: Callable[..., None] | None = None,
+    ) -> tuple[dict[str, Any], Answer]:
+        """Run the graph for one request: its final state, and an ``Answer`` with the
+        run's usage, time and trace (the caller fills in the rest)."""
         check_request(task, strategy, question=question, words=words)
         paths = [paths] if isinstance(paths, str | Path) else list(paths)
         if not paths:
@@ -226,10 +283,12 @@ class Pipeline:
         llm = LLMClient(endpoint, self.settings, self.cache, limit=self._request_limit())
         request = {"paths": [str(p) for p in paths], "question": question, "task": task,
                    "words": words, "strategy": strategy}
-        context = RunContext(settings=self.settings, llm=llm, password=password)
+        context = RunContext(settings=self.settings, llm=llm, password=password,
+                             progress=progress)
         try:
             if run_id is None:
-                state = await compiled_graph(strategy).ainvoke(
+                graph = _compiled(task, strategy)
+                state = await graph.ainvoke(
                     {**request, "documents": documents, "trace": []}, context=context)
             else:
                 request["run_key"] = run_key(documents, answer_config(self.settings, endpoint))
@@ -242,18 +301,11 @@ class Pipeline:
             raise BackendError(reason) from error
         finally:
             await llm.close()
-        draft = state["draft"]
-        return Answer(
-            answer=draft.answer,
+        return state, Answer(
+            answer="",
             strategy=strategy,
-            citations=state["citations"],
             usage=Usage.from_calls(llm.calls),
             elapsed_s=round(time.perf_counter() - started, 3),
-            dropped_quotes=state["dropped_quotes"],
-            unsupported_citations=state.get("unsupported_citations", 0),
-            supported=state.get("supported", False),
-            route=state.get("route"),
-            coverage=state.get("coverage"),
             trace=state["trace"],
         )
 
@@ -284,7 +336,7 @@ class Pipeline:
         async with aiosqlite.connect(str(database)) as connection:
             private_file(database)
             saver = AsyncSqliteSaver(connection, serde=checkpoint_serde())
-            graph = build_graph(strategy, checkpointer=saver)
+            graph = _compiled(request["task"], strategy, checkpointer=saver)
             saved = await graph.aget_state(config)
             if not saved.values:
                 return await graph.ainvoke({**request, "documents": documents, "trace": []},
@@ -303,12 +355,31 @@ class Pipeline:
             return await graph.ainvoke(None, config, context=context)
 
 
+def _compiled(task: Task, strategy: str,
+              checkpointer: BaseCheckpointSaver | None = None) -> CompiledStateGraph:
+    """The graph of a request: the write graph for articles, else the strategy's."""
+    if task == "write":
+        from longdoc.agents.write import build_write_graph, compiled_write_graph
+
+        return compiled_write_graph() if checkpointer is None else \
+            build_write_graph(checkpointer=checkpointer)
+    return compiled_graph(strategy) if checkpointer is None else \
+        build_graph(strategy, checkpointer=checkpointer)
+
+
 def check_request(task: Task, strategy: str, *, question: str = "",
                   words: int = DEFAULT_SUMMARY_WORDS) -> None:
-    """InputError for an unknown strategy, an empty question or a summary length out of
-    range."""
+    """InputError for an unknown strategy, an empty question or topic, or a summary or
+    article length out of range."""
     from longdoc.agents import STRATEGIES
 
+    if task == "write":
+        if not question.strip():
+            raise InputError("the topic is empty")
+        if not MIN_WRITE_WORDS <= words <= MAX_WRITE_WORDS:
+            raise InputError(f"--words must be between {MIN_WRITE_WORDS} and "
+                             f"{MAX_WRITE_WORDS} (got {words})")
+        return
     if strategy not in STRATEGIES and strategy != "auto":
         known = sorted([*STRATEGIES, "auto"])
         raise InputError(f"unknown strategy {strategy!r} (choose from {known})")
@@ -343,3 +414,16 @@ def summarize(
     """Summarize documents once: start the backend, run the graph, stop the backend."""
     with Pipeline(**settings) as pipeline:
         return pipeline.summarize(paths, words=words, strategy=strategy, password=password)
+
+
+def write(
+    paths: PathLike | Sequence[PathLike],
+    topic: str,
+    *,
+    words: int = DEFAULT_WRITE_WORDS,
+    password: str | None = None,
+    **settings: Any,
+) -> Article:
+    """Write one article: start the backend, run the write graph, stop the backend."""
+    with Pipeline(**settings) as pipeline:
+        return pipeline.write(paths, topic, words=words, password=password)

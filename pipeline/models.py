@@ -7,7 +7,7 @@ from uuid import uuid4
 
 from pydantic import BaseModel, Field
 
-Task = Literal["qa", "summary"]
+Task = Literal["qa", "summary", "write"]
 
 
 class Page(BaseModel):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import operator
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Annotated, Literal, TypedDict
 
@@ -146,3 +147,4 @@ class RunContext:
     settings: Settings
     llm: LLMClient
     password: str | None = None
+    progress: Callable[..., None] | None = None  # write: (stage, total, advance, tokens)
