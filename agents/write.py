@@ -61,13 +61,14 @@ from longdoc.agents.write_verify import (
     count_words,
     figures,
     find_conflicts,
+    sentence_spans,
     split_marked,
     support_score,
     supports_sentence,
     untraced,
 )
 from longdoc.pipeline.errors import InputError
-from longdoc.pipeline.grounding import content_tokens, content_words, is_steering, sentences
+from longdoc.pipeline.grounding import content_tokens, content_words, is_steering
 from longdoc.pipeline.injection import blank_injections, neutralize
 from longdoc.pipeline.models import Answer, Chunk, Citation, Document, TraceEvent
 from longdoc.pipeline.state import (
@@ -293,7 +294,7 @@ def located_points(chunk: Chunk, topic: str, count: int,
     wanted = content_words(topic)
     text = blank_injections(chunk.text)
     scored = []
-    for s, e in sentences(text):
+    for s, e in sentence_spans(text):
         sentence = chunk.text[s:e]
         words = len(sentence.split())
         if not 8 <= words <= MAX_EVIDENCE_WORDS or is_steering(sentence) or \
@@ -1039,7 +1040,7 @@ async def extend(draft: SectionDraft, candidates: list[Evidence], counts: WriteC
                  runtime: Runtime[RunContext]) -> SectionDraft:
     """One model call continuing a short section from unused evidence, verified."""
     need = draft.target - section_words(draft)
-    shown = candidates[:MAX_SECTION_EVIDENCE // 2]
+    shown = candidates
     text = " ".join(s.text for p in draft.paragraphs for s in p)
     max_tokens = int(need * TOKENS_PER_WORD) + 40
     room = prompt_room(runtime, EXTEND_NODE, max_tokens, title=draft.title, text="",
@@ -1078,12 +1079,17 @@ async def length(state: WriteState, runtime: Runtime[RunContext]) -> dict:
     _report(runtime, "length", total=len(drafts))
     before = {i: section_words(d) for i, d in enumerate(drafts)}
     cited = cited_keys(drafts)
-    short = [i for i, d in enumerate(drafts)
-             if section_words(d) < d.target * (1 - LENGTH_AIM)
-             and unused_evidence(d, points, cited)]
-    extended = await asyncio.gather(*(
-        extend(drafts[i], unused_evidence(drafts[i], points, cited), counts, runtime)
-        for i in short))
+    reserved = set(cited)  # each short section extends from evidence of its own
+    offers: dict[int, list[Evidence]] = {}
+    for i, draft in enumerate(drafts):
+        if section_words(draft) < draft.target * (1 - LENGTH_AIM):
+            offer = unused_evidence(draft, points, reserved)[:MAX_SECTION_EVIDENCE // 2]
+            if offer:
+                offers[i] = offer
+                reserved.update(_key(ev) for ev in offer)
+    short = list(offers)
+    extended = await asyncio.gather(*(extend(drafts[i], offers[i], counts, runtime)
+                                      for i in short))
     for i, draft in zip(short, extended, strict=True):
         drafts[i] = draft
     cited = cited_keys(drafts)

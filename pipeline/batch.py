@@ -84,7 +84,8 @@ class BatchJob(BaseModel):
         request = {"task": self.task, "strategy": self.strategy, "model": self.model,
                    "config": self.config}
         request.update({"question": self.question} if self.task == "qa" else
-                       {"words": self.words})
+                       {"words": self.words} if self.task == "summary" else
+                       {"question": self.question, "words": self.words})
         blob = json.dumps(request, sort_keys=True, ensure_ascii=False, default=str)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
@@ -109,6 +110,8 @@ class BatchResult(BaseModel):
     citations: list[Citation] = Field(default_factory=list)
     dropped_quotes: int = 0
     supported: bool | None = Field(default=None, description="A citation supports the answer")
+    counts: dict[str, Any] | None = Field(default=None, description="write: the article's "
+                                          "counts (words, dropped citations, removed sentences)")
     usage: Usage = Field(default_factory=Usage)
     elapsed_s: float = 0.0
     finished_at: str = Field(default_factory=lambda: datetime.now(UTC).isoformat(
@@ -264,6 +267,9 @@ async def run_item(pipeline: Pipeline, item: BatchItem, job: BatchJob) -> BatchR
             if job.task == "summary":
                 answer = await pipeline.asummarize(path, words=job.words, strategy=job.strategy,
                                                    password=job.password)
+            elif job.task == "write":
+                answer = await pipeline.awrite(path, job.question, words=job.words,
+                                               password=job.password)
             else:
                 answer = await pipeline.aask(path, job.question, strategy=job.strategy,
                                              password=job.password)
@@ -280,6 +286,7 @@ async def run_item(pipeline: Pipeline, item: BatchItem, job: BatchJob) -> BatchR
         route=(answer.route or {}).get("chosen"),
         citations=[c.model_copy(update={"source": item.source}) for c in answer.citations],
         dropped_quotes=answer.dropped_quotes, supported=answer.supported, usage=answer.usage,
+        counts=answer.counts.model_dump() if job.task == "write" else None,
         elapsed_s=round(time.perf_counter() - started, 3),
     )
 
@@ -289,8 +296,8 @@ def result_of(item: BatchItem, job: BatchJob, **fields: Any) -> BatchResult:
     return BatchResult(
         id=item.id, source=item.source, sha256=item.sha256, task=job.task,
         strategy=job.strategy, model=job.model, request_key=job.key,
-        question=job.question if job.task == "qa" else None,
-        words=job.words if job.task == "summary" else None, **fields,
+        question=job.question if job.task in ("qa", "write") else None,
+        words=job.words if job.task in ("summary", "write") else None, **fields,
     )
 
 
@@ -349,13 +356,15 @@ def run_batch(
 
     ``jobs`` documents are in flight at once (default 4; with ``use_ray`` the Ray
     cluster's CPUs). ``strategy`` defaults to mapreduce for summaries and to the settings'
-    strategy for questions. Raises InputError for bad parameters or inputs before any work,
-    BackendError if the backend cannot start or fails on several documents in a row (the
-    results so far are kept: rerun to resume).
+    strategy for questions; articles (``task="write"``, ``question`` the topic) have one.
+    Raises InputError for bad parameters or inputs before any work, BackendError if the
+    backend cannot start or fails on several documents in a row (the results so far are
+    kept: rerun to resume).
     """
     started = time.perf_counter()
     settings = settings or load_settings()
-    strategy = strategy or (DEFAULT_SUMMARY_STRATEGY if task == "summary" else settings.strategy)
+    strategy = "write" if task == "write" else strategy or (
+        DEFAULT_SUMMARY_STRATEGY if task == "summary" else settings.strategy)
     check_request(task, strategy, question=question, words=words)
     if jobs is not None and jobs < 1:
         raise InputError(f"--jobs must be at least 1 (got {jobs})")

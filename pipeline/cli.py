@@ -100,7 +100,7 @@ RunIdOpt = Annotated[
 ]
 
 
-def _run(request: Callable[[Pipeline], Answer], **setting_flags: Any) -> Answer:
+def _run(request: Callable[[Pipeline], Any], **setting_flags: Any) -> Any:
     """Run one request on a pipeline built from the settings and the command's flags."""
     from longdoc.pipeline.api import Pipeline
 
@@ -210,6 +210,107 @@ def summarize(
                                         password=password, run_id=run_id),
                   backend=backend, truncate=truncate)
     _print_answer(result, "Summary", as_json, trace)
+
+
+class _StageProgress:
+    """``write``'s progress on stderr: one bar per stage (digest, plan, sections ...) and
+    the tokens so far; started by the first report, so bad input prints only its error."""
+
+    def __init__(self, enabled: bool):
+        self.enabled = enabled
+        self.bar: Any = None
+        self.task: Any = None
+        self.stage: str | None = None
+
+    def __call__(self, stage: str, total: int | None, advance: int, tokens: int) -> None:
+        if not self.enabled:
+            return
+        if self.bar is None:
+            from rich.progress import TextColumn
+
+            from longdoc.pipeline.runs import progress_bar
+
+            self.bar = progress_bar(err, TextColumn("{task.fields[tokens]:,} tok"),
+                                    disable=False)
+            self.bar.start()
+        if stage != self.stage:
+            if self.task is not None:
+                self.bar.update(self.task, completed=self.bar.tasks[-1].total)
+            self.task = self.bar.add_task(stage, total=total, tokens=tokens)
+            self.stage = stage
+        self.bar.update(self.task, advance=advance, tokens=tokens)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+
+
+def _print_article(article: Any, out_file: Path | None) -> None:
+    """The Markdown (to ``out_file``, or stdout), then what the checks did, per section."""
+    c = article.counts
+    lines = [f"{c.words} words for a target of {c.target_words} "
+             f"({(c.words - c.target_words) / c.target_words:+.1%}) in {c.sections} "
+             f"section(s) (plan: {c.plan_origin}, {c.revisions_accepted} revision(s) "
+             "accepted):"]
+    lines += [f"  {s.title}: {s.words} / {s.target_words}" for s in article.sections]
+    lines.append(
+        f"{c.citations} citation(s) from {c.sources_cited} of {c.sources} source(s); "
+        f"{c.citations_unsupported} unsupported citation(s) dropped, {c.citations_invalid} "
+        f"marker(s) naming no evidence, {c.citations_located} citation(s) found in code; "
+        f"{c.sentences_rewritten} sentence(s) with untraceable figures rewritten "
+        f"({c.rewrites_kept} kept), {c.sentences_removed} removed; {c.conflicts} "
+        f"conflict(s) stated; {c.sentences_from_evidence} evidence sentence(s) added, "
+        f"{c.sentences_trimmed} trimmed; left: {c.unsupported_left} unsupported, "
+        f"{c.untraced_left} untraced")
+    u = article.usage
+    lines.append(f"{u.llm_calls} LLM call(s), {u.prompt_tokens} prompt + "
+                 f"{u.completion_tokens} completion tokens, {u.cache_hits} cache hit(s), "
+                 f"{article.elapsed_s:.1f}s")
+    if out_file is None:
+        sys.stdout.write(article.answer)
+        for line in lines:
+            err.print(escape(line), highlight=False, soft_wrap=True)
+        return
+    out.print(f"article written to {escape(str(out_file))}", highlight=False)
+    for line in lines:
+        out.print(escape(line), highlight=False)
+
+
+@app.command()
+def write(
+    paths: PathsArg,
+    topic: Annotated[str, typer.Option("--topic", "-t", help="What the article is about")],
+    words: Annotated[int, typer.Option(help="About how many words the article has")] = 1500,
+    out_file: Annotated[Path | None, typer.Option(
+        "--out", "-o", help="Write the Markdown here (default: stdout)")] = None,
+    backend: BackendOpt = None,
+    password: PasswordOpt = None,
+    password_stdin: PasswordStdinOpt = False,
+    as_json: Annotated[bool, typer.Option(
+        "--json", help="Print sections, paragraphs, citations and counts as JSON")] = False,
+    trace: TraceOpt = False,
+    run_id: RunIdOpt = None,
+) -> None:
+    """Write a planned article on a topic from the documents: Markdown with headings,
+    inline citations checked against the sources, every figure traceable."""
+    password = _checked(_password, password, password_stdin)
+    if out_file is not None and out_file.is_dir():
+        _fail(InputError(f"--out {out_file} is a folder; give a .md file"))
+    progress = _StageProgress(enabled=not as_json)
+    try:
+        article = _run(lambda p: p.write(paths, topic, words=words, password=password,
+                                         run_id=run_id, progress=progress), backend=backend)
+    finally:
+        progress.close()
+    if out_file is not None:
+        try:
+            out_file.write_text(article.answer, encoding="utf-8")
+        except OSError as exc:
+            _fail(InputError(f"cannot write {out_file}: {exc.strerror or exc}"))
+    if as_json:
+        print(article.model_dump_json(exclude=None if trace else {"trace"}))
+    else:
+        _print_article(article, out_file)
 
 
 @app.command()
@@ -430,6 +531,15 @@ def batch_ask(
 ) -> dict[str, Any]:
     """Ask the same question about every document, each answer with verified citations."""
     return {"task": "qa", "question": question, "strategy": strategy}
+
+
+@_batch_command("write")
+def batch_write(
+    topic: Annotated[str, typer.Option("--topic", "-t", help="What each article is about")],
+    words: Annotated[int, typer.Option(help="About how many words each article has")] = 1500,
+) -> dict[str, Any]:
+    """Write an article on the topic from every document, each with verified citations."""
+    return {"task": "write", "question": topic, "words": words}
 
 
 def _csv(value: str, name: str, parse: Callable[[str], Any] = str) -> list[Any]:

@@ -459,6 +459,10 @@ def test_batch_write(sim, tmp_path: Path) -> None:
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert all(r["task"] == "write" and r["answer"].startswith("# The town") for r in rows)
     assert all(r["question"] == "The town" and r["words"] == 150 for r in rows)
+    assert all(r["counts"]["words"] == sum(len(re.sub(r"\[\d+\]", " ", p).split())
+                                           for p in r["answer"].split("## References")[0]
+                                           .split("\n") if p and not p.startswith("#"))
+               for r in rows)
     again = run_batch([folder], out, task="write", question="The town", words=150,
                       settings=sim_settings(server, tmp_path), progress=False)
     assert again.skipped == 2
