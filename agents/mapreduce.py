@@ -166,9 +166,13 @@ def _evidence_spans(
     return spans, ("; " + ", ".join(notes)) if notes else ""
 
 
-def needs_second_look(records: list[MapRecord]) -> bool:
-    """Whether no verified record's evidence mentions the question."""
-    return not any(r.verified and r.relevance > 0 for r in records)
+def needs_second_look(records: list[MapRecord], question: str) -> bool:
+    """Whether no verified record's evidence mentions the question and states its answer
+    firmly (``grounding.stance``): when every answer found is hedged, attributed,
+    superseded or about a neighbouring entity, the plain statement was missed by its
+    chunk's reading, and the passages that match the question best are worth a look."""
+    return not any(r.verified and r.relevance > 0 and any(
+        stance(ev.text, r.answer_key, question).firm for ev in r.evidence) for r in records)
 
 
 def second_look_passages(
@@ -489,17 +493,18 @@ async def _map(item: MapInput, runtime: Runtime[RunContext], second_look: bool =
 
 
 def second_look(state: GraphState) -> Command:
-    """Re-read the question's best-matching passages if no verified record matched it."""
+    """Re-read the question's best-matching passages if no verified record states a firm
+    answer about the question (``needs_second_look``)."""
     question = state["question"]
-    if not needs_second_look(state.get("map_records", [])):
+    if not needs_second_look(state.get("map_records", []), question):
         return Command(goto="reduce")
     passages = second_look_passages(_chunks_to_read(state), question)
     if not passages:
         return Command(goto="reduce")
     event = TraceEvent(
         node=SECOND_LOOK_NODE,
-        message=(f"no verified answer's evidence mentions the question: re-reading "
-                 f"{len(passages)} passage(s) that do"),
+        message=(f"no verified answer's evidence states it firmly about the question: "
+                 f"re-reading {len(passages)} passage(s) that match it"),
         data={"passages": [{"id": p.id, "start": p.start, "end": p.end, "text": p.text}
                            for p in passages]},
     )

@@ -142,6 +142,41 @@ def test_second_look_rereads_the_matching_passage_when_no_verified_answer_matche
     assert len(requests_of(server, MAP_SYSTEM)) == len(PARAGRAPHS) + 1
 
 
+def test_second_look_when_every_verified_answer_is_about_a_neighbour(
+    sim, tmp_path: Path
+) -> None:
+    """The dev sibling conflict task on the real model: the genuine statement's chunk was
+    misread, the neighbours' codes verified; a plain statement about the asked entity is
+    looked for before the neighbours' codes are weighed."""
+    question = "What is the access code for the east entrance of the Sorrel Institute?"
+    genuine = "89046 is the access code for the east entrance of the Sorrel Institute."
+    sibling = "Next door, the west entrance of the Sorrel Institute has the access code 57062."
+    paragraphs = [FILLER[0], f"The porters were busy. {sibling}", FILLER[1],
+                  f"The ledgers were dusty. {genuine} Nobody moved the keypad.", FILLER[2]]
+
+    def map_reply(user: str) -> str:
+        chunk = user.split("Question:")[1]
+        if "89046" in chunk:  # the passage alone is read right, the whole chunk is not
+            return ("Answer: 89046\nConfidence: high" if "ledgers" not in chunk
+                    else "Answer: the ledgers\nConfidence: low")
+        if "57062" in chunk:
+            return "Answer: 57062\nConfidence: high"
+        return "Answer: none"
+
+    server = sim(responder(map_reply))
+    path, text = write(tmp_path, paragraphs)
+    settings = sim_settings(server, tmp_path, chunk_tokens=SIM_CHUNK_TOKENS, chunk_overlap=0)
+    with Pipeline(settings) as pipeline:
+        answer = pipeline.ask(path, question, strategy="mapreduce")
+    assert answer.answer == "89046"
+    [citation] = answer.citations
+    assert text[citation.start:citation.end] == citation.quote == genuine
+    [look] = events(answer, "mapreduce.second_look")
+    assert genuine in [p["text"].split(" Nobody")[0] for p in look.data["passages"]]
+    [reduce] = events(answer, "mapreduce.reduce")
+    assert [g["stance"] for g in reduce.data["withdrawn_weak"]] == [["sibling"]]
+
+
 def test_no_second_look_when_a_verified_answer_matches(sim, tmp_path: Path) -> None:
     server = sim(responder(lambda user: "Answer: 48213\nConfidence: high" if "48213" in user
                            else invent(user)))
