@@ -136,12 +136,12 @@ def _trace_writer(path: Path, task: EvalTask, system: str) -> Callable[[Answer],
 
 def run(systems: Sequence[str] = SYSTEMS, sets: Sequence[str] = tuple(SETS),
         questions: int | None = None, results: Path = RESULTS, traces: Path = TRACES,
-        settings: Settings | None = None) -> list[EvalResult]:
+        settings: Settings | None = None, data: Path = DATA) -> list[EvalResult]:
     """Answer every (question, system) ``results`` lacks (errors are retried), appending
     each result at once; returns this call's results."""
     from benchmarks.langchain_compare import recipe_result
 
-    tasks = interleave(subset(sets, questions))
+    tasks = interleave(subset(sets, questions, data))
     log = results_log(results)
     done = log.done(lambda r: r.status != "error")
     pending = [(t, s) for t in tasks for s in systems if (t.digest, s) not in done]
@@ -231,6 +231,8 @@ def table(results: list[EvalResult], by_set: dict[str, list[EvalTask]],
                    f"answered by every system shown; done per system: "
                    + ", ".join(f"{LABELS.get(s, s)} {done[s]}" for s in systems) + ".")
         out.append("")
+        if not common:
+            continue
         out.append("| system | token F1 | exact match | cited | calls / q | prompt tok. / q | "
                    "completion tok. / call | s / q | not answered |")
         out.append("|---|---|---|---|---|---|---|---|---|")

@@ -25,7 +25,7 @@ from longdoc.pipeline.grounding import (
 )
 from longdoc.pipeline.ingest import Budget, load_documents
 from longdoc.pipeline.models import Citation, TraceEvent
-from longdoc.pipeline.protocol import unfit_answer
+from longdoc.pipeline.protocol import cut_prompt_echo, unfit_answer
 from longdoc.pipeline.state import NOT_FOUND_ANSWER, Draft, GraphState, RunContext
 
 
@@ -121,14 +121,16 @@ def fit_to_question(answer: str, question: str, citations: list[Citation]
                     ) -> tuple[str, str | None]:
     """The answer in the form its question wants (``grounding.fit_answer``; a question
     for passages gets the verified citations' text), and why it must be refused instead
-    (it restates the question or echoes the prompt: ``protocol.unfit_answer``), if so."""
+    (it restates the question or echoes the prompt: ``protocol.unfit_answer``), if so.
+    Prompt text the model ran on into after an answer is cut first
+    (``protocol.cut_prompt_echo``)."""
     if question_type(question) == "passages" and citations:
         fitted = " ".join(c.quote for c in citations)
     else:
-        fitted = fit_answer(answer, question, [c.quote for c in citations])
-    why = unfit_answer(fitted, question) or unfit_answer(answer, question)
+        fitted = fit_answer(cut_prompt_echo(answer), question, [c.quote for c in citations])
+    why = unfit_answer(fitted, question)
     if not fitted.strip():
-        why = "is empty"
+        why = "echoes the prompt" if answer.strip() else "is empty"
     return (NOT_FOUND_ANSWER, why) if why else (fitted, None)
 
 

@@ -268,6 +268,7 @@ _NAME_Q = re.compile(r"^\W*(?:who|whom|whose)\b|\b(?:by|to|with|for) whom\b"
 _PLACE_Q = re.compile(r"^\W*where\b|\bwhere (?:is|was|are|were|do|does|did)\b"
                       r"|\b(?:what|which) (?:country|city|state|place|location|town|island|"
                       r"region|continent)\b", re.I)
+SHORT_PHRASE_WORDS = 6  # a name question's answer this short is kept whole if it is no name
 EXPLAIN_WORDS = 16  # a question this long wants an explanation (unless it opens "when"...)
 
 _MONTH = (r"(?:jan(?:uary)?|feb(?:ruary)?|mar(?:ch)?|apr(?:il)?|may|june?|july?|"
@@ -293,6 +294,7 @@ _CAP = r"(?:[A-Z][\w'’.]*|[A-Z]\.)"
 _NAME = re.compile(
     rf"{_CAP}(?:(?:\s+(?:of|the|de|da|del|van|von|der|la|le|and|&|-)){{0,2}}\s+{_CAP}"
     rf"|\s*-\s*{_CAP})*")
+_CALENDAR = re.compile(rf"{_MONTH}|(?:mon|tues|wednes|thurs|fri|satur|sun)day", re.I)
 _YES_NO = re.compile(r"^\W*(yes|no)\b", re.I)
 _NEGATED = re.compile(r"\b(?:not|no|never|none|cannot|neither|nor)\b|n't\b", re.I)
 _COPULA = re.compile(r"\s(?:is|are|was|were|is called|was called|are called|named|"
@@ -368,17 +370,32 @@ def typed_spans(answer: str, kind: QuestionType, question: str = "") -> list[str
     order, that are not the question's own words."""
     if kind == "date":
         found = [m.group(0) for m in _DATE.finditer(answer)]
-    elif kind == "number":
-        found = [m.group(0) for m in _AMOUNT.finditer(answer)]
+    elif kind == "number":  # a range ("from 101 to 60") is one answer
+        amount = _AMOUNT.pattern
+        ranges = re.compile(rf"(?:\bfrom\s+|\bbetween\s+)?(?:{amount})\s*(?:to|and|-|–)\s*"
+                            rf"(?:{amount})", re.I)
+        found = [m.group(0) for m in ranges.finditer(answer)]
+        found += [m.group(0) for m in _AMOUNT.finditer(answer)]
     elif kind in ("name", "place"):
+        answer = re.sub(r"\s*\([^()]*\)", "", answer)  # an aside: "Charter (CRC)"
         found = [m.group(0) for m in _NAME.finditer(answer)]
         if kind == "place":  # "Vancouver, British Columbia"
             joined = re.finditer(rf"{_NAME.pattern}(?:\s*,\s*{_NAME.pattern})*", answer)
             found = [m.group(0) for m in joined]
         found = [re.sub(r"^(?:The|A|An)\s+", "", f) for f in found]
+        # A name made mostly of the question's own words names its subject, not the
+        # answer; a month or weekday is no name.
+        found = [f for f in found if _new_share(f, question) >= 0.5
+                 and not _CALENDAR.fullmatch(f.strip(" .,"))]
     else:
         return []
     return [_clean(f) for f in found if _clean(f) and _new_words(f, question)]
+
+
+def _new_share(span: str, question: str) -> float:
+    said = [w for w in words(span) if w not in STOPWORDS]
+    asked = set(words(question))
+    return sum(w not in asked for w in said) / len(said) if said else 0.0
 
 
 def strip_restatement(answer: str, question: str) -> str:
@@ -399,7 +416,9 @@ def fit_answer(answer: str, question: str, evidence: Iterable[str] = ()) -> str:
     """The shortest form of ``answer`` that answers ``question`` by its type.
 
     date, number, name, place: the first span of that shape in the answer that the
-    ``evidence`` (verified citations) holds, else the first such span; yes/no: "Yes" or
+    ``evidence`` (verified citations) holds, else the first such span (a short phrase
+    answer to a name or place question that does not open with a name stays whole);
+    yes/no: "Yes" or
     "No" (a bare restatement of the question asserts it, so yes unless negated);
     phrase: the answer's first sentence without a restatement of the question;
     explanations and passages keep the answer as it is. An answer with none of the
@@ -416,12 +435,18 @@ def fit_answer(answer: str, question: str, evidence: Iterable[str] = ()) -> str:
         if said:
             return said.group(1).capitalize()
         return "No" if _NEGATED.search(first) and not _NEGATED.search(core) else "Yes"
-    spans = typed_spans(first, kind, core) or typed_spans(text, kind, core)
+    phrase = strip_restatement(first, core)
+    spans = typed_spans(first, kind, core)
+    if not spans and kind in ("date", "number"):  # "... renewed. It premiered on <date>."
+        spans = typed_spans(text, kind, core)
+    if kind in ("name", "place") and spans and len(words(phrase)) <= SHORT_PHRASE_WORDS \
+            and not phrase.startswith(spans[0]):
+        return phrase  # "Canadian citizens and everyone in Canada": a phrase names them
     if spans:
         texts = list(evidence)
         held = [s for s in spans if any(holds_words(t, s) for t in texts)]
         return (held or spans)[0]
-    return strip_restatement(first, core)
+    return phrase
 
 
 # --- stance ------------------------------------------------------------------------------

@@ -247,6 +247,22 @@ def echoes_prompt(answer: str) -> bool:
     return bool(_shingles(tokens, PROMPT_SHINGLE_WORDS) & prompt_shingles())
 
 
+def cut_prompt_echo(answer: str) -> str:
+    """``answer`` up to where it starts repeating prompt text (a template placeholder or
+    a run of a prompt's words); all of it if it does not."""
+    cut = len(answer)
+    placeholder = _PLACEHOLDER.search(answer)
+    if placeholder:
+        cut = placeholder.start()
+    tokens = list(re.finditer(r"[^\W_]+", answer[:cut].casefold()))
+    shingles = prompt_shingles()
+    for i in range(len(tokens) - PROMPT_SHINGLE_WORDS + 1):
+        if tuple(t.group(0) for t in tokens[i:i + PROMPT_SHINGLE_WORDS]) in shingles:
+            cut = tokens[i].start()
+            break
+    return answer[:cut].rstrip(" ,;:-(\"'“") if cut < len(answer) else answer
+
+
 def restates_question(answer: str, question: str) -> bool:
     """Whether ``answer`` says nothing but the question's own words (yes and no aside; a
     question offering a choice, "A or B?", may be answered by its words)."""
