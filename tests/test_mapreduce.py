@@ -65,10 +65,10 @@ def invent(user: str) -> str:
     return f"Answer: The secret passkey is {value}.\nConfidence: high"
 
 
-def ask(server: SimServer, tmp_path: Path, path: Path) -> Answer:
+def ask(server: SimServer, tmp_path: Path, path: Path, question: str = QUESTION) -> Answer:
     settings = sim_settings(server, tmp_path, chunk_tokens=SIM_CHUNK_TOKENS, chunk_overlap=0)
     with Pipeline(settings) as pipeline:
-        return pipeline.ask(path, QUESTION, strategy="mapreduce")
+        return pipeline.ask(path, question, strategy="mapreduce")
 
 
 def events(answer: Answer, node: str) -> list:
@@ -165,9 +165,7 @@ def test_second_look_when_every_verified_answer_is_about_a_neighbour(
 
     server = sim(responder(map_reply))
     path, text = write(tmp_path, paragraphs)
-    settings = sim_settings(server, tmp_path, chunk_tokens=SIM_CHUNK_TOKENS, chunk_overlap=0)
-    with Pipeline(settings) as pipeline:
-        answer = pipeline.ask(path, question, strategy="mapreduce")
+    answer = ask(server, tmp_path, path, question)
     assert answer.answer == "89046"
     [citation] = answer.citations
     assert text[citation.start:citation.end] == citation.quote == genuine
