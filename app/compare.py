@@ -25,6 +25,19 @@ def route_label(answer: Answer) -> str:
     return answer.strategy
 
 
+def article_caption(answer: Answer) -> str:
+    """An article's length per section against its targets, and what the checks did."""
+    counts = getattr(answer, "counts", None)
+    sections = getattr(answer, "sections", [])
+    if counts is None:
+        return ""
+    per_section = "; ".join(f"{s.title}: {s.words}/{s.target_words}" for s in sections)
+    return (f"{counts.words} words for {counts.target_words} ({per_section}); "
+            f"{counts.citations_unsupported} unsupported citation(s) dropped, "
+            f"{counts.sentences_rewritten} sentence(s) with untraceable figures rewritten, "
+            f"{counts.sentences_removed} removed; {counts.conflicts} conflict(s) stated")
+
+
 def comparison_rows(runs: list[StrategyRun]) -> list[dict[str, Any]]:
     """One row per strategy run: status, answer preview, citations and cost."""
     rows = []

@@ -107,10 +107,11 @@ def paragraphs(answer: str) -> list[str]:
 
 def answer_html(answer: Answer) -> str:
     """The answer as escaped HTML paragraphs; summary paragraphs end with the numbers of
-    the citations that support them."""
+    the citations that support them (an article has its numbers inline already)."""
     numbers: dict[int, list[int]] = {}
+    inline = hasattr(answer, "references")
     for n, citation in enumerate(answer.citations, 1):
-        if citation.paragraph:
+        if citation.paragraph and not inline:
             numbers.setdefault(citation.paragraph, []).append(n)
     blocks = []
     for index, paragraph in enumerate(paragraphs(answer.answer), 1):

@@ -13,6 +13,7 @@ from pathlib import Path
 import streamlit as st
 
 from longdoc.app.compare import (
+    article_caption,
     comparison_rows,
     route_label,
     trace_rows,
@@ -40,15 +41,18 @@ from longdoc.app.runs import (
 from longdoc.app.verdicts import MARKS, VERDICTS_FILE, Verdict, VerdictStore, verdicts_path
 from longdoc.pipeline.api import (
     DEFAULT_SUMMARY_WORDS,
+    DEFAULT_WRITE_WORDS,
     MAX_SUMMARY_WORDS,
+    MAX_WRITE_WORDS,
     MIN_SUMMARY_WORDS,
+    MIN_WRITE_WORDS,
     Pipeline,
 )
 from longdoc.pipeline.errors import InputError, LongdocError
 from longdoc.pipeline.settings import Settings, load_settings
 
 BACKENDS = ("embedded", "openai", "vllm")
-TASKS = {"Ask a question": "qa", "Summarize": "summary"}
+TASKS = {"Ask a question": "qa", "Summarize": "summary", "Write an article": "write"}
 NOT_REVIEWED = "not reviewed"
 COLUMNS_PER_ROW = 3
 
@@ -128,6 +132,11 @@ def request_form(base: Settings) -> tuple[ReviewRequest | None, list[Path], str 
     if task == "qa":
         question = st.text_area("Question", key="question", height=80)
         options, default = QA_STRATEGIES, ["auto"]
+    elif task == "write":
+        question = st.text_input("Topic", key="topic")
+        words = int(st.number_input("Article length (words)", MIN_WRITE_WORDS, MAX_WRITE_WORDS,
+                                    DEFAULT_WRITE_WORDS, step=100, key="write_words"))
+        options, default = ("write",), ["write"]
     else:
         words = int(st.number_input("Summary length (words)", MIN_SUMMARY_WORDS,
                                     MAX_SUMMARY_WORDS, DEFAULT_SUMMARY_WORDS, step=50,
@@ -141,6 +150,8 @@ def request_form(base: Settings) -> tuple[ReviewRequest | None, list[Path], str 
         st.error("Choose or upload at least one document.")
     elif task == "qa" and not question.strip():
         st.error("Type a question.")
+    elif task == "write" and not question.strip():
+        st.error("Type a topic.")
     elif not strategies:
         st.error("Choose at least one strategy.")
     else:
@@ -202,6 +213,8 @@ def show_run(run: StrategyRun, review: dict, index: int, reviewer: str,
     st.html(answer_html(answer))
     if answer.route:
         st.caption(f"auto: {answer.route.get('reason', '')}")
+    if request.task == "write":
+        st.caption(article_caption(answer))
     u = answer.usage
     st.caption(f"{u.llm_calls} LLM call(s), {u.prompt_tokens} prompt + {u.completion_tokens} "
                f"completion tokens, {u.cache_hits} cache hit(s), {answer.elapsed_s:.1f}s; "
@@ -243,7 +256,8 @@ def show_review(review: dict, reviewer: str, store: VerdictStore) -> None:
     request: ReviewRequest = review["request"]
     runs: list[StrategyRun] = review["runs"]
     asked = (f"Question: {request.question}" if request.task == "qa"
-             else f"Summary in about {request.words} words")
+             else f"Article on {request.question!r} in about {request.words} words"
+             if request.task == "write" else f"Summary in about {request.words} words")
     st.divider()
     st.text(f"{asked}\nDocuments: {', '.join(d.name for d in request.documents)}")
     if len(runs) > 1:

@@ -181,7 +181,10 @@ def run_strategy(pipeline: Pipeline, request: ReviewRequest, strategy: str,
     unexpected ones (logged with their traceback)."""
     paths = [d.source for d in request.documents]
     try:
-        if request.task == "summary":
+        if request.task == "write":
+            answer = pipeline.write(paths, request.question, password=password,
+                                    **({"words": request.words} if request.words else {}))
+        elif request.task == "summary":
             answer = pipeline.summarize(paths, strategy=strategy, password=password,
                                         **({"words": request.words} if request.words else {}))
         else:

@@ -57,7 +57,7 @@ class Verdict(BaseModel):
 
     task: Task = "qa"
     question: str = Field("", description="The question; empty for summaries")
-    words: int | None = Field(None, description="Summaries: the requested length")
+    words: int | None = Field(None, description="Summaries and articles: the requested length")
     documents: list[DocumentRef]
     strategy: str
     route: str | None = Field(None, description="auto: the strategy it chose")
@@ -87,7 +87,8 @@ class Verdict(BaseModel):
         marks = list(citation_marks)
         marks += [(None, "")] * (len(answer.citations) - len(marks))
         return cls(
-            task=task, question=question.strip(), words=words if task == "summary" else None,
+            task=task, question=question.strip(),
+            words=words if task in ("summary", "write") else None,
             documents=documents, strategy=answer.strategy,
             route=(answer.route or {}).get("chosen"), answer=answer.answer,
             citations=[CitationVerdict.of(c, m, note) for c, (m, note)

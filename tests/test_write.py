@@ -37,6 +37,7 @@ from longdoc.pipeline.errors import InputError
 from longdoc.pipeline.simserver import Messages, ProtocolModel, identify
 from longdoc.pipeline.state import Evidence
 from tests.conftest import TEST_DATA, real_settings, sim_env, sim_settings
+from tests.test_app import app_env, start_app  # noqa: F401 - app_env is a fixture
 
 HARBOUR = (
     "The harbour board met in March 1931 to plan the new quay. The quay cost 4,200 pounds "
@@ -488,3 +489,21 @@ def test_real_model_writes_a_verified_article(real_endpoint, tmp_path: Path) -> 
     for ref in article.references:
         assert Path(ref.source).read_text()[ref.start:ref.end] == ref.quote
     assert_verified(article)
+
+
+def test_review_app_writes_an_article(sim, app_env) -> None:  # noqa: F811 - the fixture
+    """The review app's "Write an article" task, on the preselected sample PDF."""
+    server = sim(WriteModel())
+    app_env(server)
+    at = start_app()
+    at.radio(key="task").set_value("Write an article").run()
+    at.text_input(key="topic").input("The economy in 1962")
+    at.number_input(key="write_words").set_value(300)
+    at.button(key="run").click().run()
+    assert not at.exception and not at.error
+    assert next(s.value for s in at.subheader) == "write"
+    article = next(h.value for h in at.html if "longdoc-answer" in h.value)
+    assert "# The economy in 1962" in article and "## References" in article
+    assert "longdoc-marks" not in article  # the article's numbers are inline
+    assert any("words for 300" in c.value for c in at.caption)
+    assert any("<mark" in h.value for h in at.html)  # citations highlighted in context
