@@ -88,7 +88,7 @@ SECTION_NODE = "write.section"
 EXTEND_NODE = "write.extend"
 REWRITE_NODE = "write.rewrite"
 # The LLM nodes of each stage, for the share of time and tokens per stage.
-STAGES = {SUMMARY_MAP_NODE: "digest", PLAN_NODE: "plan", REVISE_NODE: "plan",
+STAGES = {SUMMARY_MAP_NODE: "digest", PLAN_NODE: "plan", REVISE_NODE: "revise",
           SECTION_NODE: "write", REWRITE_NODE: "verify", EXTEND_NODE: "length"}
 
 WORDS_PER_SECTION = 250  # AgentWrite-sized sections: one call writes one

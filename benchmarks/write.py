@@ -1,0 +1,158 @@
+"""``longdoc write`` on real documents: length per section, what the checks caught, cost.
+
+Usage: .venv/bin/python -m benchmarks.write [--docs state_union/1961-Kennedy.txt ...]
+       [--govreport N] [--words 1500] [--topic "..."] [--out-dir benchmarks/write]
+
+Runs ``longdoc write DOCS --topic T --words N --json --trace --out ARTICLE.md`` in a new
+process (its own embedded server unless LONGDOC_BACKEND says otherwise; no response
+cache) and prints Markdown tables: words target vs actual per section, the counts (dropped
+citations, rewritten and removed sentences, evidence added, conflicts), calls, tokens and
+seconds, and the share of each stage. It re-checks the article independently of the run's
+own counts: every citation's quote is the source's text at its span, every kept citation
+supports its sentence and every figure occurs in a cited sentence of its paragraph.
+Documents are paths under ``../shared/data`` (default: three State of the Union addresses);
+``--govreport N`` takes the N shortest GovReport reports instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from longdoc.agents.write import STAGES, stage_seconds
+from longdoc.agents.write_verify import split_marked, supports_sentence, untraced
+from longdoc.pipeline.models import TraceEvent
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+DEFAULT_DOCS = ["state_union/1961-Kennedy.txt", "state_union/1962-Kennedy.txt",
+                "state_union/1963-Kennedy.txt"]
+DEFAULT_TOPIC = "The state of the union in the Kennedy years: economy, defence and welfare"
+
+
+def govreport_docs(count: int, folder: Path) -> list[Path]:
+    lines = [json.loads(line) for line in (SHARED / "govreport" / "gov_report_summ.jsonl").open()]
+    chosen = sorted(range(len(lines)), key=lambda i: len(lines[i]["input"]))[:count]
+    paths = []
+    for index in chosen:
+        path = folder / f"govreport-{index}.txt"
+        path.write_text(lines[index]["input"])
+        paths.append(path)
+    return paths
+
+
+def recheck(article: dict) -> dict[str, int]:
+    """The article's checks redone from its JSON: spans, support, figures."""
+    refs = {r["number"]: r for r in article["references"]}
+    texts = {}
+    bad_spans = unsupported = untraced_figures = sentences = 0
+    for ref in refs.values():
+        if ref["source"] not in texts:
+            texts[ref["source"]] = Path(ref["source"]).read_text()
+        bad_spans += texts[ref["source"]][ref["start"]:ref["end"]] != ref["quote"]
+    for section in article["sections"]:
+        for paragraph in section["paragraphs"]:
+            pairs = split_marked(paragraph["text"])
+            cited = [refs[n]["quote"] for _, numbers in pairs for n in numbers]
+            for sentence, numbers in pairs:
+                sentences += 1
+                unsupported += sum(not supports_sentence(refs[n]["quote"], sentence)
+                                   for n in numbers)
+                untraced_figures += len(untraced(sentence, cited))
+    cited_per_section = [sum(bool(p["citations"]) for p in s["paragraphs"])
+                         for s in article["sections"]]
+    return {"sentences": sentences, "bad_spans": bad_spans, "unsupported": unsupported,
+            "untraced": untraced_figures,
+            "sections_without_citation": sum(c == 0 for c in cited_per_section),
+            "sources_cited": len({r["source"] for r in refs.values()})}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--docs", nargs="*", default=DEFAULT_DOCS)
+    parser.add_argument("--govreport", type=int, default=0)
+    parser.add_argument("--words", type=int, default=1500)
+    parser.add_argument("--topic", default=DEFAULT_TOPIC)
+    parser.add_argument("--out-dir", type=Path, default=Path("benchmarks/write"))
+    args = parser.parse_args()
+    args.out_dir.mkdir(parents=True, exist_ok=True)
+    paths = (govreport_docs(args.govreport, args.out_dir) if args.govreport
+             else [SHARED / d for d in args.docs])
+    name = "govreport" if args.govreport else "-".join(p.stem for p in paths)
+    article_md = args.out_dir / f"{name}-{args.words}.md"
+    started = time.perf_counter()
+    done = subprocess.run(
+        [sys.executable, "-m", "longdoc", "write", *map(str, paths), "--topic", args.topic,
+         "--words", str(args.words), "--json", "--trace", "--out", str(article_md)],
+        capture_output=True, text=True, timeout=4 * 3600,
+        env={**os.environ, "LONGDOC_USE_CACHE": "false"})
+    wall = time.perf_counter() - started
+    if done.returncode != 0:
+        sys.exit(f"longdoc write failed ({done.returncode}): {done.stderr.strip()[-500:]}")
+    article = json.loads(done.stdout)
+    (args.out_dir / f"{name}-{args.words}.json").write_text(json.dumps(article, indent=1))
+    counts, usage = article["counts"], article["usage"]
+    check = recheck(article)
+
+    print(f"Documents: {', '.join(p.name for p in paths)}; topic {args.topic!r}; "
+          f"--words {args.words}\n")
+    print("| section | target | words | deviation |")
+    print("|---|---|---|---|")
+    for s in article["sections"]:
+        print(f"| {s['title']} | {s['target_words']} | {s['words']} | "
+              f"{(s['words'] - s['target_words']) / s['target_words']:+.1%} |")
+    print(f"| **total** | {counts['target_words']} | {counts['words']} | "
+          f"{(counts['words'] - counts['target_words']) / counts['target_words']:+.1%} |\n")
+    rows = [
+        ("plan", f"{counts['plan_origin']} ({counts['revisions_accepted']} revision(s) accepted)"),
+        ("citation markers offered / naming no evidence",
+         f"{counts['citations_offered']} / {counts['citations_invalid']}"),
+        ("unsupported citations dropped", counts["citations_unsupported"]),
+        ("supporting citations found in code", counts["citations_located"]),
+        ("sentences with untraceable figures: rewritten / kept after rewrite / removed",
+         f"{counts['sentences_rewritten']} / {counts['rewrites_kept']} / "
+         f"{counts['sentences_removed']}"),
+        ("sections extended by the model", counts["sections_extended"]),
+        ("evidence sentences added / sentences trimmed",
+         f"{counts['sentences_from_evidence']} / {counts['sentences_trimmed']}"),
+        ("conflicts stated", counts["conflicts"]),
+        ("references; sources cited", f"{counts['citations']}; {check['sources_cited']} of "
+                                      f"{len(paths)}"),
+        ("uncited sentences (no figures)", counts["sentences_uncited"]),
+        ("re-check: bad spans / unsupported citations / untraced figures / sections "
+         "without citation", f"{check['bad_spans']} / {check['unsupported']} / "
+                             f"{check['untraced']} / {check['sections_without_citation']}"),
+        ("LLM calls; prompt + completion tokens",
+         f"{usage['llm_calls']}; {usage['prompt_tokens']} + {usage['completion_tokens']}"),
+        ("seconds (command wall / run)", f"{wall:.0f} / {article['elapsed_s']:.0f}"),
+    ]
+    print("| measure | value |")
+    print("|---|---|")
+    for label, value in rows:
+        print(f"| {label} | {value} |")
+    trace = [TraceEvent.model_validate(e) for e in article["trace"]]
+    seconds = stage_seconds(trace)
+    by_stage: dict[str, list[float]] = {}
+    for node, u in usage["by_node"].items():
+        row = by_stage.setdefault(STAGES.get(node, node), [0, 0])
+        row[0] += u["llm_calls"]
+        row[1] += u["prompt_tokens"] + u["completion_tokens"]
+    total_s = sum(seconds.values()) or 1
+    total_tokens = sum(t for _, t in by_stage.values()) or 1
+    print("\n| stage | seconds | share of time | LLM calls | tokens | share of tokens |")
+    print("|---|---|---|---|---|---|")
+    for stage in dict.fromkeys([*seconds, *by_stage]):
+        calls, tokens = by_stage.get(stage, [0, 0])
+        s = seconds.get(stage, 0.0)
+        print(f"| {stage} | {s:.0f} | {s / total_s:.0%} | {calls} | {tokens} | "
+              f"{tokens / total_tokens:.0%} |")
+    print(f"\nArticle: {article_md}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
