@@ -107,6 +107,7 @@ WORDS_PER_PARAGRAPH = 120
 LENGTH_TOLERANCE = 0.15
 LENGTH_AIM = 0.1  # extend below 1 - this, trim above 1 + this (inside the tolerance)
 MAX_EVIDENCE_WORDS = 80  # an evidence sentence longer than this is not quoted to fill
+REPEAT_SIMILARITY = 90  # rapidfuzz ratio at which a sentence repeats an earlier one
 EVIDENCE_LEADS = ("One source records:", "Another passage states:", "A further passage adds:")
 
 
@@ -169,6 +170,7 @@ class WriteCounts(BaseModel):
     rewrites_kept: int = 0
     sentences_removed: int = Field(0, description="Untraceable after the rewrite: removed")
     sentences_uncited: int = Field(0, description="Kept without citation (no figures)")
+    sentences_repeated: int = Field(0, description="Dropped: repeating an earlier sentence")
     sentences_trimmed: int = 0
     sentences_from_evidence: int = Field(0, description="Quoted evidence added for length")
     sections_extended: int = Field(0, description="Sections the model was asked to extend")
@@ -722,11 +724,18 @@ def read_prose(reply: str, title: str) -> list[str]:
     return kept
 
 
-def marked_sentences(paragraph: str, pool: list[Evidence], counts: WriteCounts
-                     ) -> list[Sentence]:
-    """The paragraph's sentences with the evidence their markers name (counted)."""
+def marked_sentences(paragraph: str, pool: list[Evidence], counts: WriteCounts,
+                     earlier: list[str]) -> list[Sentence]:
+    """The paragraph's sentences with the evidence their markers name (counted). A
+    sentence that repeats one of ``earlier`` (the small model loops) is left out and
+    counted; kept ones are added to ``earlier``."""
     out = []
     for text, numbers in split_marked(paragraph):
+        folded = text.casefold()
+        if any(fuzz.ratio(folded, e) >= REPEAT_SIMILARITY for e in earlier):
+            counts.add(sentences_repeated=1)
+            continue
+        earlier.append(folded)
         cites = [pool[n - 1] for n in numbers if 1 <= n <= len(pool)]
         counts.add(citations_offered=len(cites), citations_invalid=len(numbers) - len(cites))
         out.append(Sentence(text=text, cites=list({_key(c): c for c in cites}.values())))
@@ -754,9 +763,10 @@ async def write_section(state: WriteState, runtime: Runtime[RunContext]) -> dict
         pool = pool[:-1]
     messages = get_prompt(SECTION_NODE).render(evidence=evidence_block(pool), **fields)
     reply, call = await timed_chat(runtime, messages, SECTION_NODE, max_tokens=max_tokens)
+    earlier: list[str] = []
     draft = SectionDraft(title=section.title, target=section.words, pool=pool, paragraphs=[
-        s for s in (marked_sentences(p, pool, counts) for p in read_prose(reply, section.title))
-        if s])
+        s for s in (marked_sentences(p, pool, counts, earlier)
+                    for p in read_prose(reply, section.title)) if s])
     _report(runtime, "write sections", advance=1)
     return {"drafts": [*drafts, draft], "counts": counts, "trace": [_event(
         SECTION_NODE, f"section {index + 1} of {len(outline.sections)} ({section.title!r}): "
@@ -1051,8 +1061,9 @@ async def extend(draft: SectionDraft, candidates: list[Evidence], counts: WriteC
         words=str(need))
     reply, _ = await timed_chat(runtime, messages, EXTEND_NODE, max_tokens=max_tokens)
     counts.add(sections_extended=1)
-    new = [s for s in (marked_sentences(p, shown, counts) for p in read_prose(reply, draft.title))
-           if s]
+    earlier = [s.text.casefold() for p in draft.paragraphs for s in p]
+    new = [s for s in (marked_sentences(p, shown, counts, earlier)
+                       for p in read_prose(reply, draft.title)) if s]
     checked = await verify_paragraphs(new, shown, counts, runtime)
     draft = draft.model_copy(deep=True)
     high = draft.target * (1 + LENGTH_AIM)
