@@ -24,9 +24,9 @@ import sys
 import time
 from pathlib import Path
 
-from longdoc.agents.write import STAGES, stage_seconds
+from longdoc.agents.write import stage_seconds, stage_usage
 from longdoc.agents.write_verify import split_marked, supports_sentence, untraced
-from longdoc.pipeline.models import TraceEvent
+from longdoc.pipeline.models import Answer
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 DEFAULT_DOCS = ["state_union/1961-Kennedy.txt", "state_union/1962-Kennedy.txt",
@@ -135,19 +135,16 @@ def main() -> None:
     print("|---|---|")
     for label, value in rows:
         print(f"| {label} | {value} |")
-    trace = [TraceEvent.model_validate(e) for e in article["trace"]]
-    seconds = stage_seconds(trace)
-    by_stage: dict[str, list[float]] = {}
-    for node, u in usage["by_node"].items():
-        row = by_stage.setdefault(STAGES.get(node, node), [0, 0])
-        row[0] += u["llm_calls"]
-        row[1] += u["prompt_tokens"] + u["completion_tokens"]
+    answer = Answer.model_validate(article)
+    seconds = stage_seconds(answer.trace)
+    by_stage = stage_usage(answer)
     total_s = sum(seconds.values()) or 1
-    total_tokens = sum(t for _, t in by_stage.values()) or 1
+    total_tokens = sum(row["tokens"] for row in by_stage.values()) or 1
     print("\n| stage | seconds | share of time | LLM calls | tokens | share of tokens |")
     print("|---|---|---|---|---|---|")
     for stage in dict.fromkeys([*seconds, *by_stage]):
-        calls, tokens = by_stage.get(stage, [0, 0])
+        row = by_stage.get(stage, {"calls": 0, "tokens": 0})
+        calls, tokens = row["calls"], row["tokens"]
         s = seconds.get(stage, 0.0)
         print(f"| {stage} | {s:.0f} | {s / total_s:.0%} | {calls} | {tokens} | "
               f"{tokens / total_tokens:.0%} |")
