@@ -55,8 +55,9 @@ MIN_SENTENCE_CHARS = 8
 SHORT_ANSWER_WORDS = 4  # in an answer this short a number word ("seven") is its value
 MIN_PARAGRAPH_OVERLAP = 2  # content words a summary citation shares with its paragraph
 # A sentence runs to . ! ? (and closing quotes) or a blank line; single newlines are
-# line wraps (PDF text), not sentence ends.
-_SENTENCE = re.compile(r"(?:[^.!?。！？\n]|\n(?![ \t]*\n))+(?:[.!?。！？]+[\"')\]]*|\n[ \t]*\n|$)")
+# line wraps (PDF text), not sentence ends, nor is a decimal point ("$6.8 billion").
+_SENTENCE = re.compile(r"(?:[^.!?。！？\n]|(?<=\d)\.(?=\d)|\n(?![ \t]*\n))+"
+                       r"(?:[.!?。！？]+[\"')\]]*|\n[ \t]*\n|$)")
 _WORD = re.compile(r"[^\W_]+")
 _NUMBER = re.compile(r"\d[\d,.:/-]*\d|\d")
 STOPWORDS = frozenset(STOPWORDS_EN_PLUS) | frozenset(
