@@ -14,6 +14,7 @@ from longdoc.pipeline.grounding import (
     answer_key,
     content_words,
     is_sibling,
+    sentences,
     stance,
     supporting,
     supports,
@@ -29,6 +30,12 @@ def test_one_stop_word_list_from_bm25s() -> None:
     assert {"the", "what", "which", "does"} <= STOPWORDS
     assert content_words("What is the code of the West Wing, 42?") == {"code", "west", "wing",
                                                                        "42"}
+
+
+def test_a_decimal_point_does_not_end_a_sentence() -> None:
+    text = "Revenue was $6.8 billion in 2020. Growth was 3.5 percent.\n\nIt ended."
+    assert [text[s:e] for s, e in sentences(text)] == [
+        "Revenue was $6.8 billion in 2020.", "Growth was 3.5 percent.", "It ended."]
 
 
 def test_an_answer_key_in_off_topic_sentences_is_not_support() -> None:
