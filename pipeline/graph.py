@@ -17,6 +17,7 @@ from longdoc.pipeline.citations import CitationVerifier
 from longdoc.pipeline.grounding import (
     answer_key,
     best_sentence,
+    explanation_spans,
     fit_answer,
     question_type,
     supporting,
@@ -24,7 +25,7 @@ from longdoc.pipeline.grounding import (
     supports_paragraph,
 )
 from longdoc.pipeline.ingest import Budget, load_documents
-from longdoc.pipeline.models import Citation, TraceEvent
+from longdoc.pipeline.models import Citation, Document, TraceEvent
 from longdoc.pipeline.protocol import cut_prompt_echo, unfit_answer
 from longdoc.pipeline.state import NOT_FOUND_ANSWER, Draft, GraphState, RunContext
 
@@ -78,17 +79,20 @@ async def verify(state: GraphState, runtime: Runtime[RunContext]) -> dict:
     sentence is looked for in code. ``supported`` says whether any citation stands.
     The answer is then fitted to its question (``fit_to_question``: a date, a number, a
     name, yes/no, a phrase, or the cited passages), or refused if it only restates the
-    question or echoes the prompt.
+    question or echoes the prompt; a question that wants an explanation is answered with
+    the document's cited sentences about it (``explain``).
     Summaries: each paragraph keeps the quotes that share content words with it.
     """
     draft = state["draft"]
+    question = state.get("question", "")
+    if state.get("task", "qa") == "qa" and question_type(question) == "explain":
+        return explain(state["documents"], draft, question)
     if not draft.found:
         return _verified([], 0, 0, False, "no answer found: nothing to cite", {})
     verifier = CitationVerifier(state["documents"])
     if draft.paragraph_quotes:
         return verify_summary(verifier, draft)
     citations, dropped = verifier.verify_all(draft.quotes)
-    question = state["question"]
     located = unsupported = 0
     if state.get("task", "qa") == "qa":
         kept = [i for i in supporting([c.quote for c in citations], draft.answer, question)
@@ -115,6 +119,24 @@ async def verify(state: GraphState, runtime: Runtime[RunContext]) -> dict:
     return _verified(citations, dropped, unsupported, supported,
                      message if supported else message + ": answer unsupported",
                      data) | update
+
+
+def explain(documents: list[Document], draft: Draft, question: str) -> dict:
+    """The answer to a question that wants an explanation: the document's own sentences
+    about it (``grounding.explanation_spans``, ranked by the question's words and the
+    draft's), verbatim and each cited; the draft answer stays in the trace."""
+    verifier = CitationVerifier(documents)
+    texts = [injection.blank_injections(d.text) for d in documents]
+    spans = explanation_spans(texts, question, draft.answer if draft.found else "")
+    citations = [verifier.citation(documents[i], s, e, origin="located") for i, s, e in spans]
+    answer = " ".join(c.quote for c in citations) or NOT_FOUND_ANSWER
+    update = _verified(citations, 0, 0, bool(citations),
+                       f"an explanation from {len(citations)} cited sentence(s) of the "
+                       "document about the question", {
+                           "question_type": "explain", "draft_answer": draft.answer,
+                           "offered": len(draft.quotes)})
+    return update | {"draft": draft.model_copy(update={"answer": answer,
+                                                        "found": bool(citations)})}
 
 
 def fit_to_question(answer: str, question: str, citations: list[Citation]

@@ -302,6 +302,48 @@ _COPULA = re.compile(r"\s(?:is|are|was|were|is called|was called|are called|name
                      r"became|becomes|remains|by)\s", re.I)
 
 
+EXPLANATION_WORDS = 60  # an explanation answer: the best sentences up to this many words
+
+
+def explanation_spans(texts: list[str], question: str, answer: str = "",
+                      budget: int = EXPLANATION_WORDS) -> list[tuple[int, int, int]]:
+    """The sentences of ``texts`` that explain the answer to ``question``, as (text index,
+    start, end) in document order.
+
+    Each sentence scores the inverse sentence frequency of the question's content words
+    it holds (the ``answer``'s other words at half weight: what the strategy read points
+    at its evidence); a sentence must hold at least two of the question's words (one if
+    the question has only one) and no steering text. The best are taken until ``budget``
+    words.
+    """
+    asked = content_words(question_core(question))
+    told = content_words(answer) - asked
+    spans = [(i, s, e) for i, text in enumerate(texts) for s, e in sentences(text)]
+    frequency: dict[str, int] = {}
+    held = [content_words(texts[i][s:e]) for i, s, e in spans]
+    for found in held:
+        for word in found & (asked | told):
+            frequency[word] = frequency.get(word, 0) + 1
+    total = len(spans) + 1
+    need = min(2, len(asked))
+    scored = []
+    for span, found in zip(spans, held, strict=True):
+        if not asked or len(found & asked) < need:
+            continue
+        score = sum(math.log(total / frequency[w]) for w in found & asked) + \
+            0.5 * sum(math.log(total / frequency[w]) for w in found & told)
+        scored.append((score, span))
+    chosen, used = [], 0
+    for _, (i, s, e) in sorted(scored, key=lambda item: (-item[0], item[1])):
+        if used >= budget:
+            break
+        if is_steering(texts[i][s:e]):
+            continue
+        chosen.append((i, s, e))
+        used += len(words(texts[i][s:e]))
+    return sorted(chosen)
+
+
 def question_core(question: str) -> str:
     """The question itself, without a role-play preamble ("... answer the question: ")."""
     return _PREAMBLE.sub("", question.strip(), count=1) or question.strip()
