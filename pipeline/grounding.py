@@ -295,6 +295,7 @@ _CAP = r"(?:[A-Z][\w'’.]*|[A-Z]\.)"
 _NAME = re.compile(
     rf"{_CAP}(?:(?:\s+(?:of|the|de|da|del|van|von|der|la|le|and|&|-)){{0,2}}\s+{_CAP}"
     rf"|\s*-\s*{_CAP})*")
+_MARKUP = re.compile(r"</?[A-Za-z][\w=\"'-]*>")
 _CALENDAR = re.compile(rf"{_MONTH}|(?:mon|tues|wednes|thurs|fri|satur|sun)day", re.I)
 _YES_NO = re.compile(r"^\W*(yes|no)\b", re.I)
 _NEGATED = re.compile(r"\b(?:not|no|never|none|cannot|neither|nor)\b|n't\b", re.I)
@@ -410,7 +411,8 @@ def _new_words(span: str, question: str) -> bool:
 
 def typed_spans(answer: str, kind: QuestionType, question: str = "") -> list[str]:
     """The spans of ``answer`` of the shape ``kind`` wants (dates, amounts, names), in
-    order, that are not the question's own words."""
+    order, that are not the question's own words (nor markup: "<H1>", "<Li>")."""
+    answer = _MARKUP.sub(" ", answer)
     if kind == "date":
         found = [m.group(0) for m in _DATE.finditer(answer)]
     elif kind == "number":  # a range ("from 101 to 60") is one answer
@@ -441,6 +443,22 @@ def _new_share(span: str, question: str) -> float:
     return sum(w not in asked for w in said) / len(said) if said else 0.0
 
 
+def nearest_spans(texts: Iterable[str], kind: QuestionType, question: str) -> list[str]:
+    """The ``kind`` spans of ``texts``, nearest (in words) to a content word of the
+    question first."""
+    asked = content_words(question)
+    ranked = []
+    for text in texts:
+        tokens = words(text)
+        anchors = [i for i, w in enumerate(tokens) if w in asked]
+        for span in typed_spans(text, kind, question):
+            first = words(span)[:1]
+            at = [i for i, w in enumerate(tokens) if first and w == first[0]]
+            distance = min((abs(i - a) for i in at for a in anchors), default=len(tokens))
+            ranked.append((distance, len(ranked), span))
+    return [span for _, _, span in sorted(ranked)]
+
+
 def strip_restatement(answer: str, question: str) -> str:
     """``answer`` without a leading restatement of the question: "The evil guy's name is
     Dr. X" -> "Dr. X" when the words before the verb are all the question's (or a
@@ -459,7 +477,8 @@ def fit_answer(answer: str, question: str, evidence: Iterable[str] = ()) -> str:
     """The shortest form of ``answer`` that answers ``question`` by its type.
 
     date, number, name, place: the first span of that shape in the answer that the
-    ``evidence`` (verified citations) holds, else the first such span (a short phrase
+    ``evidence`` (verified citations) holds, else the first such span, else (dates and
+    numbers) the first in the evidence (a short phrase
     answer to a name or place question that does not open with a name stays whole);
     yes/no: "Yes" or
     "No" (a bare restatement of the question asserts it, so yes unless negated);
@@ -480,14 +499,17 @@ def fit_answer(answer: str, question: str, evidence: Iterable[str] = ()) -> str:
         return "No" if _NEGATED.search(first) and not _NEGATED.search(core) else "Yes"
     phrase = strip_restatement(first, core)
     spans = typed_spans(first, kind, core)
+    evidence = list(evidence)
     if not spans and kind in ("date", "number"):  # "... renewed. It premiered on <date>."
         spans = typed_spans(text, kind, core)
+        # else the shortest span of the supporting evidence that answers: its date or
+        # number nearest to the question's words
+        spans = spans or nearest_spans(evidence, kind, core)[:1]
     if kind in ("name", "place") and spans and len(words(phrase)) <= SHORT_PHRASE_WORDS \
             and not phrase.startswith(spans[0]):
         return phrase  # "Canadian citizens and everyone in Canada": a phrase names them
     if spans:
-        texts = list(evidence)
-        held = [s for s in spans if any(holds_words(t, s) for t in texts)]
+        held = [s for s in spans if any(holds_words(t, s) for t in evidence)]
         return (held or spans)[0]
     return phrase
 

@@ -100,6 +100,16 @@ def test_fit_answer_prefers_the_span_the_evidence_holds() -> None:
     assert fit_answer(answer, question) == "March 2017"
 
 
+def test_a_date_from_the_supporting_evidence_when_the_answer_has_none() -> None:
+    question = "when did season 2 of handmaid's tale start"
+    evidence = ["In May 2017 , the series was renewed for a second season which premiered "
+                "on April 25 , 2018 ."]
+    assert fit_answer("The second season started in the spring.", question, evidence) == \
+        "April 25 , 2018"  # the evidence's date nearest to the question's words
+    assert fit_answer("<P> The Handmaid 's Tale </P> stars Elisabeth Moss", "who stars in "
+                      "the handmaid's tale") == "Elisabeth Moss"
+
+
 def test_explanations_keep_their_sentences() -> None:
     question = FINANCIAL + "How does Oclaro plan to compete in high growth markets?"
     answer = "It leverages its core competencies. It reorganized into two divisions."
