@@ -6,7 +6,7 @@ a reader that widens step by step instead of reading everything.
   to read whole): ``mapreduce`` over every chunk;
 - a question over a larger document: the chunks ranked by retrieval are read with
   ``mapreduce`` in widening rounds (the best 5, then the next 10, then the next 30, ...),
-  stopping at the first round whose draft is a supported answer (``found``) or at the
+  stopping at the first round whose draft is a supported answer (``answered``) or at the
   budget: ``max_chunks``, ``max_calls`` (LLM calls of the run), ``time_budget_s`` (reading
   time; each round is sized to the time left at the speed measured so far).
 
@@ -28,8 +28,9 @@ from langgraph.runtime import Runtime
 
 from longdoc.agents.direct import build_direct, direct_budget
 from longdoc.agents.mapreduce import SECOND_LOOK_PASSAGES, build_mapreduce
+from longdoc.pipeline.grounding import supporting
 from longdoc.pipeline.models import Chunk, Coverage, Document, TraceEvent
-from longdoc.pipeline.state import GraphState, RunContext, StrategyOutput
+from longdoc.pipeline.state import Draft, GraphState, RunContext, StrategyOutput
 from longdoc.retrieval import Hit, Retrieval, retrieve
 
 NODE = "auto.route"
@@ -165,6 +166,15 @@ class ReaderOutput(StrategyOutput, total=False):
     coverage: Coverage
 
 
+def answered(draft: Draft, question: str) -> bool:
+    """Whether a round's draft is an answer its quotes support, by the check the final
+    ``verify`` makes (``grounding.supporting``): a record the reader verified only because
+    its quote is in the chunk ("the lighthouse repairs" for a vault's code) is no answer,
+    and the next round is read."""
+    return draft.found and bool(supporting([q.text for q in draft.quotes], draft.answer,
+                                           question))
+
+
 def _calls(runtime: Runtime[RunContext]) -> int:
     return sum(not call.cached for call in runtime.context.llm.calls)
 
@@ -187,7 +197,7 @@ def next_round(state: ReaderState, runtime: Runtime[RunContext]) -> dict:
     stop, why, take = "", "", 0
     if ranking is None:
         stop, why = "whole", "every chunk read"
-    elif state["draft"].found:
+    elif answered(state["draft"], state["question"]):
         stop, why = "answer", f"a supported answer after {len(read)} chunk(s)"
     elif len(read) >= len(ranking) and len(ranking) < len(state["chunks"]):
         stop, why = "max_chunks", (f"no supported answer in the best {len(read)} chunks "
@@ -244,10 +254,11 @@ def after_round(state: ReaderState) -> dict:
     read = [*state["read"], *batch]
     rounds = [*state["rounds"], len(batch)]
     draft = state["draft"]
+    found = answered(draft, state["question"])
     total = len(chunks) if state["ranking"] is None else len(state["ranking"])
     message = (f"round {len(rounds)}: read {len(batch)} chunk(s) ({len(read)} of {total}"
                f"{' ranked' if state['ranking'] is not None else ''}): "
-               + ("a supported answer" if draft.found else "no supported answer"))
+               + ("a supported answer" if found else "no supported answer"))
     # The round's map-reduce reports chunks whose call failed in a coverage of its own:
     # add them up, and clear it so that the next round's report is its own.
     failed = state.get("coverage")
@@ -259,7 +270,7 @@ def after_round(state: ReaderState) -> dict:
                                           *failed.pages_failed})}
     return {**update, "read": read, "rounds": rounds, "trace": [TraceEvent(
         node=WIDEN_NODE, message=message,
-        data={"round": len(rounds), "chunks": batch, "found": draft.found,
+        data={"round": len(rounds), "chunks": batch, "found": found,
               "answer": draft.answer})]}
 
 

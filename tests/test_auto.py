@@ -16,7 +16,7 @@ from longdoc.agents.auto import (
 )
 from longdoc.pipeline.api import Pipeline
 from longdoc.retrieval import Hit, Retrieval
-from tests.conftest import sim_settings
+from tests.conftest import real_settings, sim_settings
 
 NEEDLE = "The vault combination is 90417."
 FILLER = ("The committee reviewed the harbour accounts and the ferry timetable again. "
@@ -124,6 +124,28 @@ def test_auto_widens_until_a_round_finds_a_supported_answer(sim, tmp_path: Path)
     assert coverage.pages_read is None  # a text file has no pages
     assert len(reader_rounds(answer)) == 2 and "no supported answer" in reader_rounds(answer)[0]
     assert 15 <= len(server.requests) <= 15 + 2 * 4  # each round may add second looks
+
+
+def test_an_off_topic_answer_quoted_from_its_chunk_does_not_stop_widening(
+    sim, tmp_path: Path
+) -> None:
+    """What the embedded model did on the widening document: in a chunk without the
+    answer it quoted a filler sentence as its answer. The quote is in the chunk, but it is
+    not about the question, so the final check calls it unsupported: reading widens."""
+    def off_topic(messages) -> str:
+        prompt = messages[-1]["content"]
+        if "90417" in prompt:
+            return map_reply(messages)
+        return ("Answer: lighthouse repairs, school meals and the spring market\n"
+                "Quote: \"Members discussed lighthouse repairs, school meals and the spring "
+                "market.\"\nConfidence: high")
+
+    server = sim(off_topic, context_window=2048)
+    with Pipeline(widening_settings(server, tmp_path)) as pipeline:
+        answer = pipeline.ask(widening_doc(tmp_path), "What is the vault combination?")
+    assert "90417" in answer.answer and answer.supported
+    assert answer.coverage is not None and answer.coverage.rounds == [5, 10]
+    assert "no supported answer" in reader_rounds(answer)[0]
 
 
 def test_auto_stops_widening_at_max_chunks(sim, tmp_path: Path) -> None:
@@ -272,3 +294,22 @@ def test_retrieval_is_trusted_when_dense_and_bm25_agree() -> None:
     confident, why = retrieval_confident(retrieval(disagree))
     assert not confident and "share no chunk" in why
     assert retrieval_confident(retrieval(disagree, mode="bm25"))[0]
+
+
+@pytest.mark.real_model
+def test_real_model_auto_widens_past_a_first_round_without_the_answer(
+    real_endpoint, tmp_path: Path
+) -> None:
+    """The widening document on the embedded model: BM25 ranks seven chunks that name the
+    vault combination without a number first, so the first 5 chunks read cannot hold the
+    answer; auto must not answer from them, and widens until it finds the needle."""
+    settings = real_settings(real_endpoint, tmp_path, embedder="hash", chunk_tokens=300,
+                             chunk_overlap=0, retrieval_mode="bm25")
+    with Pipeline(settings) as pipeline:
+        answer = pipeline.ask(widening_doc(tmp_path), "What is the vault combination?")
+    assert "90417" in answer.answer, answer.answer
+    assert answer.supported and any("90417" in c.quote for c in answer.citations)
+    coverage = answer.coverage
+    assert coverage is not None and coverage.rounds[0] == 5 and len(coverage.rounds) >= 2
+    assert coverage.stopped == "answer"
+    assert coverage.chunks_read < coverage.chunks_total == chunk_count(answer)
