@@ -5,6 +5,7 @@ Usage (from the repository root; the embedded model, so under the shared model l
         [--systems direct rag mapreduce chain memory auto langchain] [--sets nq financial] \\
         [--questions N]
     .venv/bin/python -m benchmarks.realqa table [--write]
+    .venv/bin/python -m benchmarks.realqa worth    # what fitting the answers changed
 
 The development subset is fixed by a seeded rule (``dev_subset``): per set, the
 documents in a seeded order, each document's questions in a seeded order, then questions
@@ -243,6 +244,39 @@ def table(results: list[EvalResult], by_set: dict[str, list[EvalTask]],
     return "\n".join(out)
 
 
+def worth(traces: Path = TRACES) -> str:
+    """What fitting answers to their questions is worth, from the traces: per set and
+    system, mean token F1 of the strategy's own answer (before ``verify`` fitted it) and
+    of the returned answer, and how many answers were refused as echoes or restatements
+    or replaced by cited sentences (explanations). The last trace of each run counts."""
+    from longdoc.pipeline.evaluation.metrics import token_f1
+
+    last: dict[tuple[str, str], dict] = {}
+    if traces.is_file():
+        for line in traces.read_text(encoding="utf-8").splitlines():
+            row = json.loads(line)
+            last[(row["task_id"], row["system"])] = row
+    cells: dict[tuple[str, str], list[tuple[float, float, bool, bool]]] = {}
+    for (task_id, system), row in sorted(last.items()):
+        answer = row["answer"]
+        data = next((e["data"] for e in reversed(answer["trace"]) if e["node"] == "verify"),
+                    {})
+        draft = data.get("draft_answer", answer["answer"])
+        refs = [row["reference"]]
+        cells.setdefault((task_id.split("/")[1], system), []).append(
+            (token_f1(draft, refs), token_f1(answer["answer"], refs), "refused" in data,
+             data.get("question_type") == "explain"))
+    out = ["| set | system | runs | F1 of the strategy's answer | F1 returned | refused "
+           "(echo or restatement) | explained from cited sentences |",
+           "|---|---|---|---|---|---|---|"]
+    for (name, system), runs in sorted(cells.items()):
+        n = len(runs)
+        out.append(f"| {name} | {LABELS.get(system, system)} | {n} | "
+                   f"{sum(r[0] for r in runs) / n:.3f} | {sum(r[1] for r in runs) / n:.3f} | "
+                   f"{sum(r[2] for r in runs)} | {sum(r[3] for r in runs)} |")
+    return "\n".join(out)
+
+
 def results_section(results: Path = RESULTS) -> str:
     """The RESULTS.md section: the command, the subset rule, the table."""
     by_set = subset()
@@ -271,7 +305,7 @@ def write_section(results: Path = RESULTS) -> None:
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("what", choices=["run", "table"])
+    parser.add_argument("what", choices=["run", "table", "worth"])
     parser.add_argument("--systems", nargs="+", default=list(SYSTEMS), choices=SYSTEMS)
     parser.add_argument("--sets", nargs="+", default=list(SETS), choices=list(SETS))
     parser.add_argument("--questions", type=int, help="the first N questions of each set")
@@ -283,6 +317,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         run(args.systems, args.sets, args.questions, args.results, args.traces)
         print(table(results_log(args.results).read(), subset(args.sets, args.questions),
                     args.systems))
+    elif args.what == "worth":
+        print(worth(args.traces))
     elif args.write:
         write_section(args.results)
         print(f"wrote the realqa section of {Path('benchmarks/RESULTS.md')}")
