@@ -106,7 +106,14 @@ TOKENS_PER_WORD = 1.4
 WORDS_PER_PARAGRAPH = 120
 LENGTH_TOLERANCE = 0.15
 LENGTH_AIM = 0.1  # extend below 1 - this, trim above 1 + this (inside the tolerance)
+MIN_EVIDENCE_WORDS = 5  # a located quote shorter than this is a fragment, not evidence
+MIN_QUOTE_WORDS = 8  # evidence quoted as a sentence of the article has at least this many
 MAX_EVIDENCE_WORDS = 80  # an evidence sentence longer than this is not quoted to fill
+TITLE_SKIP = frozenset(
+    "thus must will shall would could should also every many much made make makes year "
+    "years time times today great more most first upon those these there which whose "
+    "where while within without being have having been done such same other others "
+    "another even still again ever never always able need needs".split())
 REPEAT_SIMILARITY = 90  # rapidfuzz ratio at which a sentence repeats an earlier one
 EVIDENCE_LEADS = ("One source records:", "Another passage states:", "A further passage adds:")
 
@@ -269,6 +276,11 @@ def _same(ev: Evidence) -> str:
     return " ".join(ev.text.casefold().split())
 
 
+def terminated(text: str) -> str:
+    """``text`` ending in sentence punctuation (so the article splits where it did)."""
+    return text if re.search(r"[.!?][\"')\]”’]*$", text) else text + "."
+
+
 def _clean_title(text: str) -> str:
     text = re.split(r"\b(?:notes?|points?)\s*:", text, maxsplit=1, flags=re.I)[0]
     text = re.sub(r"[*_#`\"“”]", "", text).strip(" -:.;,()[]")
@@ -342,7 +354,11 @@ async def digest(item: DigestInput, runtime: Runtime[RunContext]) -> dict:
     started = time.time()
     out = await summary_map_chunk({"chunk": item["chunk"]}, runtime)
     record: SummaryRecord = out["summary_records"][0]
-    verified = [p for p in record.points if p.verified]
+    verified = []  # points with evidence of at least MIN_EVIDENCE_WORDS (no fragments)
+    for point in record.points:
+        evidence = [ev for ev in point.evidence if count_words(ev.text) >= MIN_EVIDENCE_WORDS]
+        if evidence:
+            verified.append(point.model_copy(update={"evidence": evidence}))
     taken = {(ev.source, ev.start) for p in verified for ev in p.evidence}
     added = []
     if len(verified) < item["points"]:
@@ -421,11 +437,19 @@ def parse_plan(reply: str, points: list[PlanPoint]) -> list[tuple[str, list[int]
 
 
 def distinctive_title(group: list[PlanPoint], others: list[list[PlanPoint]]) -> str:
-    """Up to three of the group's most frequent words that the other groups use least."""
-    counts = Counter(w for p in group for w in content_tokens(p.text)
-                     if not w.isdigit() and len(w) > 3)
-    elsewhere = Counter(w for g in others for p in g for w in set(content_tokens(p.text)))
-    ranked = sorted(counts, key=lambda w: (-(counts[w] / (1 + elsewhere[w])), w))[:3]
+    """Up to three words of the group's points and evidence, those used more than once
+    first, by how much more often the group uses them than the other groups (adverbs,
+    modals and other words that name no subject are left out)."""
+
+    def words(points: list[PlanPoint]) -> list[list[str]]:
+        return [[w for w in content_tokens(p.text + " " + " ".join(e.text for e in p.evidence))
+                 if w.isalpha() and len(w) > 3 and not w.endswith("ly")
+                 and w not in TITLE_SKIP] for p in points]
+
+    counts = Counter(w for ws in words(group) for w in ws)
+    elsewhere = Counter(w for g in others for ws in words(g) for w in set(ws))
+    ranked = sorted(counts, key=lambda w: (counts[w] < 2, -(counts[w] / (1 + elsewhere[w])),
+                                           w))[:3]
     if not ranked:
         return ""
     words = [w.capitalize() for w in ranked]
@@ -738,7 +762,8 @@ def marked_sentences(paragraph: str, pool: list[Evidence], counts: WriteCounts,
         earlier.append(folded)
         cites = [pool[n - 1] for n in numbers if 1 <= n <= len(pool)]
         counts.add(citations_offered=len(cites), citations_invalid=len(numbers) - len(cites))
-        out.append(Sentence(text=text, cites=list({_key(c): c for c in cites}.values())))
+        out.append(Sentence(text=terminated(text),
+                            cites=list({_key(c): c for c in cites}.values())))
     return out
 
 
@@ -872,7 +897,7 @@ async def rewrite(sentence: Sentence, missing: list[str], paragraph: list[Senten
         return None
     text, numbers = first[0]
     cites = [shown[n - 1] for n in numbers if 1 <= n <= len(shown)]
-    return Sentence(text=text, cites=cites, kind="rewritten")
+    return Sentence(text=terminated(text), cites=cites, kind="rewritten")
 
 
 async def verify_paragraphs(paragraphs: list[list[Sentence]], pool: list[Evidence],
@@ -968,18 +993,26 @@ async def conflicts(state: WriteState, runtime: Runtime[RunContext]) -> dict:
 
 
 def evidence_sentence(ev: Evidence, lead: int) -> Sentence:
+    """A quoted evidence sentence as a sentence of the article (it cites itself)."""
     quote = " ".join(ev.text.split()).strip()
-    return Sentence(text=f"{EVIDENCE_LEADS[lead % len(EVIDENCE_LEADS)]} \"{quote}\"",
-                    cites=[ev], kind="evidence")
+    text = terminated(f"{EVIDENCE_LEADS[lead % len(EVIDENCE_LEADS)]} \"{quote}\"")
+    return Sentence(text=text, cites=[ev], kind="evidence")
+
+
+def quotable(ev: Evidence) -> bool:
+    """Whether an evidence span can be quoted as a sentence of its own: one whole sentence
+    of ``MIN_QUOTE_WORDS`` to ``MAX_EVIDENCE_WORDS`` words (no fragment, no pair)."""
+    return MIN_QUOTE_WORDS <= count_words(ev.text) <= MAX_EVIDENCE_WORDS and \
+        len(sentence_spans(ev.text)) == 1
 
 
 def unused_evidence(draft: SectionDraft, points: list[PlanPoint], cited: set) -> list[Evidence]:
     """Evidence the article does not cite: the section's own first, then the rest by the
     words it shares with the section."""
-    own = [ev for ev in draft.pool if _key(ev) not in cited]
+    own = [ev for ev in draft.pool if _key(ev) not in cited and quotable(ev)]
     words = content_words(draft.title + " " + " ".join(ev.text for ev in draft.pool))
-    rest = [ev for p in points for ev in p.evidence
-            if _key(ev) not in cited and _key(ev) not in {_key(o) for o in own}]
+    rest = [ev for p in points for ev in p.evidence if quotable(ev)
+            and _key(ev) not in cited and _key(ev) not in {_key(o) for o in own}]
     rest.sort(key=lambda ev: -len(words & content_words(ev.text)))
     return own + rest
 
@@ -995,7 +1028,7 @@ def fill_from_evidence(draft: SectionDraft, candidates: list[Evidence], cited: s
             return
         sentence = evidence_sentence(ev, counts.sentences_from_evidence)
         size = count_words(sentence.text)
-        if _key(ev) in cited or size > MAX_EVIDENCE_WORDS or words + size > high:
+        if _key(ev) in cited or not quotable(ev) or words + size > high:
             continue
         _append(draft, sentence)
         cited.add(_key(ev))
@@ -1107,7 +1140,8 @@ async def length(state: WriteState, runtime: Runtime[RunContext]) -> dict:
     for draft in drafts:
         fill_from_evidence(draft, unused_evidence(draft, points, cited), cited, counts)
         if not any(s.cites for p in draft.paragraphs for s in p):
-            candidates = unused_evidence(draft, points, cited) or draft.pool
+            candidates = unused_evidence(draft, points, cited) or \
+                [ev for ev in draft.pool if quotable(ev)]
             if candidates:
                 _append(draft, evidence_sentence(candidates[0], counts.sentences_from_evidence))
                 cited.add(_key(candidates[0]))
@@ -1115,7 +1149,7 @@ async def length(state: WriteState, runtime: Runtime[RunContext]) -> dict:
     sources = {d.source for d in state.get("documents", [])}
     for source in sorted(sources - {k[0] for k in cited_keys(drafts)}):
         own = [ev for p in points for ev in p.evidence if ev.source == source
-               and count_words(ev.text) <= MAX_EVIDENCE_WORDS]
+               and quotable(ev)]
         if not own:
             continue
         fits = [(len(content_words(d.title + " " + " ".join(e.text for e in d.pool))
@@ -1140,17 +1174,21 @@ async def length(state: WriteState, runtime: Runtime[RunContext]) -> dict:
 # --- assemble -------------------------------------------------------------------------------------
 
 
-def final_check(drafts: list[SectionDraft]) -> tuple[int, int, int]:
-    """(citations not supporting their sentence, untraced figures, uncited sentences)."""
-    unsupported = untraced_figures = uncited = 0
-    for draft in drafts:
-        for paragraph in draft.paragraphs:
-            for i, sentence in enumerate(paragraph):
-                unsupported += sum(not supports_sentence(ev.text, sentence.text)
-                                   for ev in sentence.cites)
-                untraced_figures += len(paragraph_missing(paragraph, i))
-                uncited += not sentence.cites
-    return unsupported, untraced_figures, uncited
+def check_rendered(sections: list[ArticleSection], references: list[Reference]
+                   ) -> tuple[int, int]:
+    """(citations not supporting their sentence, figures in no cited sentence of their
+    paragraph), read back from the article's text as a reader sees it."""
+    quotes = {r.number: r.quote for r in references}
+    unsupported = untraced_figures = 0
+    for section in sections:
+        for paragraph in section.paragraphs:
+            pairs = split_marked(paragraph.text)
+            cited = [quotes[n] for _, numbers in pairs for n in numbers if n in quotes]
+            for sentence, numbers in pairs:
+                unsupported += sum(n not in quotes or not supports_sentence(quotes[n], sentence)
+                                   for n in numbers)
+                untraced_figures += len(untraced(sentence, cited))
+    return unsupported, untraced_figures
 
 
 def assemble_article(topic: str, drafts: list[SectionDraft], documents: list[Document],
@@ -1187,7 +1225,8 @@ def assemble_article(topic: str, drafts: list[SectionDraft], documents: list[Doc
             paragraphs.append(ArticleParagraph(text=" ".join(parts), citations=used))
         sections.append(ArticleSection(title=draft.title, target_words=draft.target,
                                        words=section_words(draft), paragraphs=paragraphs))
-    unsupported, untraced_figures, uncited = final_check(drafts)
+    unsupported, untraced_figures = check_rendered(sections, references)
+    uncited = sum(not s.cites for d in drafts for p in d.paragraphs for s in p)
     counts = counts.model_copy(update={
         "words": sum(s.words for s in sections), "sections": len(sections),
         "citations": len(references), "unsupported_left": unsupported,

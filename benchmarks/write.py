@@ -24,8 +24,13 @@ import sys
 import time
 from pathlib import Path
 
-from longdoc.agents.write import stage_seconds, stage_usage
-from longdoc.agents.write_verify import split_marked, supports_sentence, untraced
+from longdoc.agents.write import (
+    ArticleSection,
+    Reference,
+    check_rendered,
+    stage_seconds,
+    stage_usage,
+)
 from longdoc.pipeline.models import Answer
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
@@ -46,29 +51,21 @@ def govreport_docs(count: int, folder: Path) -> list[Path]:
 
 
 def recheck(article: dict) -> dict[str, int]:
-    """The article's checks redone from its JSON: spans, support, figures."""
-    refs = {r["number"]: r for r in article["references"]}
-    texts = {}
-    bad_spans = unsupported = untraced_figures = sentences = 0
-    for ref in refs.values():
-        if ref["source"] not in texts:
-            texts[ref["source"]] = Path(ref["source"]).read_text()
-        bad_spans += texts[ref["source"]][ref["start"]:ref["end"]] != ref["quote"]
-    for section in article["sections"]:
-        for paragraph in section["paragraphs"]:
-            pairs = split_marked(paragraph["text"])
-            cited = [refs[n]["quote"] for _, numbers in pairs for n in numbers]
-            for sentence, numbers in pairs:
-                sentences += 1
-                unsupported += sum(not supports_sentence(refs[n]["quote"], sentence)
-                                   for n in numbers)
-                untraced_figures += len(untraced(sentence, cited))
-    cited_per_section = [sum(bool(p["citations"]) for p in s["paragraphs"])
-                         for s in article["sections"]]
-    return {"sentences": sentences, "bad_spans": bad_spans, "unsupported": unsupported,
-            "untraced": untraced_figures,
-            "sections_without_citation": sum(c == 0 for c in cited_per_section),
-            "sources_cited": len({r["source"] for r in refs.values()})}
+    """The article's checks redone from its JSON: spans against the files, support and
+    figures read back from the text (``check_rendered``), sections without a citation."""
+    refs = [Reference.model_validate(r) for r in article["references"]]
+    sections = [ArticleSection.model_validate(s) for s in article["sections"]]
+    texts: dict[str, str] = {}
+    bad_spans = 0
+    for ref in refs:
+        if ref.source not in texts:
+            texts[ref.source] = Path(ref.source).read_text()
+        bad_spans += texts[ref.source][ref.start:ref.end] != ref.quote
+    unsupported, untraced_figures = check_rendered(sections, refs)
+    return {"bad_spans": bad_spans, "unsupported": unsupported, "untraced": untraced_figures,
+            "sections_without_citation": sum(not any(p.citations for p in s.paragraphs)
+                                             for s in sections),
+            "sources_cited": len({r.source for r in refs})}
 
 
 def main() -> None:
