@@ -58,9 +58,11 @@ from longdoc.agents.mapreduce_summary import drop_degenerate
 from longdoc.agents.mapreduce_summary import map_chunk as summary_map_chunk
 from longdoc.agents.write_verify import (
     best_support,
+    common_words,
     count_words,
     figures,
     find_conflicts,
+    markers_inside,
     sentence_spans,
     split_marked,
     support_score,
@@ -274,6 +276,17 @@ def _key(ev: Evidence) -> tuple[str, int, int]:
 
 def _same(ev: Evidence) -> str:
     return " ".join(ev.text.casefold().split())
+
+
+def document_words(documents: list[Document]) -> frozenset[str]:
+    """The documents' lower-case words (``write_verify.common_words``), computed once per
+    set of documents."""
+    return _document_words(tuple(d.sha256 for d in documents), tuple(d.text for d in documents))
+
+
+@cache
+def _document_words(_hashes: tuple[str, ...], texts: tuple[str, ...]) -> frozenset[str]:
+    return common_words(list(texts))
 
 
 def terminated(text: str) -> str:
@@ -733,17 +746,26 @@ def before_text(drafts: list[SectionDraft]) -> str:
                       protocol=False)
 
 
+_ECHO = re.compile(r"<\s*/?\s*document[^>]*>|\(?[\w.-]*\.(?:txt|md|pdf)\)?|"
+                   r"(?<!\w)(?:txt|md|pdf)\)", re.I)
+_PROMPT_LABEL = re.compile(r"^\W*(?:article topic|topic|outline|the article so far|section "
+                           r"\S.*? so far|sentence|evidence|notes)\s*:", re.I)
+
+
 def read_prose(reply: str, title: str) -> list[str]:
-    """The paragraphs of a prose reply: headings, the title and list markers removed,
-    the small model's repeats and a cut-off last sentence dropped."""
+    """The paragraphs of a prose reply: headings, the title, list markers and lines or
+    tags the model copied from the prompt removed, the small model's repeats and a
+    cut-off last sentence dropped."""
     lines = []
     for line in reply.splitlines():
+        line = _ECHO.sub(" ", line)  # the prompt's tags and file names, copied back
         stripped = line.strip()
-        if stripped.startswith("#") or _clean_title(stripped).casefold() == title.casefold():
+        if stripped.startswith("#") or _PROMPT_LABEL.match(stripped) or \
+                _clean_title(stripped).casefold() == title.casefold():
             continue
         lines.append(re.sub(r"^\s*(?:[-*•]|\d+[.)])\s+", "", line))
-    paragraphs = [" ".join(p.split()) for p in re.split(r"\n\s*\n", "\n".join(lines))
-                  if p.strip()]
+    paragraphs = [markers_inside(" ".join(p.split()))
+                  for p in re.split(r"\n\s*\n", "\n".join(lines)) if p.strip()]
     kept, _ = drop_degenerate(paragraphs)
     return kept
 
@@ -821,33 +843,39 @@ def check_citations(sentence: Sentence, pool: list[Evidence]) -> tuple[Sentence,
     return sentence.model_copy(update={"cites": kept}), dropped, located
 
 
-def paragraph_missing(paragraph: list[Sentence], index: int) -> list[str]:
-    """Figures of sentence ``index`` in no cited source sentence of its paragraph."""
-    return untraced(paragraph[index].text, [ev.text for s in paragraph for ev in s.cites])
+def paragraph_missing(paragraph: list[Sentence], index: int, common: frozenset[str]
+                      ) -> list[str]:
+    """Figures of sentence ``index`` in no cited source sentence of its paragraph
+    (``common``: the documents' lower-case words, see ``write_verify.figures``)."""
+    return untraced(paragraph[index].text, [ev.text for s in paragraph for ev in s.cites],
+                    common)
 
 
-def trace_figures(paragraph: list[Sentence], index: int, pool: list[Evidence]) -> list[str]:
+def trace_figures(paragraph: list[Sentence], index: int, pool: list[Evidence],
+                  common: frozenset[str]) -> list[str]:
     """Figures still missing after looking in ``pool`` for a supporting sentence that
     holds them (added to the sentence's citations)."""
-    missing = paragraph_missing(paragraph, index)
+    missing = paragraph_missing(paragraph, index, common)
     if not missing:
         return []
     sentence = paragraph[index]
     holders = [ev for ev in pool if supports_sentence(ev.text, sentence.text)
-               and len(untraced(sentence.text, [ev.text])) < len(figures(sentence.text))
+               and len(untraced(sentence.text, [ev.text], common))
+               < len(figures(sentence.text, common))
                and _key(ev) not in {_key(c) for c in sentence.cites}]
     holders.sort(key=lambda ev: support_score(ev.text, sentence.text), reverse=True)
     for ev in holders:
         paragraph[index] = sentence = sentence.model_copy(
             update={"cites": [*sentence.cites, ev]})
-        missing = paragraph_missing(paragraph, index)
+        missing = paragraph_missing(paragraph, index, common)
         if not missing:
             break
     return missing
 
 
-def settle_paragraph(paragraph: list[Sentence], pool: list[Evidence],
-                     counts: WriteCounts) -> tuple[list[Sentence], list[tuple[int, list[str]]]]:
+def settle_paragraph(paragraph: list[Sentence], pool: list[Evidence], counts: WriteCounts,
+                     common: frozenset[str]
+                     ) -> tuple[list[Sentence], list[tuple[int, list[str]]]]:
     """Citations checked, figures traced where the pool can; the sentences whose figures
     remain untraced (index, missing figures)."""
     checked = []
@@ -857,18 +885,19 @@ def settle_paragraph(paragraph: list[Sentence], pool: list[Evidence],
         checked.append(sentence)
     failing = []
     for i in range(len(checked)):
-        missing = trace_figures(checked, i, pool)
+        missing = trace_figures(checked, i, pool, common)
         if missing:
             failing.append((i, missing))
     return checked, failing
 
 
-def prune_paragraph(paragraph: list[Sentence]) -> tuple[list[Sentence], int]:
+def prune_paragraph(paragraph: list[Sentence], common: frozenset[str]
+                    ) -> tuple[list[Sentence], int]:
     """Remove sentences with untraced figures until none is left (removing one may take
     away a citation another relied on); how many were removed."""
     removed = 0
     while True:
-        bad = [i for i in range(len(paragraph)) if paragraph_missing(paragraph, i)]
+        bad = [i for i in range(len(paragraph)) if paragraph_missing(paragraph, i, common)]
         if not bad:
             return paragraph, removed
         paragraph = [s for i, s in enumerate(paragraph) if i != bad[0]]
@@ -901,10 +930,10 @@ async def rewrite(sentence: Sentence, missing: list[str], paragraph: list[Senten
 
 
 async def verify_paragraphs(paragraphs: list[list[Sentence]], pool: list[Evidence],
-                            counts: WriteCounts, runtime: Runtime[RunContext]
-                            ) -> list[list[Sentence]]:
+                            counts: WriteCounts, runtime: Runtime[RunContext],
+                            common: frozenset[str]) -> list[list[Sentence]]:
     """The verify rules on some paragraphs: citations, figures, one rewrite, removal."""
-    settled = [settle_paragraph(p, pool, counts) for p in paragraphs]
+    settled = [settle_paragraph(p, pool, counts, common) for p in paragraphs]
 
     async def fix(paragraph: list[Sentence], failing: list[tuple[int, list[str]]]
                   ) -> list[Sentence]:
@@ -917,11 +946,11 @@ async def verify_paragraphs(paragraphs: list[list[Sentence]], pool: list[Evidenc
                 continue
             trial = list(paragraph)
             trial[i], dropped, located = check_citations(sentence, pool)
-            if not trace_figures(trial, i, pool):
+            if not trace_figures(trial, i, pool, common):
                 paragraph[i] = trial[i]
                 counts.add(rewrites_kept=1, citations_unsupported=dropped,
                            citations_located=located)
-        paragraph, removed = prune_paragraph(paragraph)
+        paragraph, removed = prune_paragraph(paragraph, common)
         counts.add(sentences_removed=removed)
         return paragraph
 
@@ -934,11 +963,13 @@ async def verify(state: WriteState, runtime: Runtime[RunContext]) -> dict:
     started = time.time()
     counts = state["counts"].model_copy()
     drafts = state["drafts"]
+    common = document_words(state.get("documents", []))
     _report(runtime, "verify", total=len(drafts))
     before = counts.model_copy()
 
     async def one(draft: SectionDraft) -> SectionDraft:
-        paragraphs = await verify_paragraphs(draft.paragraphs, draft.pool, counts, runtime)
+        paragraphs = await verify_paragraphs(draft.paragraphs, draft.pool, counts, runtime,
+                                             common)
         _report(runtime, "verify", advance=1)
         return draft.model_copy(update={"paragraphs": paragraphs})
 
@@ -966,6 +997,7 @@ async def conflicts(state: WriteState, runtime: Runtime[RunContext]) -> dict:
     counts = state["counts"].model_copy()
     drafts = [d.model_copy(deep=True) for d in state["drafts"]]
     pool = [ev for p in state["points"] for ev in p.evidence]
+    common = document_words(state.get("documents", []))
     found = find_conflicts(pool)
     stated = []
     for conflict in found:
@@ -976,7 +1008,7 @@ async def conflicts(state: WriteState, runtime: Runtime[RunContext]) -> dict:
         sentence = Sentence(text=conflict.sentence(), cites=[conflict.first, conflict.second],
                             kind="conflict")
         if any(not supports_sentence(ev.text, sentence.text) for ev in sentence.cites) or \
-                paragraph_missing([sentence], 0):
+                paragraph_missing([sentence], 0, common):
             continue
         home.paragraphs.append([sentence])
         stated.append({"section": home.title, "subject": conflict.subject,
@@ -1080,7 +1112,7 @@ def sole_citations(drafts: list[SectionDraft]) -> set[tuple[str, int, int]]:
 
 
 async def extend(draft: SectionDraft, candidates: list[Evidence], counts: WriteCounts,
-                 runtime: Runtime[RunContext]) -> SectionDraft:
+                 runtime: Runtime[RunContext], common: frozenset[str]) -> SectionDraft:
     """One model call continuing a short section from unused evidence, verified."""
     need = draft.target - section_words(draft)
     shown = candidates
@@ -1097,7 +1129,7 @@ async def extend(draft: SectionDraft, candidates: list[Evidence], counts: WriteC
     earlier = [s.text.casefold() for p in draft.paragraphs for s in p]
     new = [s for s in (marked_sentences(p, shown, counts, earlier)
                        for p in read_prose(reply, draft.title)) if s]
-    checked = await verify_paragraphs(new, shown, counts, runtime)
+    checked = await verify_paragraphs(new, shown, counts, runtime, common)
     draft = draft.model_copy(deep=True)
     high = draft.target * (1 + LENGTH_AIM)
     for paragraph in checked:
@@ -1107,7 +1139,7 @@ async def extend(draft: SectionDraft, candidates: list[Evidence], counts: WriteC
                     count_words(sentence.text) > high:
                 break
             kept.append(sentence)
-        kept, removed = prune_paragraph(kept)  # a cut may take away a needed citation
+        kept, removed = prune_paragraph(kept, common)  # a cut may drop a needed citation
         counts.add(sentences_removed=removed)
         if kept:
             draft.paragraphs.append(kept)
@@ -1132,7 +1164,8 @@ async def length(state: WriteState, runtime: Runtime[RunContext]) -> dict:
                 offers[i] = offer
                 reserved.update(_key(ev) for ev in offer)
     short = list(offers)
-    extended = await asyncio.gather(*(extend(drafts[i], offers[i], counts, runtime)
+    common = document_words(state.get("documents", []))
+    extended = await asyncio.gather(*(extend(drafts[i], offers[i], counts, runtime, common)
                                       for i in short))
     for i, draft in zip(short, extended, strict=True):
         drafts[i] = draft
@@ -1174,8 +1207,8 @@ async def length(state: WriteState, runtime: Runtime[RunContext]) -> dict:
 # --- assemble -------------------------------------------------------------------------------------
 
 
-def check_rendered(sections: list[ArticleSection], references: list[Reference]
-                   ) -> tuple[int, int]:
+def check_rendered(sections: list[ArticleSection], references: list[Reference],
+                   common: frozenset[str]) -> tuple[int, int]:
     """(citations not supporting their sentence, figures in no cited sentence of their
     paragraph), read back from the article's text as a reader sees it."""
     quotes = {r.number: r.quote for r in references}
@@ -1187,7 +1220,7 @@ def check_rendered(sections: list[ArticleSection], references: list[Reference]
             for sentence, numbers in pairs:
                 unsupported += sum(n not in quotes or not supports_sentence(quotes[n], sentence)
                                    for n in numbers)
-                untraced_figures += len(untraced(sentence, cited))
+                untraced_figures += len(untraced(sentence, cited, common))
     return unsupported, untraced_figures
 
 
@@ -1225,7 +1258,8 @@ def assemble_article(topic: str, drafts: list[SectionDraft], documents: list[Doc
             paragraphs.append(ArticleParagraph(text=" ".join(parts), citations=used))
         sections.append(ArticleSection(title=draft.title, target_words=draft.target,
                                        words=section_words(draft), paragraphs=paragraphs))
-    unsupported, untraced_figures = check_rendered(sections, references)
+    unsupported, untraced_figures = check_rendered(sections, references,
+                                                   document_words(documents))
     uncited = sum(not s.cites for d in drafts for p in d.paragraphs for s in p)
     counts = counts.model_copy(update={
         "words": sum(s.words for s in sections), "sections": len(sections),

@@ -10,10 +10,11 @@ support     a cited evidence sentence *supports* an article sentence when it is 
             at least ``SUPPORT_SHARE`` of the sentence's content words (the writer
             paraphrases, so not all of them). Existing in the source is not enough.
 figures     the numbers (dates and years included), month names and capitalized names of
-            a sentence (its first word only when it is a number: "The", "Our" and other
-            sentence openers are not names). Each must occur, as a whole word, in a cited
-            source sentence of the same paragraph (``untraced``); numbers match with or
-            without thousands separators and with an ordinal or plural ending ("81st").
+            a sentence; its first word only when the documents never use it in lower case
+            ("Johnson, ..." is a name, "The", "Our" and "Federal" are not). Each must
+            occur, as a whole word, in a cited source sentence of the same paragraph
+            (``untraced``); numbers match with or without thousands separators and with an
+            ordinal or plural ending ("81st").
 conflicts   two evidence sentences from different sources that state different values
             (a number with its unit) about the same thing: the values' neighbourhoods
             share at least ``CONFLICT_SHARED`` subject words (content words that are not
@@ -43,6 +44,7 @@ _MARKER = re.compile(
 _TRAILING_MARKERS = re.compile(r"([.!?]+[\"')]*)((?:\s*\[[^\[\]]{1,30}\])+)")
 _LEADING_MARKERS = re.compile(r"^(?:\s*\[[^\]]{0,30}\])+")
 _NUMBER = re.compile(r"\d[\d,.:/-]*\d|\d")
+_LOWER_WORD = re.compile(r"(?<![\w'’-])[a-z][a-z'’-]*")
 _TOKEN = re.compile(r"\$?\d[\d,.]*\d%?|\$?\d%?|[^\W\d_][\w'’-]*")
 MONTHS = frozenset("january february march april june july august september october "
                    "november december".split())  # "may" is a modal as often as a month
@@ -71,14 +73,19 @@ def sentence_spans(text: str) -> list[tuple[int, int]]:
     return spans
 
 
+def markers_inside(text: str) -> str:
+    """"end. [2] Next" -> "end [2]. Next": a marker after the period stays with its
+    sentence (and a paragraph ending in a marker ends in a period)."""
+    return _TRAILING_MARKERS.sub(lambda m: m.group(2) + m.group(1), text)
+
+
 def split_marked(paragraph: str) -> list[tuple[str, list[int]]]:
     """The sentences of ``paragraph`` with the marker numbers each carries, markers removed.
 
     A marker opening a sentence goes to the sentence before it.
     """
     out: list[tuple[str, list[int]]] = []
-    # "end. [2] Next" -> "end [2]. Next": a marker after the period stays with its sentence
-    paragraph = _TRAILING_MARKERS.sub(lambda m: m.group(2) + m.group(1), paragraph)
+    paragraph = markers_inside(paragraph)
     for s, e in sentence_spans(paragraph):
         text = paragraph[s:e]
         leading = _LEADING_MARKERS.match(text)
@@ -99,8 +106,15 @@ def _numbers(text: str) -> list[int]:
     return [int(n) for m in _MARKER.finditer(text) for n in re.findall(r"\d+", m.group(1))]
 
 
-def figures(sentence: str) -> list[str]:
-    """The numbers, months and proper names of ``sentence`` (casefolded, in order)."""
+def common_words(texts: list[str]) -> frozenset[str]:
+    """Words the texts use in lower case: a capitalized sentence opener that is not one of
+    them ("Johnson, ...") is a name."""
+    return frozenset(w.casefold() for t in texts for w in _LOWER_WORD.findall(t))
+
+
+def figures(sentence: str, common: frozenset[str] | None = None) -> list[str]:
+    """The numbers, months and proper names of ``sentence`` (casefolded, in order). The
+    first word counts as a name only when ``common`` is given and lacks it."""
     found: list[str] = []
     tokens = _TOKEN.findall(_MARKER.sub(" ", sentence))
     for position, token in enumerate(tokens):
@@ -110,8 +124,9 @@ def figures(sentence: str) -> list[str]:
             continue
         word = token.strip("'’-")
         folded = word.casefold()
-        if folded in MONTHS or (position > 0 and word[:1].isupper() and len(word) > 2
-                                and folded not in STOPWORDS):
+        opener_is_name = common is not None and folded.removesuffix("'s") not in common
+        if folded in MONTHS or ((position > 0 or opener_is_name) and word[:1].isupper()
+                                and len(word) > 2 and folded not in STOPWORDS):
             found.append(folded.removesuffix("'s").removesuffix("’s"))
     return list(dict.fromkeys(f for f in found if f))
 
@@ -121,11 +136,12 @@ def _folded(texts: list[str]) -> list[str]:
     return folded + [re.sub(r"(?<=\d),(?=\d{3})", "", t) for t in folded]
 
 
-def untraced(sentence: str, texts: list[str]) -> list[str]:
+def untraced(sentence: str, texts: list[str], common: frozenset[str] | None = None
+             ) -> list[str]:
     """The figures of ``sentence`` that occur in none of ``texts`` (source sentences)."""
     folded = _folded(texts)
     missing = []
-    for key in figures(sentence):
+    for key in figures(sentence, common):
         if key[:1].isdigit():
             forms = {key, key.replace(",", "")}
             found = any(re.search(rf"(?<!\w){re.escape(f)}(?:st|nd|rd|th|s)?(?!\w)", t)

@@ -31,6 +31,7 @@ from longdoc.agents.write import (
     stage_seconds,
     stage_usage,
 )
+from longdoc.agents.write_verify import common_words
 from longdoc.pipeline.models import Answer
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
@@ -50,7 +51,7 @@ def govreport_docs(count: int, folder: Path) -> list[Path]:
     return paths
 
 
-def recheck(article: dict) -> dict[str, int]:
+def recheck(article: dict, paths: list[Path]) -> dict[str, int]:
     """The article's checks redone from its JSON: spans against the files, support and
     figures read back from the text (``check_rendered``), sections without a citation."""
     refs = [Reference.model_validate(r) for r in article["references"]]
@@ -61,7 +62,8 @@ def recheck(article: dict) -> dict[str, int]:
         if ref.source not in texts:
             texts[ref.source] = Path(ref.source).read_text()
         bad_spans += texts[ref.source][ref.start:ref.end] != ref.quote
-    unsupported, untraced_figures = check_rendered(sections, refs)
+    common = common_words([p.read_text() for p in paths])
+    unsupported, untraced_figures = check_rendered(sections, refs, common)
     return {"bad_spans": bad_spans, "unsupported": unsupported, "untraced": untraced_figures,
             "sections_without_citation": sum(not any(p.citations for p in s.paragraphs)
                                              for s in sections),
@@ -94,7 +96,7 @@ def main() -> None:
     article = json.loads(done.stdout)
     (args.out_dir / f"{name}-{args.words}.json").write_text(json.dumps(article, indent=1))
     counts, usage = article["counts"], article["usage"]
-    check = recheck(article)
+    check = recheck(article, paths)
 
     print(f"Documents: {', '.join(p.name for p in paths)}; topic {args.topic!r}; "
           f"--words {args.words}\n")

@@ -21,11 +21,13 @@ from longdoc.agents.write import (
     outline_from_model,
     parse_plan,
     parse_revision,
+    read_prose,
     section_words,
     trim,
     with_targets,
 )
 from longdoc.agents.write_verify import (
+    common_words,
     figures,
     find_conflicts,
     split_marked,
@@ -184,12 +186,24 @@ def test_markers_belong_to_their_sentence() -> None:
                      ("No marker here.", [])]
 
 
+def test_prose_loses_what_the_model_copied_from_the_prompt_but_keeps_its_markers() -> None:
+    reply = ("The article so far: nothing yet.\n\n<document name=\"evidence\"> The quay cost "
+             "4,200 pounds. [1] Boats used it (harbour.txt).\n\ntxt) </document>\n\n"
+             "## Quay\nThe board dredged the channel. [2]")
+    assert read_prose(reply, "Quay") == ["The quay cost 4,200 pounds [1]. Boats used it .",
+                                         "The board dredged the channel [2]."]
+
+
 def test_figures_are_numbers_months_and_names_not_sentence_openers() -> None:
     found = figures("The board met in March 1931 and paid 4,200 pounds to Agnes Moore.")
     assert found == ["march", "1931", "4,200", "agnes", "moore"]
     assert untraced("The board paid 4200 pounds in 1931.", [HARBOUR]) == []
     assert untraced("The board paid 9,999 pounds to Lord Fabricius.", [HARBOUR]) == \
         ["9,999", "lord", "fabricius"]
+    common = common_words([HARBOUR, LIBRARY])  # an opener is a name if never lower case
+    assert figures("Agnes bought atlases.", common) == ["agnes"]
+    assert figures("Boats came.", common) == []  # "boats" occurs in lower case
+    assert figures("Agnes bought atlases.") == []
 
 
 def test_a_citation_must_support_its_sentence() -> None:
