@@ -418,7 +418,7 @@ def typed_spans(answer: str, kind: QuestionType, question: str = "") -> list[str
     elif kind == "number":  # a range ("from 101 to 60") is one answer
         amount = _AMOUNT.pattern
         ranges = re.compile(rf"(?:\bfrom\s+|\bbetween\s+)?(?:{amount})\s*(?:to|and|-|–)\s*"
-                            rf"(?:{amount})", re.I)
+                            rf"(?:{amount})|\bto\s+(?:{amount})\s+from\s+(?:{amount})", re.I)
         found = [m.group(0) for m in ranges.finditer(answer)]
         found += [m.group(0) for m in _AMOUNT.finditer(answer)]
     elif kind in ("name", "place"):

@@ -34,6 +34,7 @@ streamlit_testing = pytest.importorskip("streamlit.testing.v1")
 KENNEDY = SAMPLES / "kennedy-1962-state-of-the-union.pdf"
 KENNEDY_QUESTION = "How far did the number of major surplus labor areas decline?"
 KENNEDY_FACT = "the number of major surplus labor areas has declined"
+KENNEDY_ANSWER = "from 101 to 60"  # the model's sentence fitted to the question (verify)
 HOSTILE = '<script>alert("x")</script><img src=x onerror=alert(1)> [link](http://evil.example)'
 
 
@@ -305,7 +306,7 @@ def test_app_compares_two_strategies_and_records_a_verdict(sim, app_env, tmp_pat
     table = at.dataframe[0].value
     assert list(table["strategy"]) == ["direct", "rag"] and list(table["status"]) == ["ok"] * 2
     answers = [h.value for h in at.html if "longdoc-answer" in h.value]
-    assert len(answers) == 2 and all(KENNEDY_FACT in a for a in answers)
+    assert len(answers) == 2 and all(KENNEDY_ANSWER in a for a in answers)
 
     # Each citation: label with page and span, its quote highlighted inside its context.
     text = load_document(KENNEDY).text
@@ -340,7 +341,7 @@ def test_app_compares_two_strategies_and_records_a_verdict(sim, app_env, tmp_pat
     c = verdict.citations[0]
     assert (c.verdict, c.comment, c.page) == ("correct", "right sentence", 1)
     assert text[c.start:c.end] == c.quote
-    assert KENNEDY_FACT in verdict.answer
+    assert KENNEDY_ANSWER in verdict.answer
 
     # The verdict is listed under the request and offered for download.
     shown = at.dataframe[-1].value
@@ -492,7 +493,7 @@ def test_sessions_on_a_managed_backend_share_one_server(sim, monkeypatch, tmp_pa
             question=KENNEDY_QUESTION, strategies=["direct"],
             documents=app_runs.document_refs([load_document(KENNEDY)]))
         run = app_runs.run_strategy(second, request, "direct")
-        assert run.error is None and KENNEDY_FACT in run.answer.answer
+        assert run.error is None and KENNEDY_ANSWER in run.answer.answer
         assert len(server.requests) == 1  # answered by the shared server
         app_runs.close_pipeline(first)
         assert events == ["start"]  # the other session still uses it

@@ -72,6 +72,8 @@ def test_question_core_drops_a_role_preamble() -> None:
      "seven"),
     ("How far did the number of major surplus labor areas decline?",
      "The number declined from 101 to 60 in the year.", "from 101 to 60"),
+    ("How far did the number of major surplus labor areas decline?",
+     "It fell to 60 from 101.", "to 60 from 101"),
     ("who plays count olaf in series of unfortunate events",
      "Neil Patrick Harris plays Count Olaf.", "Neil Patrick Harris"),
     ("who has made the most shots in the nba", "Kareem Abdul - Jabbar has made the most.",
