@@ -80,12 +80,13 @@ async def verify(state: GraphState, runtime: Runtime[RunContext]) -> dict:
     The answer is then fitted to its question (``fit_to_question``: a date, a number, a
     name, yes/no, a phrase, or the cited passages), or refused if it only restates the
     question or echoes the prompt; a question that wants an explanation is answered with
-    the document's cited sentences about it (``explain``).
+    the document's cited sentences about it (``explain``), and so is one that asks which
+    parts of the document say something (the passages verbatim).
     Summaries: each paragraph keeps the quotes that share content words with it.
     """
     draft = state["draft"]
     question = state.get("question", "")
-    if state.get("task", "qa") == "qa" and question_type(question) == "explain":
+    if state.get("task", "qa") == "qa" and question_type(question) in ("explain", "passages"):
         return explain(state["documents"], draft, question)
     if not draft.found:
         return _verified([], 0, 0, False, "no answer found: nothing to cite", {})
@@ -122,9 +123,10 @@ async def verify(state: GraphState, runtime: Runtime[RunContext]) -> dict:
 
 
 def explain(documents: list[Document], draft: Draft, question: str) -> dict:
-    """The answer to a question that wants an explanation: the document's own sentences
-    about it (``grounding.explanation_spans``, ranked by the question's words and the
-    draft's), verbatim and each cited; the draft answer stays in the trace."""
+    """The answer to a question that wants an explanation or asks for passages: the
+    document's own sentences about it (``grounding.explanation_spans``, ranked by the
+    question's words and the draft's), verbatim and each cited; the draft answer stays in
+    the trace."""
     verifier = CitationVerifier(documents)
     texts = [injection.blank_injections(d.text) for d in documents]
     spans = explanation_spans(texts, question, draft.answer if draft.found else "")
@@ -133,7 +135,8 @@ def explain(documents: list[Document], draft: Draft, question: str) -> dict:
     update = _verified(citations, 0, 0, bool(citations),
                        f"an explanation from {len(citations)} cited sentence(s) of the "
                        "document about the question", {
-                           "question_type": "explain", "draft_answer": draft.answer,
+                           "question_type": question_type(question),
+                           "draft_answer": draft.answer,
                            "offered": len(draft.quotes)})
     return update | {"draft": draft.model_copy(update={"answer": answer,
                                                         "found": bool(citations)})}

@@ -312,16 +312,16 @@ def explanation_spans(texts: list[str], question: str, answer: str = "",
     start, end) in document order.
 
     Each sentence scores the inverse sentence frequency of the question's content words
-    it holds (the ``answer``'s other words at half weight: what the strategy read points
+    (``stems``) it holds (the ``answer``'s other words at half weight: what the strategy read points
     at its evidence); a sentence must hold at least two of the question's words (one if
     the question has only one) and no steering text. The best are taken until ``budget``
     words.
     """
-    asked = content_words(question_core(question))
-    told = content_words(answer) - asked
+    asked = stems(question_core(question))
+    told = stems(answer) - asked
     spans = [(i, s, e) for i, text in enumerate(texts) for s, e in sentences(text)]
     frequency: dict[str, int] = {}
-    held = [content_words(texts[i][s:e]) for i, s, e in spans]
+    held = [stems(texts[i][s:e]) for i, s, e in spans]
     for found in held:
         for word in found & (asked | told):
             frequency[word] = frequency.get(word, 0) + 1
@@ -343,6 +343,16 @@ def explanation_spans(texts: list[str], question: str, answer: str = "",
         chosen.append((i, s, e))
         used += len(words(texts[i][s:e]))
     return sorted(chosen)
+
+
+_SUFFIX = re.compile(r"(?:ing|ed|es|s|ly)$")
+
+
+def stems(text: str) -> set[str]:
+    """The content words of ``text`` without a plain inflection ("governed", "governing"
+    -> "govern"; "laws" -> "law")."""
+    return {w if w.isdigit() else (_SUFFIX.sub("", w) if len(w) > 5 else w.rstrip("s"))
+            for w in content_words(text)}
 
 
 def question_core(question: str) -> str:

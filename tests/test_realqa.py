@@ -292,6 +292,25 @@ def test_explanations_are_the_documents_sentences_about_the_question() -> None:
     assert explanation_spans([text], "How did the harbour flood?") == []
 
 
+def test_a_passages_question_gets_the_clause_even_when_the_model_restates_it(
+        sim, tmp_path: Path) -> None:
+    """The issue's contract failure: the model restates the question, yet the clause is
+    in the document: the answer is the clause, verbatim and cited."""
+    from longdoc.pipeline.api import Pipeline
+
+    clause = ("This Agreement shall be governed by and construed in accordance with the "
+              "laws of the State of New York.")
+    text = f"1. Definitions. Terms have their usual meaning.\n\n12. Governing Law. {clause}"
+    doc = tmp_path / "contract.txt"
+    doc.write_text(text)
+    question = 'Highlight the parts (if any) of this contract related to "Governing Law".'
+    server = sim(lambda messages: f"Question: {question}")
+    with Pipeline(sim_settings(server, tmp_path, strategy="direct")) as pipeline:
+        answer = pipeline.ask(doc, question)
+    assert answer.supported and clause in answer.answer
+    assert all(text[c.start:c.end] == c.quote for c in answer.citations)
+
+
 def test_an_explanation_question_gets_cited_document_sentences(sim, tmp_path: Path) -> None:
     from longdoc.pipeline.api import Pipeline
 
