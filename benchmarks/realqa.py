@@ -35,6 +35,7 @@ import argparse
 import json
 import random
 import tempfile
+import time
 from collections.abc import Callable, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass
@@ -158,6 +159,7 @@ def run(systems: Sequence[str] = SYSTEMS, sets: Sequence[str] = tuple(SETS),
         folder = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="realqa-")))
         for n, (task, system) in enumerate(pending, 1):
             document = task.write(folder)
+            started = time.perf_counter()
             try:
                 if system == "langchain":
                     result = recipe_result(task, endpoint.base_url, endpoint.model)
@@ -166,6 +168,10 @@ def run(systems: Sequence[str] = SYSTEMS, sets: Sequence[str] = tuple(SETS),
                                      on_answer=_trace_writer(traces, task, system))
             except BackendError as exc:
                 result = failed(task, system, "error", f"backend: {exc}", 0.0, endpoint.model)
+            except Exception as exc:  # the recipe's own failures (e.g. a request over the
+                # window) are its result, not the benchmark's end
+                result = failed(task, system, "refused", f"{type(exc).__name__}: {exc}"[:500],
+                                time.perf_counter() - started, endpoint.model)
             out.append(result)
             new.append(result)
             print(f"[{n}/{len(pending)}] {task.id} {system}: "
