@@ -116,6 +116,7 @@ TITLE_SKIP = frozenset(
     "years time times today great more most first upon those these there which whose "
     "where while within without being have having been done such same other others "
     "another even still again ever never always able need needs".split())
+ECHO_SHARE = 0.6
 REPEAT_SIMILARITY = 90  # rapidfuzz ratio at which a sentence repeats an earlier one
 EVIDENCE_LEADS = ("One source records:", "Another passage states:", "A further passage adds:")
 
@@ -179,7 +180,8 @@ class WriteCounts(BaseModel):
     rewrites_kept: int = 0
     sentences_removed: int = Field(0, description="Untraceable after the rewrite: removed")
     sentences_uncited: int = Field(0, description="Kept without citation (no figures)")
-    sentences_repeated: int = Field(0, description="Dropped: repeating an earlier sentence")
+    sentences_repeated: int = Field(0, description="Dropped: repeating an earlier sentence "
+                                    "or the prompt's instructions")
     sentences_trimmed: int = 0
     sentences_from_evidence: int = Field(0, description="Quoted evidence added for length")
     sections_extended: int = Field(0, description="Sections the model was asked to extend")
@@ -752,6 +754,26 @@ _PROMPT_LABEL = re.compile(r"^\W*(?:article topic|topic|outline|the article so f
                            r"\S.*? so far|sentence|evidence|notes)\s*:", re.I)
 
 
+@cache
+def _instruction_words() -> list[frozenset[str]]:
+    """The content words of each write prompt's own text (its fields left out)."""
+    out = []
+    for name in (SECTION_NODE, EXTEND_NODE, REWRITE_NODE, PLAN_NODE, REVISE_NODE):
+        template = get_prompt(name)
+        text = re.sub(r"\{\w+\}", " ", template.system + " " + template.user)
+        out.append(frozenset(content_words(text)))
+    return out
+
+
+def echoes_prompt(sentence: str) -> bool:
+    """Whether a sentence of the model restates its instructions ("The sentence has facts
+    that are not in the evidence ..."): at least ``ECHO_SHARE`` of its (four or more)
+    content words come from one prompt's own text."""
+    words = content_words(sentence)
+    return len(words) >= 4 and any(len(words & w) >= ECHO_SHARE * len(words)
+                                   for w in _instruction_words())
+
+
 def read_prose(reply: str, title: str) -> list[str]:
     """The paragraphs of a prose reply: headings, the title, list markers and lines or
     tags the model copied from the prompt removed, the small model's repeats and a
@@ -778,7 +800,8 @@ def marked_sentences(paragraph: str, pool: list[Evidence], counts: WriteCounts,
     out = []
     for text, numbers in split_marked(paragraph):
         folded = text.casefold()
-        if any(fuzz.ratio(folded, e) >= REPEAT_SIMILARITY for e in earlier):
+        if any(fuzz.ratio(folded, e) >= REPEAT_SIMILARITY for e in earlier) or \
+                echoes_prompt(text):
             counts.add(sentences_repeated=1)
             continue
         earlier.append(folded)
@@ -925,6 +948,8 @@ async def rewrite(sentence: Sentence, missing: list[str], paragraph: list[Senten
     if not first:
         return None
     text, numbers = first[0]
+    if echoes_prompt(text):
+        return None
     cites = [shown[n - 1] for n in numbers if 1 <= n <= len(shown)]
     return Sentence(text=terminated(text), cites=cites, kind="rewritten")
 
@@ -1033,9 +1058,12 @@ def evidence_sentence(ev: Evidence, lead: int) -> Sentence:
 
 def quotable(ev: Evidence) -> bool:
     """Whether an evidence span can be quoted as a sentence of its own: one whole sentence
-    of ``MIN_QUOTE_WORDS`` to ``MAX_EVIDENCE_WORDS`` words (no fragment, no pair)."""
+    of ``MIN_QUOTE_WORDS`` to ``MAX_EVIDENCE_WORDS`` words (no fragment, no pair, no
+    heading in capitals)."""
+    letters = [ch for ch in ev.text if ch.isalpha()]
+    capitals = sum(ch.isupper() for ch in letters) / max(1, len(letters))
     return MIN_QUOTE_WORDS <= count_words(ev.text) <= MAX_EVIDENCE_WORDS and \
-        len(sentence_spans(ev.text)) == 1
+        len(sentence_spans(ev.text)) == 1 and capitals < 0.5
 
 
 def unused_evidence(draft: SectionDraft, points: list[PlanPoint], cited: set) -> list[Evidence]:

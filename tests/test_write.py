@@ -16,11 +16,13 @@ from longdoc.agents.write import (
     SectionDraft,
     Sentence,
     WriteCounts,
+    echoes_prompt,
     merge_revisions,
     outline_from_digests,
     outline_from_model,
     parse_plan,
     parse_revision,
+    quotable,
     read_prose,
     section_words,
     trim,
@@ -192,6 +194,16 @@ def test_prose_loses_what_the_model_copied_from_the_prompt_but_keeps_its_markers
              "## Quay\nThe board dredged the channel. [2]")
     assert read_prose(reply, "Quay") == ["The quay cost 4,200 pounds [1]. Boats used it .",
                                          "The board dredged the channel [2]."]
+
+
+def test_restated_instructions_and_headings_are_not_article_text() -> None:
+    assert echoes_prompt("The sentence has facts that are not in the evidence, but it is a "
+                         "reinterpretation of the evidence.")
+    assert not echoes_prompt("The board dredged the channel so that larger ships could enter.")
+    assert not quotable(evidence("KENNEDY'S SPECIAL MESSAGE TO THE CONGRESS ON URGENT NEEDS"))
+    assert not quotable(evidence("The quay cost 4,200 pounds. It took two years to build."))
+    assert quotable(evidence("The board also dredged the channel so that larger ships could "
+                             "enter the harbour."))
 
 
 def test_figures_are_numbers_months_and_names_not_sentence_openers() -> None:
