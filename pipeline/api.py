@@ -233,20 +233,11 @@ class Pipeline:
         """Synchronous ``awrite``."""
         return asyncio.run(self.awrite(paths, topic, **kwargs))
 
-    async def _run(
-        self,
-        paths: PathLike | Sequence[PathLike],
-        task: Task,
-        strategy: str,
-        *,
-        question: str = "",
-        words: int = DEFAULT_SUMMARY_WORDS,
-        password: str | None = None,
-        run_id: str | None = None,
-    ) -> Answer:
-        """Run the graph for one request and package its result as an ``Answer``."""
-        state, answer = await self._run_state(paths, task, strategy, question=question,
-                                              words=words, password=password, run_id=run_id)
+    async def _run(self, paths: PathLike | Sequence[PathLike], task: Task, strategy: str,
+                   **request: Any) -> Answer:
+        """Run the graph for one request (``_run_state``'s keywords: question, words,
+        password, run_id) and package its result as an ``Answer``."""
+        state, answer = await self._run_state(paths, task, strategy, **request)
         draft = state["draft"]
         return answer.model_copy(update=dict(
             answer=draft.answer,
