@@ -15,7 +15,9 @@ plan      an outline (AgentWrite / STORM): sections with their points, the diges
           points, titles from their most distinctive words).
 revise    LLM×MapReduce-V2: each window of ``REVISION_WINDOW`` neighbouring digests sees
           the outline and proposes retitles or a new section; proposals are merged in
-          code (a title must share words with the notes it heads). Every revision is in
+          code (a title must share words with the notes it heads). In the same layer the
+          code moves the window's notes that sit at a section boundary to the neighbouring
+          section when they share clearly more words with its notes. Every revision is in
           the trace.
 write     sections in order, one step each (checkpointed): the outline, the section's
           numbered evidence and a short account of what came before; ``[n]`` markers.
@@ -101,6 +103,7 @@ WORDS_PER_EVIDENCE = 12  # article words one evidence sentence can carry, for si
 POINT_WORDS = 16  # words of a point the plan prompt shows
 MAX_SECTION_EVIDENCE = 12
 REVISION_WINDOW = 3  # neighbouring digests that review the outline together
+MOVE_MARGIN, MIN_MOVE_FIT = 1.5, 2.0  # a boundary note moves when it fits the next section
 PLAN_TOKENS = 300
 REVISE_TOKENS = 120
 REWRITE_TOKENS = 120
@@ -691,6 +694,59 @@ def window_notes(window: int, points: list[PlanPoint]) -> list[int]:
     return [p.number for p in points if p.digest // REVISION_WINDOW == window]
 
 
+def _point_words(point: PlanPoint) -> set[str]:
+    return content_words(point.text + " " + " ".join(ev.text for ev in point.evidence))
+
+
+def _mean_fit(number: int, others: list[int], by_number: dict[int, PlanPoint]) -> float:
+    """Content words point ``number`` shares with each of ``others``, on average."""
+    if not others:
+        return 0.0
+    words = _point_words(by_number[number])
+    return sum(len(words & _point_words(by_number[n])) for n in others) / len(others)
+
+
+def refine_boundaries(sections: list[Section], points: list[PlanPoint], windows: list[int],
+                      retitle: bool) -> tuple[list[Section], list[dict]]:
+    """The code's part of a revision: each window's notes that sit at a section boundary
+    move to the neighbouring section when they share clearly more words with its notes
+    (``MOVE_MARGIN`` times, and at least ``MIN_MOVE_FIT`` on average) than with their
+    own; no section is emptied. With ``retitle`` (an outline built in code) the sections
+    that changed get titles from their new notes."""
+    by_number = {p.number: p for p in points}
+    sections = [s.model_copy(deep=True) for s in sections]
+    decisions: list[dict] = []
+    changed: set[int] = set()
+    for window in windows:
+        for number in window_notes(window, points):
+            holder = next((i for i, s in enumerate(sections) if number in s.points), None)
+            if holder is None or len(sections[holder].points) <= 1:
+                continue
+            own = sections[holder].points
+            for other, edge in ((holder - 1, min(own)), (holder + 1, max(own))):
+                if not 0 <= other < len(sections) or number != edge:
+                    continue
+                stay = _mean_fit(number, [n for n in own if n != number], by_number)
+                go = _mean_fit(number, sections[other].points, by_number)
+                if go >= MIN_MOVE_FIT and go > MOVE_MARGIN * stay:
+                    sections[holder].points.remove(number)
+                    sections[other].points = sorted([*sections[other].points, number])
+                    changed |= {holder, other}
+                    decisions.append({
+                        "window": window, "kind": "move", "point": number,
+                        "from": holder + 1, "to": other + 1, "fit": [round(stay, 2),
+                                                                      round(go, 2)],
+                        "decision": "accepted"})
+                    break
+    if retitle:
+        groups = [[by_number[n] for n in s.points] for s in sections]
+        for i in sorted(changed):
+            title = distinctive_title(groups[i], groups[:i] + groups[i + 1:])
+            if title and title.casefold() not in {s.title.casefold() for s in sections}:
+                sections[i].title = title
+    return sections, decisions
+
+
 async def revise(state: WriteState, runtime: Runtime[RunContext]) -> dict:
     """One revision layer: every window of neighbouring digests reviews the outline (in
     parallel, as one convolution layer), then the proposals are merged in code."""
@@ -716,6 +772,9 @@ async def revise(state: WriteState, runtime: Runtime[RunContext]) -> dict:
                  for kind, number, title in parse_revision(reply)]
     count = section_count(words, len(points))
     sections, decisions = merge_revisions(outline.sections, points, proposals, 2 * count)
+    sections, moves = refine_boundaries(sections, points, windows,
+                                        retitle=outline.origin == "code")
+    decisions += moves
     accepted = sum(d.get("decision") == "accepted" for d in decisions)
     revised = Outline(sections=with_targets(sections, points, words), origin=outline.origin)
     counts = WriteCounts(target_words=words, plan_origin=outline.origin,

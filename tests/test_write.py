@@ -24,6 +24,7 @@ from longdoc.agents.write import (
     parse_revision,
     quotable,
     read_prose,
+    refine_boundaries,
     section_words,
     trim,
     with_targets,
@@ -291,6 +292,22 @@ def test_revisions_are_merged_only_when_grounded() -> None:
     assert [s.title for s in merged] == ["The quay and the fishing boats", "Part B",
                                          "Library books and atlases"]
     assert merged[2].points == [3, 4, 6] and merged[1].points == [5]
+
+
+def test_revision_moves_a_boundary_note_to_the_section_it_fits() -> None:
+    points = points_of("The harbour quay was built for the fishing boats",
+                       "Fishing boats used the harbour quay every morning",
+                       "The library reading room opened for readers of books",
+                       "The library lent books to readers from its reading room",
+                       "Readers borrowed library books in the reading room")
+    sections = [Section(title="Part A", points=[1, 2, 3]), Section(title="Part B",
+                                                                   points=[4, 5])]
+    moved, decisions = refine_boundaries(sections, points, [0], retitle=True)
+    assert [s.points for s in moved] == [[1, 2], [3, 4, 5]]
+    assert [(d["point"], d["from"], d["to"]) for d in decisions] == [(3, 1, 2)]
+    assert "Quay" in moved[0].title or "Harbour" in moved[0].title
+    kept, none = refine_boundaries(moved, points, [0], retitle=False)
+    assert [s.points for s in kept] == [[1, 2], [3, 4, 5]] and none == []
 
 
 def test_trim_removes_uncited_sentences_first_and_keeps_a_citation() -> None:
