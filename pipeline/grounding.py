@@ -296,6 +296,8 @@ _NAME = re.compile(
     rf"{_CAP}(?:(?:\s+(?:of|the|de|da|del|van|von|der|la|le|and|&|-)){{0,2}}\s+{_CAP}"
     rf"|\s*-\s*{_CAP})*")
 _MARKUP = re.compile(r"</?[A-Za-z][\w=\"'-]*>")
+_DENIED = re.compile(r"\b(?:not|never|rather than|instead of|unlike|except)\s+(?:the\s+|a\s+)?"
+                     r"(?:[A-Z][\w'’.-]*\s*)+")
 _CALENDAR = re.compile(rf"{_MONTH}|(?:mon|tues|wednes|thurs|fri|satur|sun)day", re.I)
 _YES_NO = re.compile(r"^\W*(yes|no)\b", re.I)
 _NEGATED = re.compile(r"\b(?:not|no|never|none|cannot|neither|nor)\b|n't\b", re.I)
@@ -433,6 +435,7 @@ def typed_spans(answer: str, kind: QuestionType, question: str = "") -> list[str
         found += [m.group(0) for m in _AMOUNT.finditer(answer)]
     elif kind in ("name", "place"):
         answer = re.sub(r"\s*\([^()]*\)", "", answer)  # an aside: "Charter (CRC)"
+        answer = _DENIED.sub(" ", answer)  # "..., not the United States": not the answer
         found = [m.group(0) for m in _NAME.finditer(answer)]
         if kind == "place":  # "Vancouver, British Columbia"
             joined = re.finditer(rf"{_NAME.pattern}(?:\s*,\s*{_NAME.pattern})*", answer)

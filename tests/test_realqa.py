@@ -110,6 +110,9 @@ def test_a_date_from_the_supporting_evidence_when_the_answer_has_none() -> None:
         "April 25 , 2018"  # the evidence's date nearest to the question's words
     assert fit_answer("<P> The Handmaid 's Tale </P> stars Elisabeth Moss", "who stars in "
                       "the handmaid's tale") == "Elisabeth Moss"
+    assert fit_answer("The Canadian Charter of Rights and Freedoms applies to Canada, not the "
+                      "United States.", "who does the canadian charter of rights apply to",
+                      ["It is not law in the United States ."]) == "Canada"
 
 
 def test_explanations_keep_their_sentences() -> None:
