@@ -271,7 +271,8 @@ def worth(traces: Path = TRACES) -> str:
         refs = [row["reference"]]
         cells.setdefault((task_id.split("/")[1], system), []).append(
             (token_f1(draft, refs), token_f1(answer["answer"], refs), "refused" in data,
-             data.get("question_type") == "explain"))
+             data.get("question_type") in ("explain", "passages")
+             and "located_in_code" not in data))
     out = ["| set | system | runs | F1 of the strategy's answer | F1 returned | refused "
            "(echo or restatement) | explained from cited sentences |",
            "|---|---|---|---|---|---|---|"]
