@@ -48,8 +48,8 @@ from longdoc.pipeline.evaluation.runner import results_log, run_one
 from longdoc.pipeline.evaluation.tasks import (
     DEFAULT_DATA,
     EvalTask,
-    _digest,
     read_reference_file,
+    task_digest,
 )
 from longdoc.pipeline.models import Answer
 from longdoc.pipeline.settings import Settings, load_settings
@@ -97,7 +97,7 @@ def dev_subset(name: str, path: Path, count: int, seed: int = SEED) -> list[Eval
         question, reference = item.instructions[i], item.outputs[i]
         tokens = count_tokens(item.input)
         tasks.append(EvalTask(
-            id=task_id, digest=_digest(task_id, seed, item.input, question, [reference]),
+            id=task_id, digest=task_digest(task_id, seed, item.input, question, [reference]),
             kind="qa", length=tokens, tokens=tokens, seed=seed, question=question,
             answers=[reference], scoring="token_f1", sources=[path.name], text=item.input))
     return tasks

@@ -148,7 +148,8 @@ class EvalTask(BaseModel):
         return path
 
 
-def _digest(*parts: object) -> str:
+def task_digest(*parts: object) -> str:
+    """The hash of everything that defines a task (its results' resume key)."""
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
 
 
@@ -333,7 +334,7 @@ def needle_task(
         evidence = evidence[:1]  # the distractors are not evidence
     task_id = f"{kind}/{length}/d{depth:.2f}/s{sample}"
     return EvalTask(
-        id=task_id, digest=_digest(task_id, seed, text, question, answers), kind=kind,
+        id=task_id, digest=task_digest(task_id, seed, text, question, answers), kind=kind,
         length=length, tokens=count_tokens(text), depth=depth, sample=sample, seed=seed,
         question=question, answers=answers, distractors=distractors, scoring=scoring,
         evidence=evidence, sources=sources, text=text,
@@ -380,7 +381,7 @@ def conflict_task(
     text, evidence = insert_sentences(base, plan)
     task_id = f"conflict/{length}/d{depth:.2f}/s{sample}/{split}-{conflict_kind}"
     return EvalTask(
-        id=task_id, digest=_digest(task_id, seed, text, question, values), kind="conflict",
+        id=task_id, digest=task_digest(task_id, seed, text, question, values), kind="conflict",
         length=length, tokens=count_tokens(text), depth=depth, sample=sample, seed=seed,
         question=question, answers=values[:1], distractors=values[1:],
         conflict_kind=conflict_kind, conflict_split=split, scoring=SCORING["conflict"],
@@ -452,7 +453,7 @@ def reference_tasks(
                 question, refs, words = None, item.outputs[:1], summary_words(item.outputs[0])
             task_id = f"{kind}/{length}/s{sample}"
             tasks.append(EvalTask(
-                id=task_id, digest=_digest(task_id, seed, item.input, question, refs),
+                id=task_id, digest=task_digest(task_id, seed, item.input, question, refs),
                 kind=kind, length=length, tokens=count_tokens(item.input), sample=sample,
                 seed=seed, question=question, words=words, answers=refs,
                 scoring="token_f1" if kind == "qa" else "rouge", sources=[name],
