@@ -121,7 +121,8 @@ TITLE_SKIP = frozenset(
     "another even still again ever never always able need needs".split())
 ECHO_SHARE = 0.6
 REPEAT_SIMILARITY = 90  # rapidfuzz ratio at which a sentence repeats an earlier one
-EVIDENCE_LEADS = ("One source records:", "Another passage states:", "A further passage adds:")
+# Code's own words before a quoted evidence sentence: none can read as a name to trace.
+EVIDENCE_LEADS = ("A source records:", "A passage states:", "A further passage adds:")
 
 
 # --- typed state -------------------------------------------------------------------------------
@@ -807,7 +808,7 @@ def before_text(drafts: list[SectionDraft]) -> str:
                       protocol=False)
 
 
-_ECHO = re.compile(r"<\s*/?\s*document[^>]*>|\(?[\w.-]*\.(?:txt|md|pdf)\)?|"
+_ECHO = re.compile(r"<\s*/?\s*[a-z][\w-]*(?:\s[^<>]{0,200})?>|\(?[\w.-]*\.(?:txt|md|pdf)\)?|"
                    r"(?<!\w)(?:txt|md|pdf)\)", re.I)
 _PROMPT_LABEL = re.compile(r"^\W*(?:article topic|topic|outline|the article so far|section "
                            r"\S.*? so far|sentence|evidence|notes)\s*:", re.I)
@@ -834,8 +835,8 @@ def echoes_prompt(sentence: str) -> bool:
 
 
 def read_prose(reply: str, title: str) -> list[str]:
-    """The paragraphs of a prose reply: headings, the title, list markers and lines or
-    tags the model copied from the prompt removed, the small model's repeats and a
+    """The paragraphs of a prose reply: headings, the title, list markers, HTML tags and
+    lines or tags the model copied from the prompt removed, the small model's repeats and a
     cut-off last sentence dropped."""
     lines = []
     for line in reply.splitlines():

@@ -48,6 +48,10 @@ _LOWER_WORD = re.compile(r"(?<![\w'’-])[a-z][a-z'’-]*")
 _TOKEN = re.compile(r"\$?\d[\d,.]*\d%?|\$?\d%?|[^\W\d_][\w'’-]*")
 MONTHS = frozenset("january february march april june july august september october "
                    "november december".split())  # "may" is a modal as often as a month
+OPENERS = frozenset(  # words that open sentences in any text, capitalized there only
+    "however moreover furthermore additionally therefore thus hence finally overall "
+    "meanwhile instead indeed still yet also another first second third today together "
+    "similarly likewise consequently nevertheless nonetheless accordingly".split())
 UNITS = {"billion": "billion", "billions": "billion", "million": "million",
          "millions": "million", "thousand": "thousand", "percent": "percent",
          "per": "percent", "%": "percent", "trillion": "trillion"}
@@ -124,7 +128,8 @@ def figures(sentence: str, common: frozenset[str] | None = None) -> list[str]:
             continue
         word = token.strip("'’-")
         folded = word.casefold()
-        opener_is_name = common is not None and folded.removesuffix("'s") not in common
+        opener_is_name = common is not None and folded.removesuffix("'s") not in common \
+            and folded not in OPENERS
         if folded in MONTHS or ((position > 0 or opener_is_name) and word[:1].isupper()
                                 and len(word) > 2 and folded not in STOPWORDS):
             found.append(folded.removesuffix("'s").removesuffix("’s"))
