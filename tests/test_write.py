@@ -195,8 +195,8 @@ def test_prose_loses_what_the_model_copied_from_the_prompt_but_keeps_its_markers
              "## Quay\nThe board dredged the channel. [2]")
     assert read_prose(reply, "Quay") == ["The quay cost 4,200 pounds [1]. Boats used it .",
                                          "The board dredged the channel [2]."]
-    assert read_prose("It <b>was</b> built. <script>alert(1)</script>", "") == \
-        ["It was built. alert(1)"]  # no markup reaches the Markdown
+    assert read_prose("It <b>was</b> built. <script>alert(1)</script> It stood.", "") == \
+        ["It was built. alert(1) It stood."]  # no markup reaches the Markdown
 
 
 def test_restated_instructions_and_headings_are_not_article_text() -> None:
