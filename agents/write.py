@@ -65,14 +65,13 @@ from longdoc.agents.write_verify import (
     figures,
     find_conflicts,
     markers_inside,
-    sentence_spans,
     split_marked,
     support_score,
     supports_sentence,
     untraced,
 )
 from longdoc.pipeline.errors import InputError
-from longdoc.pipeline.grounding import content_tokens, content_words, is_steering
+from longdoc.pipeline.grounding import content_tokens, content_words, is_steering, sentences
 from longdoc.pipeline.injection import blank_injections, neutralize
 from longdoc.pipeline.models import Answer, Chunk, Citation, Document, TraceEvent
 from longdoc.pipeline.state import (
@@ -327,7 +326,7 @@ def located_points(chunk: Chunk, topic: str, count: int,
     wanted = content_words(topic)
     text = blank_injections(chunk.text)
     scored = []
-    for s, e in sentence_spans(text):
+    for s, e in sentences(text):
         sentence = chunk.text[s:e]
         words = len(sentence.split())
         if not 8 <= words <= MAX_EVIDENCE_WORDS or is_steering(sentence) or \
@@ -1123,7 +1122,7 @@ def quotable(ev: Evidence) -> bool:
     letters = [ch for ch in ev.text if ch.isalpha()]
     capitals = sum(ch.isupper() for ch in letters) / max(1, len(letters))
     return MIN_QUOTE_WORDS <= count_words(ev.text) <= MAX_EVIDENCE_WORDS and \
-        len(sentence_spans(ev.text)) == 1 and capitals < 0.5
+        len(sentences(ev.text)) == 1 and capitals < 0.5
 
 
 def unused_evidence(draft: SectionDraft, points: list[PlanPoint], cited: set) -> list[Evidence]:

@@ -65,18 +65,6 @@ def count_words(text: str) -> int:
     return len(_MARKER.sub(" ", text).split())
 
 
-def sentence_spans(text: str) -> list[tuple[int, int]]:
-    """``grounding.sentences`` without its cuts inside numbers ("$6.8 billion", "3.5")."""
-    spans: list[tuple[int, int]] = []
-    for s, e in sentences(text):
-        if spans and re.search(r"\d\.$", text[spans[-1][0]:spans[-1][1]]) and \
-                text[spans[-1][1]:s] == "" and text[s:s + 1].isdigit():
-            spans[-1] = (spans[-1][0], e)
-        else:
-            spans.append((s, e))
-    return spans
-
-
 def markers_inside(text: str) -> str:
     """"end. [2] Next" -> "end [2]. Next": a marker after the period stays with its
     sentence (and a paragraph ending in a marker ends in a period)."""
@@ -90,7 +78,7 @@ def split_marked(paragraph: str) -> list[tuple[str, list[int]]]:
     """
     out: list[tuple[str, list[int]]] = []
     paragraph = markers_inside(paragraph)
-    for s, e in sentence_spans(paragraph):
+    for s, e in sentences(paragraph):
         text = paragraph[s:e]
         leading = _LEADING_MARKERS.match(text)
         if leading and out:
