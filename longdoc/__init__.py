@@ -10,7 +10,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from longdoc.pipeline.api import Pipeline, ask, summarize
+    from longdoc.pipeline.api import Pipeline, ask, summarize, write
     from longdoc.pipeline.models import Answer, Citation, Document
     from longdoc.pipeline.settings import Settings
 
@@ -22,8 +22,9 @@ _EXPORTS = {
     "Settings": "longdoc.pipeline.settings",
     "ask": "longdoc.pipeline.api",
     "summarize": "longdoc.pipeline.api",
+    "write": "longdoc.pipeline.api",
 }
-__all__ = ["Answer", "Citation", "Document", "Pipeline", "Settings", "ask", "summarize"]
+__all__ = ["Answer", "Citation", "Document", "Pipeline", "Settings", "ask", "summarize", "write"]
 __version__ = "0.1.0"
 
 
