@@ -552,3 +552,10 @@ def test_review_app_writes_an_article(sim, app_env) -> None:  # noqa: F811 - the
     assert "longdoc-marks" not in article  # the article's numbers are inline
     assert any("words for 300" in c.value for c in at.caption)
     assert any("<mark" in h.value for h in at.html)  # citations highlighted in context
+
+
+def test_write_is_a_public_name_of_the_package() -> None:
+    import longdoc
+    from longdoc.pipeline import api
+
+    assert longdoc.write is api.write and "write" in longdoc.__all__
