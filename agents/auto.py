@@ -28,9 +28,10 @@ from langgraph.runtime import Runtime
 
 from longdoc.agents.direct import build_direct, direct_budget
 from longdoc.agents.mapreduce import SECOND_LOOK_PASSAGES, build_mapreduce
-from longdoc.pipeline.grounding import supporting
+from longdoc.pipeline.citations import CitationVerifier
+from longdoc.pipeline.graph import check_answer
 from longdoc.pipeline.models import Chunk, Coverage, Document, TraceEvent
-from longdoc.pipeline.state import Draft, GraphState, RunContext, StrategyOutput
+from longdoc.pipeline.state import GraphState, RunContext, StrategyOutput
 from longdoc.retrieval import Hit, Retrieval, retrieve
 
 NODE = "auto.route"
@@ -166,13 +167,14 @@ class ReaderOutput(StrategyOutput, total=False):
     coverage: Coverage
 
 
-def answered(draft: Draft, question: str) -> bool:
-    """Whether a round's draft is an answer its quotes support, by the check the final
-    ``verify`` makes (``grounding.supporting``): a record the reader verified only because
-    its quote is in the chunk ("the lighthouse repairs" for a vault's code) is no answer,
-    and the next round is read."""
-    return draft.found and bool(supporting([q.text for q in draft.quotes], draft.answer,
-                                           question))
+def answered(state: GraphState) -> bool:
+    """Whether a round's draft passes the final ``verify``'s own check
+    (``graph.check_answer``): a record the reader verified only because its quote is in
+    the chunk ("the lighthouse repairs" for a vault's code) is no answer, and the next
+    round is read."""
+    draft = state["draft"]
+    return draft.found and check_answer(CitationVerifier(state["documents"]), draft,
+                                        state["question"]).supported
 
 
 def _calls(runtime: Runtime[RunContext]) -> int:
@@ -197,7 +199,7 @@ def next_round(state: ReaderState, runtime: Runtime[RunContext]) -> dict:
     stop, why, take = "", "", 0
     if ranking is None:
         stop, why = "whole", "every chunk read"
-    elif answered(state["draft"], state["question"]):
+    elif answered(state):
         stop, why = "answer", f"a supported answer after {len(read)} chunk(s)"
     elif len(read) >= len(ranking) and len(ranking) < len(state["chunks"]):
         stop, why = "max_chunks", (f"no supported answer in the best {len(read)} chunks "
@@ -254,7 +256,7 @@ def after_round(state: ReaderState) -> dict:
     read = [*state["read"], *batch]
     rounds = [*state["rounds"], len(batch)]
     draft = state["draft"]
-    found = answered(draft, state["question"])
+    found = answered(state)
     total = len(chunks) if state["ranking"] is None else len(state["ranking"])
     message = (f"round {len(rounds)}: read {len(batch)} chunk(s) ({len(read)} of {total}"
                f"{' ranked' if state['ranking'] is not None else ''}): "

@@ -10,6 +10,7 @@ from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.graph import END, START, StateGraph
 from langgraph.graph.state import CompiledStateGraph
 from langgraph.runtime import Runtime
+from pydantic import BaseModel, Field
 
 from longdoc.pipeline import injection
 from longdoc.pipeline.chunking import chunk_documents
@@ -93,33 +94,62 @@ async def verify(state: GraphState, runtime: Runtime[RunContext]) -> dict:
     verifier = CitationVerifier(state["documents"])
     if draft.paragraph_quotes:
         return verify_summary(verifier, draft)
-    citations, dropped = verifier.verify_all(draft.quotes)
-    located = unsupported = 0
-    if state.get("task", "qa") == "qa":
-        kept = [i for i in supporting([c.quote for c in citations], draft.answer, question)
-                if not injection.injected_at(verifier.documents[citations[i].source].text,
-                                             citations[i].start, citations[i].end)]
-        unsupported = len(citations) - len(kept)
-        citations = [citations[i] for i in kept]
-        if not citations:
-            citations = locate_support(verifier, draft.answer, question)
-            located = len(citations)
-    supported = bool(citations)
-    message = (f"{len(citations)} supporting citation(s), {dropped} quote(s) not in the "
-               f"source, {unsupported} not supporting the answer")
-    data = {"offered": len(draft.quotes), "located_in_code": located}
-    update: dict = {}
-    if state.get("task", "qa") == "qa":
-        fitted, why = fit_to_question(draft.answer, question, citations)
-        data |= {"question_type": question_type(question), "draft_answer": draft.answer}
-        if why:
-            citations, supported = [], False
-            message += f"; the answer {why}: refused"
-            data["refused"] = why
-        update["draft"] = draft.model_copy(update={"answer": fitted, "found": not why})
-    return _verified(citations, dropped, unsupported, supported,
-                     message if supported else message + ": answer unsupported",
+    if state.get("task", "qa") != "qa":
+        citations, dropped = verifier.verify_all(draft.quotes)
+        return _verified(citations, dropped, 0, bool(citations),
+                         f"{len(citations)} supporting citation(s), {dropped} quote(s) not "
+                         "in the source, 0 not supporting the answer",
+                         {"offered": len(draft.quotes)})
+    check = check_answer(verifier, draft, question)
+    message = (f"{len(check.citations)} supporting citation(s), {check.dropped} quote(s) not "
+               f"in the source, {check.unsupported} not supporting the answer")
+    data = {"offered": len(draft.quotes), "located_in_code": check.located,
+            "question_type": question_type(question), "draft_answer": draft.answer}
+    if check.refused:
+        message += f"; the answer {check.refused}: refused"
+        data["refused"] = check.refused
+    update = {"draft": draft.model_copy(update={"answer": check.answer,
+                                                "found": not check.refused})}
+    return _verified(check.citations, check.dropped, check.unsupported, check.supported,
+                     message if check.supported else message + ": answer unsupported",
                      data) | update
+
+
+class AnswerCheck(BaseModel):
+    """What ``check_answer`` found: the supporting citations, what was dropped on the way,
+    the answer fitted to its question, and why it was refused (if it was)."""
+
+    citations: list[Citation]
+    dropped: int = Field(0, description="Quotes not found in the source")
+    unsupported: int = Field(0, description="Located quotes that do not support the answer")
+    located: int = Field(0, description="Supporting sentences found in code instead")
+    answer: str
+    refused: str | None = None
+
+    @property
+    def supported(self) -> bool:
+        return bool(self.citations) and self.refused is None
+
+
+def check_answer(verifier: CitationVerifier, draft: Draft, question: str) -> AnswerCheck:
+    """The final check of a question's draft answer (``verify``, and ``auto``'s test of
+    whether a round has answered): its quotes must occur in the sources and support it
+    (``grounding.supporting``), never from injected text; with none left, the supporting
+    sentence is looked for in code; then the answer is fitted to the question or refused
+    (``fit_to_question``)."""
+    citations, dropped = verifier.verify_all(draft.quotes)
+    kept = [i for i in supporting([c.quote for c in citations], draft.answer, question)
+            if not injection.injected_at(verifier.documents[citations[i].source].text,
+                                         citations[i].start, citations[i].end)]
+    unsupported = len(citations) - len(kept)
+    citations = [citations[i] for i in kept]
+    located = 0
+    if not citations:
+        citations = locate_support(verifier, draft.answer, question)
+        located = len(citations)
+    fitted, why = fit_to_question(draft.answer, question, citations)
+    return AnswerCheck(citations=[] if why else citations, dropped=dropped,
+                       unsupported=unsupported, located=located, answer=fitted, refused=why)
 
 
 def explain(documents: list[Document], draft: Draft, question: str) -> dict:
