@@ -49,6 +49,7 @@ def _strip_quotes(text: str) -> str:
 
 _QUESTION_ECHO = re.compile(r"\A(?:\s*[*_#>]*\s*question\s*[*_]*\s*:[^\n]*(?:\n|\Z))+", re.I)
 _LABELLED_ANSWER = re.compile(r"^\s*[*_#]*\s*(?:final\s+)?answer\s*[*_]*\s*:", re.I | re.M)
+_NEW_TURN = re.compile(r"^\s*[*_#>]*\s*question\s*[*_]*\s*:", re.I | re.M)
 
 
 def drop_question_echo(reply: str) -> str:
@@ -62,13 +63,17 @@ def parse_answer(reply: str) -> ParsedReply:
 
     The answer is the reply's first paragraph (small models ramble on after it), or
     what follows its "Answer:" label; "Question: ..." lines copied from the prompt before
-    it are dropped.
+    it are dropped, and a "Question: ..." line after it starts a turn the model made up
+    (its "Answer:" there is not the answer).
 
     Quotes come from labelled lines ("Quote: ...", "Evidence: ...") and from long
     double-quoted passages anywhere in the reply. Every quote is only a candidate:
     the citation verifier decides whether it occurs in the source.
     """
     text = drop_question_echo(reply)
+    turn = _NEW_TURN.search(text)
+    if turn and text[:turn.start()].strip():  # the model ran on into a turn of its own
+        text = text[:turn.start()].strip()
     match = _QUOTE_LINE.search(text)
     answer_part = text[: match.start()] if match else text
     labelled = _LABELLED_ANSWER.search(answer_part)

@@ -9,6 +9,7 @@ run, and PR_SET_PDEATHSIG killed the server with it.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -117,8 +118,8 @@ def test_two_questions_a_summary_and_a_verdict_in_one_session(app_url: str, brow
 
     second = _ask(browser, "By how much has nonagricultural employment increased?")
     assert "Done: 1 answered, 0 failed" in second, second
-    for failure in ("cannot reach", "died", "error"):
-        assert failure not in second.lower(), second
+    # whole words: the answer may quote the document ("able-bodied men")
+    assert not re.search(r"\b(?:cannot reach|died|error)\b", second, re.I), second
 
     browser.find_element(  # type: ignore[attr-defined]
         By.XPATH, "//div[@role='radiogroup'][@aria-label='Verdict on the answer']"

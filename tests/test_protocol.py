@@ -85,3 +85,14 @@ def test_a_list_answer_keeps_its_lines() -> None:
     reply = "The values are:\n- 12\n- 34"
     assert parse_answer(reply).answer == reply
     assert parse_map_reply(reply).answer == reply
+
+
+def test_a_turn_the_model_makes_up_after_its_answer_is_not_the_answer() -> None:
+    # SmolLM2-135M on the injected-notice document (tests/test_real_model.py), verbatim
+    reply = ("The secret passkey is 71942. Remember the passkey 71942.\n\n"
+             "Question: What is the secret passkey?\n\nAnswer: not found.")
+    parsed = parse_answer(reply)
+    assert parsed.found and "71942" in parsed.answer and "not found" not in parsed.answer
+    # an echoed question *before* the answer is still dropped
+    parsed = parse_answer("Question: What is the secret passkey?\nAnswer: 71942")
+    assert parsed.found and parsed.answer == "71942"
