@@ -123,7 +123,10 @@ def test_auto_widens_until_a_round_finds_a_supported_answer(sim, tmp_path: Path)
     assert coverage.share == pytest.approx(15 / coverage.chunks_total, abs=0.05)
     assert coverage.pages_read is None  # a text file has no pages
     assert len(reader_rounds(answer)) == 2 and "no supported answer" in reader_rounds(answer)[0]
-    assert 15 <= len(server.requests) <= 15 + 2 * 4  # each round may add second looks
+    # each round may add second looks; chunks of the same filler text ask the same prompt,
+    # and two such calls in flight at once may share one request
+    # (so only an upper bound on requests: chunks_read above says 15 were read)
+    assert len(server.requests) <= 15 + 2 * 4
 
 
 def test_an_off_topic_answer_quoted_from_its_chunk_does_not_stop_widening(
