@@ -124,8 +124,8 @@ def test_auto_widens_until_a_round_finds_a_supported_answer(sim, tmp_path: Path)
     assert coverage.pages_read is None  # a text file has no pages
     assert len(reader_rounds(answer)) == 2 and "no supported answer" in reader_rounds(answer)[0]
     # each round may add second looks; chunks of the same filler text ask the same prompt,
-    # and two such calls in flight at once may share one request
-    # (so only an upper bound on requests: chunks_read above says 15 were read)
+    # answered from the response cache when the first such call has finished before the
+    # next one starts (timing): only an upper bound (chunks_read above says 15 were read)
     assert len(server.requests) <= 15 + 2 * 4
 
 
