@@ -159,6 +159,7 @@ class ReaderState(GraphState, total=False):
     chunks_failed: int  # map calls that failed after their retries, over all rounds
     pages_failed: list[int]
     stop: str  # set when reading is over: why
+    answered: bool  # the last round's draft passes verify's check (``answered``)
 
 
 class ReaderOutput(StrategyOutput, total=False):
@@ -199,7 +200,7 @@ def next_round(state: ReaderState, runtime: Runtime[RunContext]) -> dict:
     stop, why, take = "", "", 0
     if ranking is None:
         stop, why = "whole", "every chunk read"
-    elif answered(state):
+    elif state["answered"]:
         stop, why = "answer", f"a supported answer after {len(read)} chunk(s)"
     elif len(read) >= len(ranking) and len(ranking) < len(state["chunks"]):
         stop, why = "max_chunks", (f"no supported answer in the best {len(read)} chunks "
@@ -270,7 +271,7 @@ def after_round(state: ReaderState) -> dict:
                   "chunks_failed": state.get("chunks_failed", 0) + failed.chunks_failed,
                   "pages_failed": sorted({*state.get("pages_failed", []),
                                           *failed.pages_failed})}
-    return {**update, "read": read, "rounds": rounds, "trace": [TraceEvent(
+    return {**update, "read": read, "rounds": rounds, "answered": found, "trace": [TraceEvent(
         node=WIDEN_NODE, message=message,
         data={"round": len(rounds), "chunks": batch, "found": found,
               "answer": draft.answer})]}
