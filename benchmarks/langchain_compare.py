@@ -73,8 +73,8 @@ from langgraph.types import Send
 from longdoc.pipeline.api import Pipeline
 from longdoc.pipeline.llm import Endpoint
 from longdoc.pipeline.settings import Settings
-from longdoc.pipeline.simserver import SimProcess
 from longdoc.pipeline.tokens import OFFLINE_ENCODING, encoding
+from tests.simserver import SimProcess
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "langchain" / "results.jsonl"

@@ -44,7 +44,8 @@ from longdoc.pipeline.errors import InputError
 from longdoc.pipeline.ingest import load_document
 from longdoc.pipeline.models import Answer
 from longdoc.pipeline.settings import Settings
-from longdoc.pipeline.simserver import (
+from longdoc.pipeline.tokens import count_tokens, encoding
+from tests.simserver import (
     InFlight,
     LatencyModel,
     ProtocolModel,
@@ -53,7 +54,6 @@ from longdoc.pipeline.simserver import (
     SimServer,
     in_flight,
 )
-from longdoc.pipeline.tokens import count_tokens, encoding
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 NEEDLE = "The secret passkey is 48213."
@@ -338,7 +338,7 @@ def results_section() -> str:
         "",
         f"`{command}` (also `python -m benchmarks.make_results --only perf`). Generated "
         f"{datetime.now(UTC):%Y-%m-%d} on {platform.system()} {platform.machine()}, "
-        f"{os.cpu_count()} CPU cores; the simulated server (`longdoc.pipeline.simserver`, "
+        f"{os.cpu_count()} CPU cores; the simulated server (`tests.simserver`, "
         "its deterministic protocol model) ran in its own process. The two cores were "
         f"shared with other jobs (load average {os.getloadavg()[0]:.1f} at the start), so "
         "seconds are indicative; client CPU time is the steadier figure.",

@@ -39,7 +39,7 @@ from longdoc.pipeline.batch import BatchResult, run_batch
 from longdoc.pipeline.errors import BackendError
 from longdoc.pipeline.runs import JsonLog
 from longdoc.pipeline.settings import Settings
-from longdoc.pipeline.simserver import Fault, LatencyModel, Messages, ProtocolModel, SimServer
+from tests.simserver import Fault, LatencyModel, Messages, ProtocolModel, SimServer
 
 REPO = Path(__file__).resolve().parents[1]
 PDF_FOLDERS = (REPO / "tests" / "data" / "pdfs", REPO.parent / "shared" / "data" / "pdfs")

@@ -125,17 +125,15 @@ MAX_UNLABELLED_ANSWER_CHARS = 300
 class MapReply(BaseModel):
     """One chunk's reply in the map protocol, read tolerantly.
 
-    ``labelled`` says whether any protocol label was found; ``parsed`` is False when
-    no answer could be read (an empty reply, symbols only, labels without an answer).
+    ``parsed`` is False when no answer could be read (an empty reply, symbols only,
+    labels without an answer). Information and Rationale fields are recognised as labels
+    (so they end the field before them) and otherwise ignored.
     """
 
     answer: str = ""
-    information: str = ""
-    rationale: str = ""
     quotes: list[Quote] = Field(default_factory=list)
     confidence: Confidence | None = None
     found: bool = False
-    labelled: bool = False
     parsed: bool = False
 
 
@@ -204,12 +202,9 @@ def parse_map_reply(reply: str) -> MapReply:
     usable = any(ch.isalnum() for ch in answer)
     return MapReply(
         answer=answer if usable else "",
-        information=" ".join(fields.get("information", [])).strip(),
-        rationale=" ".join(fields.get("rationale", [])).strip(),
         quotes=[Quote(text=q) for q in unique],
         confidence=confidence,
         found=usable and not _NOT_FOUND.search(answer),
-        labelled=bool(labels),
         parsed=usable,
     )
 

@@ -91,11 +91,6 @@ class TokenIndex:
         self.text = text
         self.starts, self._clean = _token_positions(text)
 
-    def starting_in(self, start: int, end: int) -> int:
-        """Tokens of the whole text that start in ``[start, end)``."""
-        lo, hi = np.searchsorted(self.starts, (start, end))
-        return int(hi - lo)
-
     def count(self, start: int, end: int) -> int:
         """``count_tokens(text[start:end])``: the whole text's tokens in the middle of the span,
         and only its edges (up to the first and last whole-text token boundary

@@ -10,7 +10,6 @@ Strategies need one call: ``retrieve(documents, chunks, question, settings, k=8)
 """
 
 from longdoc.retrieval.config import RetrievalConfig, SearchMode
-from longdoc.retrieval.corpus import corpus_files, load_corpus
 from longdoc.retrieval.embedders import (
     Embedder,
     EmbedderUnavailable,
@@ -46,11 +45,9 @@ __all__ = [
     "SearchMode",
     "build_index",
     "build_or_load_index",
-    "corpus_files",
     "document_order",
     "fuse",
     "index_key",
-    "load_corpus",
     "make_embedder",
     "reciprocal_rank_fusion",
     "retrieve",

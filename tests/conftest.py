@@ -11,7 +11,7 @@ import pytest
 from longdoc.pipeline.backends import Backend
 from longdoc.pipeline.llm import Endpoint
 from longdoc.pipeline.settings import Settings
-from longdoc.pipeline.simserver import Responder, SimServer
+from tests.simserver import Responder, SimServer
 
 REPO = Path(__file__).resolve().parents[1]
 TEST_DATA = REPO / "tests" / "data"  # small real texts and PDFs (tests/data/README.md)

@@ -13,9 +13,9 @@ from longdoc.pipeline.ingest import load_documents
 from longdoc.pipeline.llm import Endpoint
 from longdoc.pipeline.models import Answer, Chunk
 from longdoc.pipeline.settings import Settings
-from longdoc.pipeline.simserver import SimServer
 from longdoc.prompts import get_prompt
 from tests.conftest import haystack, real_settings, run_strategy, sim_settings
+from tests.simserver import SimServer
 
 QUESTION = "What is the secret passkey?"
 NEEDLE = "The secret passkey is 48213."

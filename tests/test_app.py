@@ -26,8 +26,8 @@ from longdoc.pipeline.errors import InputError
 from longdoc.pipeline.ingest import load_document
 from longdoc.pipeline.llm import Endpoint
 from longdoc.pipeline.models import Answer, CallRecord, Citation, TraceEvent, Usage
-from longdoc.pipeline.simserver import ProtocolModel, SimServer
 from tests.conftest import SAMPLES
+from tests.simserver import ProtocolModel, SimServer
 
 streamlit_testing = pytest.importorskip("streamlit.testing.v1")
 

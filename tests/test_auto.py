@@ -176,7 +176,7 @@ def test_auto_stops_widening_at_max_calls(sim, tmp_path: Path) -> None:
 
 
 def test_auto_stops_widening_at_the_time_budget(sim, tmp_path: Path) -> None:
-    from longdoc.pipeline.simserver import LatencyModel
+    from tests.simserver import LatencyModel
 
     server = sim(map_reply, context_window=2048, latency=LatencyModel(fixed_s=0.3))
     settings = widening_settings(server, tmp_path, time_budget_s=1.0, concurrency=1)
@@ -188,7 +188,7 @@ def test_auto_stops_widening_at_the_time_budget(sim, tmp_path: Path) -> None:
 
 
 def test_widening_counts_chunks_whose_call_failed_in_any_round(sim, tmp_path: Path) -> None:
-    from longdoc.pipeline.simserver import Fault
+    from tests.simserver import Fault
 
     failures: list[int] = []
 

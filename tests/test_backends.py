@@ -55,7 +55,7 @@ def test_openai_backend_reads_the_window_or_asks_for_it(sim, tmp_path: Path) -> 
 
 
 def test_openai_backend_with_unknown_window(tmp_path: Path) -> None:
-    from longdoc.pipeline.simserver import SimServer
+    from tests.simserver import SimServer
 
     class NoWindow(SimServer):
         pass

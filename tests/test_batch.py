@@ -21,8 +21,8 @@ from longdoc.pipeline.cli import app
 from longdoc.pipeline.errors import BackendError, InputError
 from longdoc.pipeline.ingest import load_document
 from longdoc.pipeline.runs import JsonLog
-from longdoc.pipeline.simserver import Fault, LatencyModel, Messages, ProtocolModel, SimServer
 from tests.conftest import real_settings, sim_env, sim_settings
+from tests.simserver import Fault, LatencyModel, Messages, ProtocolModel, SimServer
 
 TOPICS = ["harbour", "bridge", "library", "orchard", "railway", "theatre"]
 

@@ -21,8 +21,8 @@ from pathlib import Path
 import pytest
 
 from longdoc.pipeline.backends import free_port
-from longdoc.pipeline.simserver import Fault, Messages, SimServer
 from tests.conftest import SAMPLES, TEST_DATA, sim_env
+from tests.simserver import Fault, Messages, SimServer
 
 TEXT = (
     "The annual report covers many topics. The harbour was dredged in spring.\n\n"
@@ -381,7 +381,7 @@ def test_a_bad_command_line_is_one_line_with_a_hint(
 
 
 def test_doctor_passes_when_the_backend_answers_and_fails_when_not(sim, tmp_path: Path) -> None:
-    from longdoc.pipeline.simserver import ProtocolModel
+    from tests.simserver import ProtocolModel
 
     server = sim(ProtocolModel())
     env = {**sim_env(server), "LONGDOC_CACHE_DIR": str(tmp_path / "cache")}

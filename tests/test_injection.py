@@ -31,10 +31,10 @@ from longdoc.pipeline.injection import (
     strip_protocol_echo,
 )
 from longdoc.pipeline.protocol import parse_answer, parse_map_reply
-from longdoc.pipeline.simserver import ProtocolModel, SimServer, read_order
 from longdoc.pipeline.state import Evidence, KeyPoint, MapRecord
 from longdoc.prompts import document_block
 from tests.conftest import real_settings, sim_settings
+from tests.simserver import ProtocolModel, SimServer, read_order
 
 SUITE = load_suite()
 CASES = [a.id for a in SUITE.attacks]

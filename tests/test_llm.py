@@ -7,8 +7,8 @@ import pytest
 from longdoc.pipeline.errors import BackendError
 from longdoc.pipeline.llm import EmptyReply, Endpoint, LLMClient, RejectedRequest, ResponseCache
 from longdoc.pipeline.models import Usage
-from longdoc.pipeline.simserver import Fault
 from tests.conftest import sim_settings
+from tests.simserver import Fault
 
 MESSAGES = [{"role": "user", "content": "Say hi."}]
 

@@ -22,7 +22,6 @@ from longdoc.pipeline.grounding import answer_key, key_supported
 from longdoc.pipeline.ingest import load_documents
 from longdoc.pipeline.models import Answer, Chunk
 from longdoc.pipeline.protocol import parse_confidence, parse_map_reply
-from longdoc.pipeline.simserver import SimServer
 from longdoc.pipeline.state import NOT_FOUND_ANSWER, Evidence, MapRecord
 from longdoc.prompts import get_prompt
 from tests import sequential_cases as cases
@@ -34,6 +33,7 @@ from tests.sequential_cases import (
     QUESTION,
     SIM_CHUNK_TOKENS,
 )
+from tests.simserver import SimServer
 
 PARAGRAPHS = [*FILLER[:3], NEEDLE_PARAGRAPH, FILLER[3]]
 MAP_SYSTEM = get_prompt("mapreduce.map").system
@@ -462,9 +462,8 @@ def test_parse_full_protocol() -> None:
         "**Information:** a card lists the code.\n**Rationale**: stated directly.\n"
         "**Answer:** 48213\n**Quote:** \"The secret passkey is 48213.\"\n**Confidence:** High"
     )
-    assert (reply.answer, reply.confidence, reply.labelled, reply.found) == \
+    assert (reply.answer, reply.confidence, reply.found, reply.parsed) == \
         ("48213", "high", True, True)
-    assert reply.information == "a card lists the code."
     assert [q.text for q in reply.quotes] == ["The secret passkey is 48213."]
 
 

@@ -106,6 +106,8 @@ def test_wheel_has_only_the_longdoc_package(wheel_files: list[str]) -> None:
                      "longdoc/agents/direct.py", "longdoc/prompts/direct.py",
                      "longdoc/retrieval/__init__.py", "longdoc/app/__init__.py"):
         assert required in wheel_files, required
+    # Test tools (the simulated server) live in tests/, not in the runtime package.
+    assert not [n for n in wheel_files if "simserver" in n]
 
 
 def test_wheel_ships_every_source_module(wheel_files: list[str]) -> None:

@@ -17,8 +17,8 @@ from typer.testing import CliRunner
 from longdoc.pipeline.api import Pipeline
 from longdoc.pipeline.cli import app
 from longdoc.pipeline.errors import BackendError, InputError
-from longdoc.pipeline.simserver import Fault, ProtocolModel
 from tests.conftest import SAMPLES, sim_env, sim_settings
+from tests.simserver import Fault, ProtocolModel
 
 FILLER = "The harbour board met again and discussed the ferry timetable at length. "
 QUESTION = "What is the secret passkey?"

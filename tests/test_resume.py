@@ -8,8 +8,8 @@ import pytest
 
 from longdoc.pipeline.api import Pipeline
 from longdoc.pipeline.errors import BackendError, InputError
-from longdoc.pipeline.simserver import Fault
 from tests.conftest import sim_settings
+from tests.simserver import Fault
 
 FILLER = "The harbour board met again and discussed the ferry timetable at length. "
 QUESTION = "What is the secret passkey?"

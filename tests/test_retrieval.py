@@ -24,7 +24,6 @@ from longdoc.retrieval import (
     build_or_load_index,
     document_order,
     index_key,
-    load_corpus,
     reciprocal_rank_fusion,
     retrieve,
     select_chunks,
@@ -33,7 +32,6 @@ from longdoc.retrieval.dense import DenseIndex
 from longdoc.retrieval.fusion import fuse, keep_leaders, zscore_fusion
 from longdoc.retrieval.sparse import BM25Index, bm25_terms
 from longdoc.retrieval.windows import window_spans
-from tests.conftest import SAMPLES
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -323,19 +321,6 @@ def test_openai_embedder_batches_against_an_embeddings_endpoint() -> None:
     assert [r["input"] for r in requests] == [["ccc", "bb"], ["a"]]
     assert requests[0]["model"] == "bge-small" and embedder.texts_embedded == 3
     assert embedder.token_offsets("hello world") == [0, 5]
-
-
-def test_corpus_from_a_folder_mixes_pdf_and_text(tmp_path: Path) -> None:
-    folder = tmp_path / "corpus"
-    (folder / "sub").mkdir(parents=True)
-    (folder / "notes.txt").write_text("The harbour was dredged in spring.")
-    (folder / "sub" / "speech.pdf").write_bytes(
-        (SAMPLES / "kennedy-1962-state-of-the-union.pdf").read_bytes())
-    (folder / "ignored.bin").write_bytes(b"\x00")
-    (folder / ".hidden.txt").write_text("hidden")
-    documents = load_corpus([folder, folder / "notes.txt"])
-    assert [Path(d.source).name for d in documents] == ["notes.txt", "speech.pdf"]
-    assert documents[1].pages
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,9 @@ from longdoc.pipeline.api import Pipeline
 from longdoc.pipeline.citations import locate
 from longdoc.pipeline.llm import Endpoint, LLMClient
 from longdoc.pipeline.protocol import parse_map_reply
-from longdoc.pipeline.simserver import (
+from longdoc.prompts import all_prompts, document_block, get_prompt
+from tests.conftest import sim_settings
+from tests.simserver import (
     LatencyModel,
     ProtocolModel,
     RequestLog,
@@ -24,8 +26,6 @@ from longdoc.pipeline.simserver import (
     identify,
     in_flight,
 )
-from longdoc.prompts import all_prompts, document_block, get_prompt
-from tests.conftest import sim_settings
 
 QUESTION = "What is the secret passkey?"
 NEEDLE = "The secret passkey is 48213."

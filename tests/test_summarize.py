@@ -24,11 +24,11 @@ from longdoc.pipeline.api import Pipeline
 from longdoc.pipeline.errors import InputError
 from longdoc.pipeline.grounding import supports_paragraph
 from longdoc.pipeline.models import Answer
-from longdoc.pipeline.simserver import Fault, Messages, SimServer
 from longdoc.pipeline.state import Evidence, KeyPoint
 from longdoc.prompts import get_prompt
 from tests.conftest import SAMPLES, real_settings, sim_env, sim_settings
 from tests.sequential_cases import document_of, write
+from tests.simserver import Fault, Messages, SimServer
 
 MAP_SYSTEM = get_prompt("mapreduce.summary_map").system
 COLLAPSE_SYSTEM = get_prompt("mapreduce.summary_collapse").system

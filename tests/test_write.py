@@ -39,9 +39,9 @@ from longdoc.agents.write_verify import (
 )
 from longdoc.pipeline.api import Pipeline
 from longdoc.pipeline.errors import InputError
-from longdoc.pipeline.simserver import Messages, ProtocolModel, identify
 from longdoc.pipeline.state import Evidence
 from tests.conftest import TEST_DATA, real_settings, sim_env, sim_settings
+from tests.simserver import Messages, ProtocolModel, identify
 from tests.test_app import app_env, start_app  # noqa: F401 - app_env is a fixture
 
 HARBOUR = (
@@ -424,7 +424,7 @@ def test_bad_requests_are_input_errors(sim, tmp_path: Path) -> None:
 
 def test_an_interrupted_write_resumes(sim, tmp_path: Path) -> None:
     from longdoc.pipeline.errors import BackendError
-    from longdoc.pipeline.simserver import Fault
+    from tests.simserver import Fault
 
     paths = docs(tmp_path, truman_1947=TRUMAN_47, truman_1949=TRUMAN_49)
     model = WriteModel()

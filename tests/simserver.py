@@ -1,4 +1,5 @@
-"""A simulated OpenAI-compatible server on 127.0.0.1, for tests and benchmarks.
+"""A simulated OpenAI-compatible server on 127.0.0.1, for tests and benchmarks (not part
+of the ``longdoc`` package: benchmarks import it as ``tests.simserver`` from the repo root).
 
 A ``responder`` maps each chat request to a reply text or a ``Fault`` (an HTTP error,
 garbage, or a delay), so tests can script model behaviour and inject failures. Without
@@ -10,7 +11,7 @@ For performance work the server models latency (``LatencyModel``: fixed + per pr
 token + per output token), serves at most ``max_concurrency`` requests at once (the rest
 queue), and logs every request (``RequestLog``: kind, arrival, start and end of service,
 tokens), from which ``in_flight`` computes the time-weighted average and peak of
-requests in service. ``python -m longdoc.pipeline.simserver`` serves the same thing in
+requests in service. ``python -m tests.simserver`` serves the same thing in
 a process of its own (``SimProcess`` starts one), so a client's measured overhead is
 not mixed with the server's work in one interpreter.
 """
@@ -30,6 +31,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from functools import lru_cache
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from string import Formatter
 from typing import Any, TypeVar
 
@@ -37,6 +39,7 @@ from longdoc.pipeline.grounding import sentences
 from longdoc.pipeline.tokens import count_tokens, encoding
 
 Messages = list[dict[str, str]]
+REPO_ROOT = Path(__file__).resolve().parents[1]
 T = TypeVar("T")
 STATS_PATH = "/sim/stats"
 RESET_PATH = "/sim/reset"
@@ -697,7 +700,7 @@ class SimServer:
 
 
 class SimProcess:
-    """``python -m longdoc.pipeline.simserver`` as a child process (ProtocolModel replies).
+    """``python -m tests.simserver`` as a child process (ProtocolModel replies).
 
     >>> with SimProcess(LatencyModel(fixed_s=0.1), max_concurrency=8) as sim:  # doctest: +SKIP
     ...     print(sim.base_url, len(sim.log()))
@@ -707,7 +710,7 @@ class SimProcess:
                  context_window: int = 8192, model: str = "sim-model"):
         latency = latency or LatencyModel()
         self.args = [
-            sys.executable, "-m", "longdoc.pipeline.simserver",
+            sys.executable, "-m", "tests.simserver",
             "--fixed-s", repr(latency.fixed_s),
             "--per-prompt-token-s", repr(latency.per_prompt_token_s),
             "--per-output-token-s", repr(latency.per_output_token_s),
@@ -721,7 +724,9 @@ class SimProcess:
         self._process: subprocess.Popen[str] | None = None
 
     def start(self) -> SimProcess:
-        self._process = subprocess.Popen(self.args, stdout=subprocess.PIPE, text=True)
+        # ``-m tests.simserver`` resolves from the checkout's root, wherever we run from.
+        self._process = subprocess.Popen(self.args, stdout=subprocess.PIPE, text=True,
+                                         cwd=REPO_ROOT)
         line = self._process.stdout.readline() if self._process.stdout else ""
         if not line.startswith("http"):
             self.stop()
