@@ -116,8 +116,6 @@ async def answer(state: GraphState, runtime: Runtime[RunContext]) -> dict:
     """Answer from the selected chunks, merged into passages that fit the window."""
     settings, llm = runtime.context.settings, runtime.context.llm
     question = state["question"]
-    if state.get("task", "qa") != "qa":
-        raise InputError("the rag strategy answers questions; use another for summaries")
     template = get_prompt(ANSWER_NODE)
     fmt = answer_format(question)
     selected = state.get("selected_chunks") or []

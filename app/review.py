@@ -12,6 +12,7 @@ from pathlib import Path
 
 import streamlit as st
 
+from longdoc.agents import DEFAULT_STRATEGY, strategies_for
 from longdoc.app.compare import (
     article_caption,
     comparison_rows,
@@ -23,8 +24,6 @@ from longdoc.app.compare import (
 from longdoc.app.highlight import answer_html, citation_html
 from longdoc.app.launch import app_token, documents_from_argv
 from longdoc.app.runs import (
-    QA_STRATEGIES,
-    SUMMARY_STRATEGIES,
     UPLOAD_TYPES,
     UPLOADS_DIR,
     BackendChoice,
@@ -131,7 +130,8 @@ def request_form(base: Settings) -> tuple[ReviewRequest | None, list[Path], str 
     question, words = "", None
     if task == "qa":
         question = st.text_area("Question", key="question", height=80)
-        options, default = QA_STRATEGIES, ["auto"]
+        options = strategies_for("qa")
+        default = [DEFAULT_STRATEGY["qa"]]
     elif task == "write":
         question = st.text_input("Topic", key="topic")
         words = int(st.number_input("Article length (words)", MIN_WRITE_WORDS, MAX_WRITE_WORDS,
@@ -141,7 +141,7 @@ def request_form(base: Settings) -> tuple[ReviewRequest | None, list[Path], str 
         words = int(st.number_input("Summary length (words)", MIN_SUMMARY_WORDS,
                                     MAX_SUMMARY_WORDS, DEFAULT_SUMMARY_WORDS, step=50,
                                     key="words"))
-        options, default = SUMMARY_STRATEGIES, ["mapreduce"]
+        options, default = strategies_for("summary"), [DEFAULT_STRATEGY["summary"]]
     strategies = st.multiselect("Strategies (several run side by side)", options, default,
                                 key=f"strategies_{task}")
     if not st.button("Run", type="primary", key="run"):

@@ -23,8 +23,6 @@ from longdoc.pipeline.models import Answer, Document, Task
 from longdoc.pipeline.settings import Backend, Settings, load_settings, private_dir
 
 SAMPLES_DIR = Path(__file__).resolve().parents[1] / "samples"
-QA_STRATEGIES = ("auto", "direct", "rag", "mapreduce", "chain", "memory")
-SUMMARY_STRATEGIES = ("mapreduce", "direct", "chain", "memory", "auto")
 UPLOAD_TYPES = tuple(s.lstrip(".") for s in SUPPORTED_SUFFIXES)
 UPLOADS_DIR = "uploads"
 

@@ -30,6 +30,7 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
+from longdoc.agents import STRATEGY_NAMES
 from longdoc.pipeline.api import Pipeline
 from longdoc.pipeline.errors import LongdocError
 from longdoc.pipeline.models import Answer
@@ -37,7 +38,7 @@ from longdoc.pipeline.settings import Settings, load_settings
 
 SUITE = Path(__file__).resolve().parents[1] / "tests" / "data" / "injection" / "cases.json"
 FILLER = Path(__file__).resolve().parents[1] / "tests" / "data" / "inaugural"
-STRATEGIES = ("direct", "rag", "mapreduce", "chain", "memory", "auto")
+STRATEGIES = STRATEGY_NAMES
 # One case per strategy by default on a real model (each a different kind of attack).
 DEFAULT_CASES = {"direct": "en_ignore", "rag": "fake_answer_line", "mapreduce": "system_notice",
                  "chain": "de_ignore", "memory": "chatml_turn", "auto": "closing_tag_upper"}

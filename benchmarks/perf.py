@@ -39,6 +39,7 @@ from datetime import UTC, datetime
 from functools import lru_cache
 from pathlib import Path
 
+from longdoc.agents import STRATEGY_NAMES
 from longdoc.pipeline.api import Pipeline
 from longdoc.pipeline.errors import InputError
 from longdoc.pipeline.ingest import load_document
@@ -63,7 +64,7 @@ DEFAULT_CONCURRENCY = 8
 DEFAULT_CHUNKS = 200
 CHUNK_TOKENS, CHUNK_OVERLAP = 2000, 100  # longdoc's defaults
 AMPLIFICATION_TOKENS = (4000, 20000)
-STRATEGIES = ("direct", "rag", "mapreduce", "chain", "memory", "auto")
+STRATEGIES = STRATEGY_NAMES
 SCALING_LENGTHS = (8000, 32000, 128000, 512000, 1000000)
 PARALLEL_KINDS = frozenset({"mapreduce.map", "mapreduce.summary_map"})
 MAP_KIND = "mapreduce.map"

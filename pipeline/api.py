@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel
 
+from longdoc.agents import DEFAULT_STRATEGY, STRATEGIES
 from longdoc.pipeline.backends import Backend
 from longdoc.pipeline.errors import BackendError, InputError
 from longdoc.pipeline.graph import build_graph, compiled_graph
@@ -32,7 +33,6 @@ if TYPE_CHECKING:
     from longdoc.agents.write import Article
 
 PathLike = str | Path
-DEFAULT_SUMMARY_STRATEGY = "mapreduce"
 DEFAULT_SUMMARY_WORDS = 300
 MIN_SUMMARY_WORDS, MAX_SUMMARY_WORDS = 20, 5000
 DEFAULT_WRITE_WORDS = 1500
@@ -71,7 +71,9 @@ def checkpoint_serde() -> JsonPlusSerializer:
     refused on resume, and these load without LangGraph's "unregistered type" warning."""
     from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
 
-    import longdoc.agents  # noqa: F401 - defines the strategies' state types
+    from longdoc.agents import import_all
+
+    import_all()  # defines the strategies' state types
 
     found: set[type] = set()
     pending: list[type] = [BaseModel]
@@ -202,7 +204,7 @@ class Pipeline:
         run_id: str | None = None,
     ) -> Answer:
         """Summarize the documents in about ``words`` words; citations name their paragraph."""
-        return await self._run(paths, "summary", strategy or DEFAULT_SUMMARY_STRATEGY,
+        return await self._run(paths, "summary", strategy or DEFAULT_STRATEGY["summary"],
                                words=words, password=password, run_id=run_id)
 
     def summarize(self, paths: PathLike | Sequence[PathLike], **kwargs: Any) -> Answer:
@@ -360,10 +362,8 @@ def _compiled(task: Task, strategy: str,
 
 def check_request(task: Task, strategy: str, *, question: str = "",
                   words: int = DEFAULT_SUMMARY_WORDS) -> None:
-    """InputError for an unknown strategy, an empty question or topic, or a summary or
-    article length out of range."""
-    from longdoc.agents import STRATEGIES
-
+    """InputError for an unknown strategy (or one that does not serve ``task``), an empty
+    question or topic, or a summary or article length out of range."""
     if task == "write":
         if not question.strip():
             raise InputError("the topic is empty")
@@ -371,9 +371,11 @@ def check_request(task: Task, strategy: str, *, question: str = "",
             raise InputError(f"--words must be between {MIN_WRITE_WORDS} and "
                              f"{MAX_WRITE_WORDS} (got {words})")
         return
-    if strategy not in STRATEGIES and strategy != "auto":
-        known = sorted([*STRATEGIES, "auto"])
-        raise InputError(f"unknown strategy {strategy!r} (choose from {known})")
+    if strategy not in STRATEGIES:
+        raise InputError(f"unknown strategy {strategy!r} (choose from {sorted(STRATEGIES)})")
+    if task not in STRATEGIES[strategy].tasks:
+        raise InputError(f"the {strategy} strategy answers questions; use another for "
+                         "summaries")
     if task == "qa" and not question.strip():
         raise InputError("the question is empty")
     if task == "summary" and not MIN_SUMMARY_WORDS <= words <= MAX_SUMMARY_WORDS:

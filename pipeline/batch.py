@@ -37,8 +37,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import Progress, TextColumn
 
+from longdoc.agents import DEFAULT_STRATEGY
 from longdoc.pipeline.api import (
-    DEFAULT_SUMMARY_STRATEGY,
     DEFAULT_SUMMARY_WORDS,
     Pipeline,
     answer_config,
@@ -364,7 +364,7 @@ def run_batch(
     started = time.perf_counter()
     settings = settings or load_settings()
     strategy = "write" if task == "write" else strategy or (
-        DEFAULT_SUMMARY_STRATEGY if task == "summary" else settings.strategy)
+        DEFAULT_STRATEGY["summary"] if task == "summary" else settings.strategy)
     check_request(task, strategy, question=question, words=words)
     if jobs is not None and jobs < 1:
         raise InputError(f"--jobs must be at least 1 (got {jobs})")

@@ -237,16 +237,14 @@ def verify_summary(verifier: CitationVerifier, draft: Draft) -> dict:
         {"offered": sum(map(len, draft.paragraph_quotes)), "paragraphs_cited": len(cited)})
 
 
-RETRIEVAL_FILTERED = ("mapreduce", "chain", "memory")
-
-
 async def select(state: GraphState, runtime: Runtime[RunContext]) -> dict:
     """With ``retrieve_k`` set, restrict a question's reading to the top retrieved chunks."""
+    from longdoc.agents import STRATEGIES
     from longdoc.retrieval import retrieve
 
     settings = runtime.context.settings
     if (not settings.retrieve_k or state.get("task", "qa") != "qa"
-            or state["strategy"] not in RETRIEVAL_FILTERED):
+            or not STRATEGIES[state["strategy"]].reads_retrieved):
         return {}
     retrieval = await asyncio.to_thread(
         retrieve, state["documents"], state["chunks"], state["question"], settings,
@@ -282,7 +280,7 @@ def build_graph(strategy: str, checkpointer: BaseCheckpointSaver | None = None
         graph.add_edge("select", strategy)
         targets = [strategy]
     for name in targets:
-        graph.add_node(name, (ROUTES if strategy == "auto" else STRATEGIES)[name]())
+        graph.add_node(name, ROUTES[name]() if strategy == "auto" else STRATEGIES[name].build())
         graph.add_edge(name, "verify")
     graph.add_edge("verify", END)
     return graph.compile(checkpointer=checkpointer)

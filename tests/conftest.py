@@ -111,7 +111,7 @@ def run_strategy(server: SimServer, settings: Settings, strategy: str, state: di
         llm = LLMClient(endpoint, settings)
         final: dict = {}
         try:
-            async for values in STRATEGIES[strategy]().astream(
+            async for values in STRATEGIES[strategy].build().astream(
                     state, context=RunContext(settings=settings, llm=llm), stream_mode="values"):
                 final = values
         finally:

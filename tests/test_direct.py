@@ -124,3 +124,18 @@ def test_unknown_strategy_and_empty_question(sim, tmp_path: Path) -> None:
             pipeline.ask(write(tmp_path), "What?", strategy="telepathy")
         with pytest.raises(InputError, match="question is empty"):
             pipeline.ask(write(tmp_path), "  ")
+        with pytest.raises(InputError, match="rag strategy answers questions"):
+            pipeline.summarize(write(tmp_path), strategy="rag")
+    assert not server.requests  # refused before any model call
+
+
+def test_strategy_registry_is_what_the_graph_and_the_app_offer() -> None:
+    from longdoc.agents import DEFAULT_STRATEGY, STRATEGIES, strategies_for
+    from longdoc.pipeline.graph import build_graph
+
+    assert strategies_for("qa") == ["auto", "direct", "rag", "mapreduce", "chain", "memory"]
+    assert strategies_for("summary") == ["mapreduce", "direct", "chain", "memory", "auto"]
+    assert all(DEFAULT_STRATEGY[t] in strategies_for(t) for t in DEFAULT_STRATEGY)
+    for name in STRATEGIES:  # auto is a router in front of the strategies it picks
+        nodes = build_graph(name).get_graph().nodes
+        assert {"route", "direct", "mapreduce"} <= set(nodes) if name == "auto" else name in nodes

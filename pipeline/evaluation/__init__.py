@@ -13,12 +13,12 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict
 
+from longdoc.agents import STRATEGY_NAMES
 from longdoc.pipeline.api import Pipeline
 from longdoc.pipeline.evaluation.conflicts import CONFLICT_KINDS, ConflictKind, ConflictSplit
 from longdoc.pipeline.evaluation.metrics import EvalResult, evaluate, rescore
 from longdoc.pipeline.evaluation.report import Report, markdown_table, write_report
 from longdoc.pipeline.evaluation.runner import (
-    STRATEGY_NAMES,
     check_strategies,
     read_results,
     run_tasks,

@@ -21,9 +21,9 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from longdoc.agents import STRATEGY_NAMES
 from longdoc.pipeline.errors import InputError
 from longdoc.pipeline.evaluation.metrics import EvalResult, rescore
-from longdoc.pipeline.evaluation.runner import STRATEGY_NAMES
 from longdoc.pipeline.evaluation.tasks import TASK_KINDS
 
 COLUMNS = ("task", "tokens", "strategy", "runs", "score", "supported", "cit. precision",

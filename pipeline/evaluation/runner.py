@@ -16,6 +16,7 @@ from pathlib import Path
 
 from rich.console import Console
 
+from longdoc.agents import STRATEGY_NAMES
 from longdoc.pipeline.api import Pipeline
 from longdoc.pipeline.errors import BackendError, InputError
 from longdoc.pipeline.evaluation.metrics import EvalResult, evaluate, failed
@@ -24,7 +25,6 @@ from longdoc.pipeline.models import Answer
 from longdoc.pipeline.runs import JsonLog, progress_bar
 from longdoc.pipeline.settings import Settings, load_settings
 
-STRATEGY_NAMES = ("direct", "rag", "mapreduce", "chain", "memory", "auto")
 MAX_BACKEND_FAILURES = 3  # consecutive: the backend is down, stop instead of recording more
 
 
