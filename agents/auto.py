@@ -27,20 +27,17 @@ from langgraph.graph.state import CompiledStateGraph
 from langgraph.runtime import Runtime
 
 from longdoc.agents.direct import build_direct, direct_budget
-from longdoc.agents.mapreduce import SECOND_LOOK_PASSAGES, build_mapreduce
+from longdoc.agents.mapreduce import build_mapreduce
 from longdoc.pipeline.citations import CitationVerifier
 from longdoc.pipeline.graph import check_answer
 from longdoc.pipeline.models import Chunk, Coverage, Document, TraceEvent
+from longdoc.pipeline.settings import Settings
 from longdoc.pipeline.state import GraphState, RunContext, StrategyOutput
 from longdoc.retrieval import Hit, Retrieval, retrieve
 
 NODE = "auto.route"
 WIDEN_NODE = "auto.widen"
-AUTO_K = 5
-GROWTH = 3  # each round reads up to this many times the chunks read so far, in all
 AGREEMENT_RANK = 3
-# Calls a round may make besides one per chunk: the second look's passages and a resolve.
-ROUND_EXTRA_CALLS = SECOND_LOOK_PASSAGES + 1
 
 
 def retrieval_confident(retrieval: Retrieval) -> tuple[bool, str]:
@@ -54,13 +51,26 @@ def retrieval_confident(retrieval: Retrieval) -> tuple[bool, str]:
     return False, f"dense and BM25 share no chunk in their top {AGREEMENT_RANK}"
 
 
-def widths(first: int, limit: int) -> list[int]:
-    """Cumulative chunks read after each round: ``first``, ×GROWTH each round, ending at
-    ``limit`` (5, 15, 45 for 5 and 45)."""
+def widths(first: int, limit: int, growth: int) -> list[int]:
+    """Cumulative chunks read after each round: ``first``, ×``growth`` each round, ending
+    at ``limit`` (5, 15, 45 for 5, 45 and 3)."""
     out = [min(first, limit)]
     while out[-1] < limit:
-        out.append(min(out[-1] * GROWTH, limit))
+        out.append(min(out[-1] * growth, limit))
     return out
+
+
+def round_widths(settings: Settings, limit: int) -> list[int]:
+    """``widths`` from the settings: ``retrieval.k`` (else ``retrieval.default_k``) first,
+    growing by ``auto.growth``."""
+    return widths(settings.retrieval.k or settings.retrieval.default_k, limit,
+                  settings.auto.growth)
+
+
+def round_extra_calls(settings: Settings) -> int:
+    """Calls a round may make besides one per chunk: the second look's passages and a
+    resolve."""
+    return settings.mapreduce.second_look_passages + 1
 
 
 def reading_order(hits: list[Hit]) -> list[str]:
@@ -109,16 +119,16 @@ async def route(state: GraphState, runtime: Runtime[RunContext]) -> dict:
     elif state.get("task", "qa") == "summary":
         chosen = "mapreduce"
         reason = f"a summary of ~{budget.doc_tokens} tokens, over the window: read every chunk"
-    elif len(chunks) <= settings.full_read_chunks:
+    elif len(chunks) <= settings.auto.full_read_chunks:
         chosen = "mapreduce"
         reason = (f"~{budget.doc_tokens} tokens in {len(chunks)} chunk(s), few enough to read "
-                  f"every one (full_read_chunks {settings.full_read_chunks})")
+                  f"every one (full_read_chunks {settings.auto.full_read_chunks})")
     else:
         chosen = "mapreduce"
-        depth = min(len(chunks), settings.max_chunks)
+        depth = min(len(chunks), settings.auto.max_chunks)
         retrieval = await asyncio.to_thread(
             retrieve, state["documents"], chunks, state["question"], settings,
-            k=depth, neighbours=settings.retrieve_neighbours,
+            k=depth, neighbours=settings.retrieval.neighbours,
         )
         _, why = retrieval_confident(retrieval)
         data["retrieval"] = retrieval.trace_event(NODE).data
@@ -127,7 +137,7 @@ async def route(state: GraphState, runtime: Runtime[RunContext]) -> dict:
         # in document order: a budget may still reach them.
         seen = set(ranked)
         order = [*ranked, *(c.id for c in chunks if c.id not in seen)][:depth]
-        plan = widths(settings.retrieve_k or AUTO_K, len(order))
+        plan = round_widths(settings, len(order))
         update["selected_chunks"] = order
         reason = (f"~{budget.doc_tokens} tokens in {len(chunks)} chunks, over the window: "
                   f"read the best retrieved chunks in rounds of up to "
@@ -193,8 +203,8 @@ def next_round(state: ReaderState, runtime: Runtime[RunContext]) -> dict:
                   "calls_before": _calls(runtime)}
         if ranking is None:
             return {**update, "selected_chunks": None}
-        plan = widths(settings.retrieve_k or AUTO_K, len(ranking))
-        first = min(plan[0], _call_room(settings.max_calls, 0))
+        plan = round_widths(settings, len(ranking))
+        first = min(plan[0], _call_room(settings.auto.max_calls, 0, round_extra_calls(settings)))
         return {**update, "selected_chunks": ranking[:first]}
     ranking, read, rounds = state["ranking"], state["read"], state["rounds"]
     stop, why, take = "", "", 0
@@ -204,23 +214,23 @@ def next_round(state: ReaderState, runtime: Runtime[RunContext]) -> dict:
         stop, why = "answer", f"a supported answer after {len(read)} chunk(s)"
     elif len(read) >= len(ranking) and len(ranking) < len(state["chunks"]):
         stop, why = "max_chunks", (f"no supported answer in the best {len(read)} chunks "
-                                   f"(max_chunks {settings.max_chunks})")
+                                   f"(max_chunks {settings.auto.max_chunks})")
     elif len(read) >= len(ranking):
         stop, why = "exhausted", f"every chunk read ({len(read)}), no supported answer"
     else:
-        target = next(w for w in widths(settings.retrieve_k or AUTO_K, len(ranking))
-                      if w > len(read))
+        target = next(w for w in round_widths(settings, len(ranking)) if w > len(read))
         take = target - len(read)
         calls = _calls(runtime) - state["calls_before"]
-        take_calls = _call_room(settings.max_calls, calls)
+        take_calls = _call_room(settings.auto.max_calls, calls, round_extra_calls(settings))
         elapsed = time.time() - state["read_started"]
-        take_time = _time_room(settings.time_budget_s, elapsed, len(read))
+        take_time = _time_room(settings.auto.time_budget_s, elapsed, len(read))
         if take_calls < 1:
-            stop, why = "max_calls", (f"the call budget ({settings.max_calls}) leaves no room "
+            stop, why = "max_calls", (f"the call budget ({settings.auto.max_calls}) leaves no room "
                                       f"for another round after {calls} call(s)")
         elif take_time < 1:
-            stop, why = "time_budget", (f"the time budget ({settings.time_budget_s:g}s) leaves "
-                                        f"no room for another round after {elapsed:.0f}s")
+            stop, why = "time_budget", (
+                f"the time budget ({settings.auto.time_budget_s:g}s) leaves no room for another "
+                f"round after {elapsed:.0f}s")
         take = min(take, take_calls, take_time)
     if stop:
         final = coverage(state["documents"], state["chunks"],
@@ -232,11 +242,11 @@ def next_round(state: ReaderState, runtime: Runtime[RunContext]) -> dict:
     return {"selected_chunks": ranking[len(read):len(read) + take]}
 
 
-def _call_room(max_calls: int | None, used: int) -> int:
-    """Chunks a round may read within the call budget (each may add its extra calls)."""
+def _call_room(max_calls: int | None, used: int, extra: int) -> int:
+    """Chunks a round may read within the call budget (the round may add ``extra`` calls)."""
     if max_calls is None:
         return 10**9
-    return max_calls - used - ROUND_EXTRA_CALLS
+    return max_calls - used - extra
 
 
 def _time_room(budget_s: float | None, elapsed: float, chunks_read: int) -> int:

@@ -17,7 +17,8 @@ CHAIN = ReaderSpec(
     step_node="chain.worker",
     answer_node="chain.manager",
     compress_node="chain.compress",
-    budget_setting="cu_tokens",
+    budget=lambda settings: settings.reader.cu_tokens,
+    budget_name="cu_tokens",
     initial_notes="(no notes yet: you read the first part)",
 )
 

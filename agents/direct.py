@@ -66,7 +66,7 @@ class DirectBudget(NamedTuple):
 def direct_budget(state: GraphState, settings: Settings, window_tokens: int) -> DirectBudget:
     """Tokens of the documents and of the room for them in the direct prompt
     (``window_tokens``: the served window in cl100k tokens, ``LLMClient.window_tokens``)."""
-    node, fields, answer_tokens = _request(state, settings.max_answer_tokens)
+    node, fields, answer_tokens = _request(state, settings.llm.max_answer_tokens)
     rendered = get_prompt(node).render(documents="", **fields)
     overhead = count_tokens("".join(m["content"] for m in rendered))
     room = window_tokens - answer_tokens - overhead
@@ -77,7 +77,7 @@ def direct_budget(state: GraphState, settings: Settings, window_tokens: int) -> 
 async def answer(state: GraphState, runtime: Runtime[RunContext]) -> dict:
     """Answer (or summarize) over every document at once, if the prompt fits the window."""
     settings, llm = runtime.context.settings, runtime.context.llm
-    node, fields, _ = _request(state, settings.max_answer_tokens)
+    node, fields, _ = _request(state, settings.llm.max_answer_tokens)
     template = get_prompt(node)
     texts = [(doc.source, doc.text) for doc in state["documents"]]
     window = llm.endpoint.context_window
@@ -90,7 +90,7 @@ async def answer(state: GraphState, runtime: Runtime[RunContext]) -> dict:
             f"no room in the {window}-token window"
         )
     if doc_tokens > budget:
-        if not settings.truncate:
+        if not settings.direct.truncate:
             raise InputError(
                 f"the documents have ~{doc_tokens} tokens but the direct path fits ~{budget} "
                 f"(window {window}, answer {answer_tokens}, margin "

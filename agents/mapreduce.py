@@ -82,8 +82,6 @@ SECOND_LOOK_NODE = "mapreduce.second_look"
 
 EVIDENCE_TOKEN_BUDGET = 1500  # verified evidence the reduce keeps (see collapse_to_budget)
 MAX_EVIDENCE_CHARS = 400  # a longer model quote is narrowed to its key sentence
-MAX_CONFLICT_OPTIONS = 4
-SECOND_LOOK_PASSAGES = 3  # question-matching passages re-read when no verified record matches
 MAX_EVIDENCE_PER_OPTION = 2
 TRACE_REPLY_CHARS = 500
 CONFIDENCE_RANK = {"high": 3, "medium": 2, "low": 1, None: 0}
@@ -175,9 +173,7 @@ def needs_second_look(records: list[MapRecord], question: str) -> bool:
         stance(ev.text, r.answer_key, question).firm for ev in r.evidence) for r in records)
 
 
-def second_look_passages(
-    chunks: list[Chunk], question: str, limit: int = SECOND_LOOK_PASSAGES
-) -> list[Chunk]:
+def second_look_passages(chunks: list[Chunk], question: str, limit: int) -> list[Chunk]:
     """The passages that match ``question`` best, as small chunks of their own.
 
     A passage is a sentence holding at least half of the question's key words (and no
@@ -417,10 +413,10 @@ def fan_out(state: GraphState, runtime: Runtime[RunContext]) -> list[Send] | str
     settings = runtime.context.settings
     block = document_block(chunks[0].source, "")
     budget = (
-        prompt_room(runtime, SUMMARY_MAP_NODE, settings.max_answer_tokens, document=block,
+        prompt_room(runtime, SUMMARY_MAP_NODE, settings.llm.max_answer_tokens, document=block,
                     points="8")
         if summary
-        else prompt_room(runtime, MAP_NODE, settings.max_answer_tokens, document=block,
+        else prompt_room(runtime, MAP_NODE, settings.llm.max_answer_tokens, document=block,
                          question=state["question"])
     )
     largest = max(c.tokens for c in chunks)
@@ -472,7 +468,8 @@ async def _map(item: MapInput, runtime: Runtime[RunContext], second_look: bool =
     try:
         reply, call = await timed_chat(runtime, messages, MAP_NODE)
     except BackendError as error:  # the LLM layer's retries are spent: go on without it
-        if not runtime.context.settings.max_failed_share or isinstance(error, Unreachable):
+        if (not runtime.context.settings.mapreduce.max_failed_share
+                or isinstance(error, Unreachable)):
             raise  # none may fail, or the server is gone: stop the fan-out now
         record = MapRecord(chunk_id=chunk.id, source=chunk.source, parsed=False, failed=True,
                            second_look=second_look, status=f"failed: {error}",
@@ -492,13 +489,14 @@ async def _map(item: MapInput, runtime: Runtime[RunContext], second_look: bool =
     }
 
 
-def second_look(state: GraphState) -> Command:
-    """Re-read the question's best-matching passages if no verified record states a firm
-    answer about the question (``needs_second_look``)."""
+def second_look(state: GraphState, runtime: Runtime[RunContext]) -> Command:
+    """Re-read the question's best-matching passages (``mapreduce.second_look_passages``)
+    if no verified record states a firm answer about the question (``needs_second_look``)."""
     question = state["question"]
     if not needs_second_look(state.get("map_records", []), question):
         return Command(goto="reduce")
-    passages = second_look_passages(_chunks_to_read(state), question)
+    passages = second_look_passages(_chunks_to_read(state), question,
+                                    runtime.context.settings.mapreduce.second_look_passages)
     if not passages:
         return Command(goto="reduce")
     event = TraceEvent(
@@ -554,7 +552,7 @@ async def reduce(state: GraphState, runtime: Runtime[RunContext]) -> dict:
         how = (f"the firmest verified answer (the others' evidence is "
                f"{', '.join(sorted({x for g in weak for x in g.firmest().labels()}))})")
     if len(groups) > 1:
-        options = groups[:MAX_CONFLICT_OPTIONS]
+        options = groups[:runtime.context.settings.mapreduce.max_conflict_options]
         index, read = await _resolve(state["question"], options, runtime)
         chosen = options[0] if index is None else options[index]
         how = (f"resolution call ({read})" if index is not None
@@ -583,7 +581,7 @@ async def settle_failures(
     and ``pages_failed`` (empty if none), and the trace of a second try. Past
     ``max_failed_share`` the failed chunks are tried once more (so a resumed run retries
     them), and BackendError is raised if they still fail."""
-    limit = runtime.context.settings.max_failed_share
+    limit = runtime.context.settings.mapreduce.max_failed_share
     read = max(1, sum(not r.second_look for r in records))
     chunks = {c.id: c for c in state["chunks"]}
     events: list[TraceEvent] = []
@@ -637,9 +635,10 @@ def _evidence_budget(state: GraphState, runtime: Runtime[RunContext]) -> int:
 
     Each option's answer text is counted as 40 tokens on top of its evidence.
     """
+    most = runtime.context.settings.mapreduce.max_conflict_options
     room = prompt_room(runtime, RESOLVE_NODE, 32, question=state["question"], options="",
-                       letters=", ".join(_letters(MAX_CONFLICT_OPTIONS)))
-    return max(1, min(EVIDENCE_TOKEN_BUDGET, room - 40 * MAX_CONFLICT_OPTIONS))
+                       letters=", ".join(_letters(most)))
+    return max(1, min(EVIDENCE_TOKEN_BUDGET, room - 40 * most))
 
 
 def _chunk_order(chunk_id: str) -> tuple[int, ...]:

@@ -60,7 +60,6 @@ COLLAPSE_NODE = "mapreduce.summary_collapse"
 REDUCE_NODE = "mapreduce.summary_reduce"
 
 MAX_EVIDENCE_CHARS = 400  # a longer located quote is narrowed to its best sentence
-MAX_COLLAPSE_ROUNDS = 6
 MIN_NOTES_BUDGET = 64  # below this the reduce prompt has no room for notes at all
 MIN_CARRY_OVERLAP = 2  # shared words for a carried quote to support a new point
 MIN_LOCATED_OVERLAP = 3  # shared words for a chunk sentence to support a point or sentence
@@ -457,7 +456,7 @@ def paragraph_evidence(paragraphs: list[str], records: list[SummaryRecord],
 async def map_chunk(item: SummaryMapInput, runtime: Runtime[RunContext]) -> dict:
     """The key points of one chunk, each grounded in the chunk's own text."""
     chunk = item["chunk"]
-    points = points_wanted(runtime.context.settings.max_answer_tokens)
+    points = points_wanted(runtime.context.settings.llm.max_answer_tokens)
     messages = get_prompt(SUMMARY_MAP_NODE).render(
         document=document_block(chunk.source, chunk.text), points=str(points)
     )
@@ -481,7 +480,7 @@ async def map_chunk(item: SummaryMapInput, runtime: Runtime[RunContext]) -> dict
 def note_budgets(state: GraphState, runtime: Runtime[RunContext]) -> tuple[int, int]:
     """(tokens of notes the reduce prompt fits, tokens of notes a collapse prompt fits)."""
     words = state.get("words", 300)
-    answer = runtime.context.settings.max_answer_tokens
+    answer = runtime.context.settings.llm.max_answer_tokens
     reduce_room = prompt_room(runtime, REDUCE_NODE, summary_tokens(words), notes="",
                               words=str(words), paragraphs=str(paragraph_count(words)))
     collapse_room = prompt_room(runtime, COLLAPSE_NODE, answer, notes="",
@@ -500,7 +499,7 @@ async def compress_group(
     runtime: Runtime[RunContext],
 ) -> tuple[SummaryRecord, dict]:
     """One collapse call: a group of records becomes one record of the same protocol."""
-    answer = runtime.context.settings.max_answer_tokens
+    answer = runtime.context.settings.llm.max_answer_tokens
     notes = "\n".join(render_points(r.points) for r in group)
     messages = get_prompt(COLLAPSE_NODE).render(notes=notes, points=str(points_wanted(answer)))
     reply, call = await timed_chat(runtime, messages, COLLAPSE_NODE)
@@ -546,7 +545,7 @@ async def collapse(state: GraphState, runtime: Runtime[RunContext]) -> dict:
     rounds = 0
     while total_tokens(records) > reduce_room:
         before = total_tokens(records)
-        if rounds == MAX_COLLAPSE_ROUNDS:
+        if rounds == runtime.context.settings.mapreduce.max_collapse_rounds:
             records = _fallback(records, reduce_room, before, trace,
                                 f"{rounds} collapse rounds did not fit the budget")
             break

@@ -18,9 +18,10 @@ MEMORY = ReaderSpec(
     step_node="memory.update",
     answer_node="memory.answer",
     compress_node="memory.compress",
-    budget_setting="memory_tokens",
+    budget=lambda settings: settings.reader.memory_tokens,
+    budget_name="memory_tokens",
     initial_notes="No previous memory.",
-    segment_setting="segment_tokens",
+    segment_tokens=lambda settings: settings.reader.segment_tokens,
 )
 
 

@@ -30,11 +30,6 @@ RETRIEVE_NODE = "rag.retrieve"
 ANSWER_NODE = "rag.answer"
 
 
-def retrieval_config(settings: object) -> RetrievalConfig:
-    """The retrieval options of a run (settings fields where they exist, else defaults)."""
-    return RetrievalConfig.from_settings(settings)
-
-
 @dataclass(frozen=True)
 class Passage:
     """A contiguous span of one document made of one or more retrieved chunks."""
@@ -101,7 +96,7 @@ async def retrieve_chunks(state: GraphState, runtime: Runtime[RunContext]) -> di
             node=RETRIEVE_NODE,
             message=f"using {len(state['selected_chunks'])} chunk(s) selected upstream")]}
     settings = runtime.context.settings
-    config = retrieval_config(settings)
+    config = RetrievalConfig.from_settings(settings)
     t = time.perf_counter()
     retrieval = await asyncio.to_thread(
         retrieve, state["documents"], state["chunks"], state["question"], settings, config
@@ -123,7 +118,7 @@ async def answer(state: GraphState, runtime: Runtime[RunContext]) -> dict:
     window = llm.endpoint.context_window
     overhead = count_tokens("".join(
         m["content"] for m in template.render(documents="", question=question, answer_format=fmt)))
-    budget = llm.window_tokens - settings.max_answer_tokens - overhead
+    budget = llm.window_tokens - settings.llm.max_answer_tokens - overhead
     if budget <= 0:
         raise InputError(
             f"the prompt alone (~{overhead} tokens) leaves no room in the {window}-token window"

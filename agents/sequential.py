@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -75,15 +76,17 @@ DEFAULT_SUMMARY_GOAL = "the main points of the whole document"
 
 @dataclass(frozen=True)
 class ReaderSpec:
-    """What distinguishes one sequential strategy: names, budget setting, first notes."""
+    """What distinguishes one sequential strategy: names, its budget and part size in the
+    settings, first notes."""
 
     name: str
     step_node: str
     answer_node: str
     compress_node: str
-    budget_setting: str
+    budget: Callable[[Settings], int]  # tokens of notes plus carried quotes
+    budget_name: str  # the setting's name, for messages
     initial_notes: str
-    segment_setting: str | None = None
+    segment_tokens: Callable[[Settings], int | None] = lambda settings: None  # None: chunks
 
 
 # --- evidence: keys, scores, candidates --------------------------------------------------
@@ -322,9 +325,9 @@ def _prompt(node: str, task: str):
 
 def reading_list(state: GraphState, settings: Settings, spec: ReaderSpec) -> list[Chunk]:
     """The parts to read, in document order: chunks (all or ``selected_chunks``), or
-    segments of ``segment_setting`` tokens cut from the documents when that is set."""
+    segments of ``spec.segment_tokens`` tokens cut from the documents when that is set."""
     selected = state.get("selected_chunks")
-    size = getattr(settings, spec.segment_setting) if spec.segment_setting else None
+    size = spec.segment_tokens(settings)
     if selected is None and size and state.get("documents"):
         return chunk_documents(state["documents"], chunk_tokens=size, overlap=0)
     chunks = state.get("chunks", [])
@@ -338,7 +341,7 @@ def build_reader(spec: ReaderSpec) -> CompiledStateGraph:
     """START -> prepare -> step (looping, one part per pass) -> answer -> END."""
 
     def budget_of(settings: Settings) -> int:
-        return int(getattr(settings, spec.budget_setting))
+        return spec.budget(settings)
 
     async def prepare(state: GraphState, runtime: Runtime[RunContext]) -> dict:
         settings, llm = runtime.context.settings, runtime.context.llm
@@ -357,15 +360,15 @@ def build_reader(spec: ReaderSpec) -> CompiledStateGraph:
                 raise InputError(
                     f"a part of ~{largest} tokens does not fit the {spec.name} step prompt "
                     f"(~{room} tokens left in the {llm.endpoint.context_window}-token window "
-                    f"after a {budget}-token {spec.budget_setting} and the reply); lower "
-                    f"chunk_tokens or {spec.budget_setting}"
+                    f"after a {budget}-token {spec.budget_name} and the reply); lower "
+                    f"chunk_tokens or {spec.budget_name}"
                 )
         return {
             "segments": segments, "step": 0, "notes": spec.initial_notes, "carried_quotes": [],
             "trace": [TraceEvent(
                 node=f"{spec.name}.prepare",
                 message=f"reading {len(segments)} part(s) in order with a {budget}-token "
-                        f"{spec.budget_setting}",
+                        f"{spec.budget_name}",
                 data={"parts": [c.id for c in segments], "budget": budget, "task": task,
                       "initial_notes": spec.initial_notes},
             )],
@@ -386,7 +389,7 @@ def build_reader(spec: ReaderSpec) -> CompiledStateGraph:
         )
         # The reply need not fill the budget: a small model rambles to its limit, and
         # every generated token costs time at every step.
-        cap = settings.step_reply_tokens
+        cap = settings.reader.step_reply_tokens
         reply = await llm.chat(messages, node=spec.step_node, max_tokens=min(room, cap))
         notes = clean_reply(reply) or before_notes
         added, found = find_evidence(chunk, reply, goal, task, carried, notes)
@@ -456,7 +459,7 @@ def build_reader(spec: ReaderSpec) -> CompiledStateGraph:
             reply = await llm.chat(_prompt(spec.answer_node, task).render(
                 notes=neutralize(notes, protocol=False), evidence=render_evidence(carried),
                 question=goal, words=str(words)), node=spec.answer_node,
-                max_tokens=max(runtime.context.settings.max_answer_tokens, 2 * words))
+                max_tokens=max(runtime.context.settings.llm.max_answer_tokens, 2 * words))
             summary = reply.strip()
             quotes = [Quote(text=ev.text, source=ev.source, origin=ev.origin) for ev in carried]
             by_paragraph = paragraph_quotes(summary, carried)

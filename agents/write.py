@@ -347,7 +347,7 @@ def fan_out(state: WriteState, runtime: Runtime[RunContext]) -> list[Send]:
     chunks = state.get("chunks", [])
     if not chunks:
         raise InputError("the documents have no text to write from")
-    budget = prompt_room(runtime, SUMMARY_MAP_NODE, runtime.context.settings.max_answer_tokens,
+    budget = prompt_room(runtime, SUMMARY_MAP_NODE, runtime.context.settings.llm.max_answer_tokens,
                          document=document_block(chunks[0].source, ""), points="8")
     largest = max(c.tokens for c in chunks)
     if largest > budget:

@@ -74,7 +74,7 @@ def sidebar(base: Settings) -> tuple[BackendChoice, str, VerdictStore]:
                            index=BACKENDS.index(base.backend))
         base_url = model = None
         if backend == "openai":
-            base_url, model = base.base_url, base.model
+            base_url, model = base.server.base_url, base.server.model
             st.caption(f"Endpoint: {base_url or 'not set (LONGDOC_BASE_URL)'}"
                        f"{f', model {model}' if model else ''}")
         st.header("Review")

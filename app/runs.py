@@ -11,7 +11,7 @@ import weakref
 from collections.abc import Sequence
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, SecretStr
+from pydantic import BaseModel, ConfigDict
 
 from longdoc.app.verdicts import DocumentRef
 from longdoc.pipeline.api import Pipeline, read_documents
@@ -120,10 +120,9 @@ def open_pipeline(choice: BackendChoice) -> Pipeline:
     shared = choice if settings.backend != "openai" else None
     if shared is not None:
         endpoint = _acquire_server(shared, settings)
-        settings = settings.model_copy(update={
-            "backend": "openai", "base_url": endpoint.base_url, "model": endpoint.model,
-            "api_key": SecretStr(endpoint.api_key), "context_window": endpoint.context_window,
-        })
+        settings = settings.with_values(
+            backend="openai", base_url=endpoint.base_url, model=endpoint.model,
+            api_key=endpoint.api_key, context_window=endpoint.context_window)
     pipeline = Pipeline(settings)
     try:
         pipeline.backend.start()

@@ -95,7 +95,8 @@ async def measure(args: argparse.Namespace, llm: LLMClient) -> list[tuple]:
     document = load_document(args.document)
     rows = []
     for size in args.chunk_tokens:
-        chunks = chunk_documents([document], chunk_tokens=size, overlap=llm.settings.chunk_overlap)
+        chunks = chunk_documents([document], chunk_tokens=size,
+                                 overlap=llm.settings.documents.chunk_overlap)
         chunks = chunks[: args.chunks]
         project = [map_messages(c, args.question) for c in chunks]
         shared = shared_prefix_tokens(project[0], chunks[0])
@@ -151,8 +152,8 @@ def main() -> None:
     with Backend(settings) as endpoint:
         print(f"model {endpoint.model} at {endpoint.base_url}; question "
               f"{args.question!r} ({count_tokens(args.question)} tokens); "
-              f"concurrency {settings.concurrency}; max tokens "
-              f"{args.max_tokens or settings.max_answer_tokens}", flush=True)
+              f"concurrency {settings.llm.concurrency}; max tokens "
+              f"{args.max_tokens or settings.llm.max_answer_tokens}", flush=True)
         rows = asyncio.run(run(endpoint))
     print()
     print("| chunk tokens | map calls | shared prefix (cl100k) | order | prompt tokens | "

@@ -19,7 +19,7 @@ from longdoc.agents import DEFAULT_STRATEGY, STRATEGIES
 from longdoc.pipeline.backends import Backend
 from longdoc.pipeline.errors import BackendError, InputError
 from longdoc.pipeline.graph import build_graph, compiled_graph
-from longdoc.pipeline.ingest import Budget, load_document
+from longdoc.pipeline.ingest import load_document
 from longdoc.pipeline.llm import Endpoint, LLMClient, ResponseCache
 from longdoc.pipeline.models import Answer, Document, Task, Usage
 from longdoc.pipeline.settings import Settings, load_settings, private_dir, private_file
@@ -41,21 +41,13 @@ RUNS_DB = "runs.sqlite"
 RUN_STEP_LIMIT = 100_000  # sequential strategies take a few steps per chunk
 DYING_WAIT_S = 0.5  # after a backend error, how long to wait for a managed server to die
 LOADED_KEPT = 16  # documents a pipeline keeps read (the app runs several strategies on them)
-# Settings an answer depends on besides the documents, task, strategy, model and window: a
-# batch result or a --run-id checkpoint made with other values is not reused.
-ANSWER_SETTINGS = (
-    "temperature", "seed", "max_answer_tokens", "chunk_tokens", "chunk_overlap", "truncate",
-    "cu_tokens", "memory_tokens", "segment_tokens", "step_reply_tokens", "retrieve_k",
-    "retrieve_neighbours", "retrieval_mode", "embedder", "embed_window_tokens",
-    "retrieval_fusion", "max_chunks", "max_calls", "time_budget_s", "full_read_chunks",
-)
 
 
 def answer_config(settings: Settings, endpoint: Endpoint) -> dict[str, Any]:
     """What an answer depends on besides the documents and the request: the model, its
-    window and the ``ANSWER_SETTINGS``."""
-    config = {name: getattr(settings, name) for name in ANSWER_SETTINGS}
-    return {**config, "model": endpoint.model, "context_window": endpoint.context_window}
+    window and the settings marked as answer settings (``Settings.answer_values``)."""
+    return {**settings.answer_values(), "model": endpoint.model,
+            "context_window": endpoint.context_window}
 
 
 def run_key(documents: Sequence[Document], config: dict[str, Any]) -> str:
@@ -97,7 +89,7 @@ def read_documents(paths: Sequence[PathLike], settings: Settings,
     once while it is unchanged (same size and modification time; the last
     ``LOADED_KEPT`` are kept): several strategies or questions on one PDF, as the review
     app runs them, do not pay for its extraction again."""
-    budget = Budget.of(settings)
+    budget = settings.budget
     documents = []
     for path in paths:
         try:
@@ -149,7 +141,7 @@ class Pipeline:
         self.backend = Backend(self.settings)
         self.cache = (
             ResponseCache(self.settings.cache_dir / "responses.sqlite")
-            if self.settings.use_cache
+            if self.settings.llm.use_cache
             else None
         )
         self._limit: tuple[asyncio.AbstractEventLoop, asyncio.Semaphore] | None = None
@@ -307,7 +299,7 @@ class Pipeline:
         pipeline on the running event loop shares, so concurrent runs stay within it."""
         loop = asyncio.get_running_loop()
         if self._limit is None or self._limit[0] is not loop:
-            self._limit = (loop, asyncio.Semaphore(self.settings.concurrency))
+            self._limit = (loop, asyncio.Semaphore(self.settings.llm.concurrency))
         return self._limit[1]
 
     async def _run_durably(

@@ -191,7 +191,7 @@ class ManagedServer:
                 preexec_fn=functools.partial(_die_with_parent, self.death_signal),
             )
         self._stopping = False
-        deadline = time.monotonic() + self.settings.server_start_timeout_s
+        deadline = time.monotonic() + self.settings.server.server_start_timeout_s
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 self.stop()
@@ -208,14 +208,14 @@ class ManagedServer:
                 continue
             if not self._owns_port():
                 return None
-            model = self.settings.model or str(models[0]["id"])
+            model = self.settings.server.model or str(models[0]["id"])
             return Endpoint(
                 base_url=self.base_url, model=model, context_window=self.context_window(models),
                 served_tokenizer=offers_tokenizer(self.base_url, model, "", models),
             )
         self.stop()
         raise BackendError(
-            f"{self.name} server not ready after {self.settings.server_start_timeout_s:g}s "
+            f"{self.name} server not ready after {self.settings.server.server_start_timeout_s:g}s "
             f"(log: {self.log_path})"
         )
 
@@ -289,7 +289,7 @@ class EmbeddedServer(ManagedServer):
                 "which this CPU lacks (a venv copied from another machine?): rerun "
                 "bash scripts/setup.sh to rebuild it for this one"
             )
-        model = self.settings.model_path or default_gguf()
+        model = self.settings.server.model_path or default_gguf()
         if not Path(model).is_file():
             raise BackendError(f"model file not found: {model}")
         command = [
@@ -297,14 +297,14 @@ class EmbeddedServer(ManagedServer):
             "--model", str(model),
             "--model_alias", Path(model).stem,
             "--host", HOST, "--port", str(self.port),
-            "--n_ctx", str(self.settings.n_ctx),
+            "--n_ctx", str(self.settings.server.n_ctx),
             "--logits_all", "false",
         ]
-        threads = self.settings.n_threads or os.cpu_count() or 1
+        threads = self.settings.server.n_threads or os.cpu_count() or 1
         return [*command, "--n_threads", str(threads), "--n_threads_batch", str(threads)]
 
     def context_window(self, models: list[dict[str, Any]]) -> int:
-        return self.settings.n_ctx
+        return self.settings.server.n_ctx
 
 
 class VLLMServer(ManagedServer):
@@ -332,7 +332,7 @@ class VLLMServer(ManagedServer):
         return vllm_env(self.settings, self.runtime) if self.runtime else dict(os.environ)
 
     def context_window(self, models: list[dict[str, Any]]) -> int:
-        return int(models[0].get("max_model_len") or self.settings.vllm_max_model_len)
+        return int(models[0].get("max_model_len") or self.settings.server.vllm_max_model_len)
 
 
 def vllm_command(settings: Settings, port: int, runtime: VLLMRuntime, model: str) -> list[str]:
@@ -349,48 +349,48 @@ def vllm_command(settings: Settings, port: int, runtime: VLLMRuntime, model: str
         runtime.python, "-m", "vllm.entrypoints.openai.api_server",
         "--model", model, "--served-model-name", name,
         "--host", HOST, "--port", str(port),
-        "--max-model-len", str(settings.vllm_max_model_len),
+        "--max-model-len", str(settings.server.vllm_max_model_len),
         "--enable-prefix-caching", "--enable-prompt-tokens-details",
-        "--seed", str(settings.seed),
+        "--seed", str(settings.llm.seed),
     ]
     if runtime.cpu:
         command += ["--dtype", "bfloat16", "--enforce-eager"]
-        if "--block-size" not in settings.vllm_extra_args:
+        if "--block-size" not in settings.server.vllm_extra_args:
             # The CPU build's default block of 128 tokens caches no shared prompt part
             # shorter than that, and only whole blocks of longer ones.
             command += ["--block-size", str(CPU_BLOCK_SIZE)]
     else:
         command += [
-            "--gpu-memory-utilization", str(settings.vllm_gpu_memory_utilization),
-            "--tensor-parallel-size", str(settings.vllm_tensor_parallel_size),
+            "--gpu-memory-utilization", str(settings.server.vllm_gpu_memory_utilization),
+            "--tensor-parallel-size", str(settings.server.vllm_tensor_parallel_size),
         ]
-    return [*command, *settings.vllm_extra_args]
+    return [*command, *settings.server.vllm_extra_args]
 
 
 def vllm_env(settings: Settings, runtime: VLLMRuntime) -> dict[str, str]:
     """The vLLM server's environment: offline, and the KV cache size on the CPU build."""
     env = {**os.environ, **offline_env()}
     if runtime.cpu:
-        env.setdefault("VLLM_CPU_KVCACHE_SPACE", str(settings.vllm_cpu_kvcache_gib))
+        env.setdefault("VLLM_CPU_KVCACHE_SPACE", str(settings.server.vllm_cpu_kvcache_gib))
     return env
 
 
 def remote_endpoint(settings: Settings) -> Endpoint:
     """The endpoint of an already-running OpenAI-compatible server (openai backend)."""
-    if not settings.base_url:
+    if not settings.server.base_url:
         raise BackendError("the openai backend needs LONGDOC_BASE_URL (and LONGDOC_MODEL)")
-    api_key = settings.api_key.get_secret_value()
+    api_key = settings.server.api_key.get_secret_value()
     try:
-        models = list_models(settings.base_url, api_key, timeout=settings.timeout_s)
+        models = list_models(settings.server.base_url, api_key, timeout=settings.llm.timeout_s)
     except (httpx.HTTPError, ValueError) as exc:
-        if settings.model and settings.context_window:
+        if settings.server.model and settings.server.context_window:
             models = []
         else:
-            raise BackendError(f"cannot list models at {settings.base_url}: {exc}") from exc
-    model = settings.model or (str(models[0]["id"]) if models else None)
+            raise BackendError(f"cannot list models at {settings.server.base_url}: {exc}") from exc
+    model = settings.server.model or (str(models[0]["id"]) if models else None)
     if model is None:
-        raise BackendError(f"{settings.base_url} serves no model; set LONGDOC_MODEL")
-    window = settings.context_window or next(
+        raise BackendError(f"{settings.server.base_url} serves no model; set LONGDOC_MODEL")
+    window = settings.server.context_window or next(
         (int(m["max_model_len"]) for m in models if m.get("id") == model and
          m.get("max_model_len")), None
     )
@@ -399,8 +399,8 @@ def remote_endpoint(settings: Settings) -> Endpoint:
             f"the context window of {model} is unknown: set LONGDOC_CONTEXT_WINDOW"
         )
     return Endpoint(
-        base_url=settings.base_url, model=model, api_key=api_key, context_window=window,
-        served_tokenizer=offers_tokenizer(settings.base_url, model, api_key, models),
+        base_url=settings.server.base_url, model=model, api_key=api_key, context_window=window,
+        served_tokenizer=offers_tokenizer(settings.server.base_url, model, api_key, models),
     )
 
 
@@ -428,9 +428,9 @@ class Backend:
             except BaseException:
                 self.server.stop()
                 raise
-        if self.settings.context_window:
+        if self.settings.server.context_window:
             self.endpoint = self.endpoint.model_copy(
-                update={"context_window": self.settings.context_window}
+                update={"context_window": self.settings.server.context_window}
             )
         return self.endpoint
 

@@ -32,7 +32,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, SecretStr
+from pydantic import BaseModel, Field
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import Progress, TextColumn
@@ -76,7 +76,7 @@ class BatchJob(BaseModel):
     words: int = DEFAULT_SUMMARY_WORDS
     password: str | None = None
     model: str
-    config: dict[str, Any] = Field(description="Context window and ANSWER_SETTINGS values")
+    config: dict[str, Any] = Field(description="Model, context window and Settings.answer_values()")
 
     @property
     def key(self) -> str:
@@ -428,10 +428,9 @@ async def _run_local(pipeline: Pipeline, items: list[BatchItem], job: BatchJob, 
 
 def worker_settings(settings: Settings, endpoint: Endpoint) -> Settings:
     """Settings for Ray workers: the driver's endpoint as an ``openai`` backend."""
-    return settings.model_copy(update={
-        "backend": "openai", "base_url": endpoint.base_url, "model": endpoint.model,
-        "api_key": SecretStr(endpoint.api_key), "context_window": endpoint.context_window,
-    })
+    return settings.with_values(
+        backend="openai", base_url=endpoint.base_url, model=endpoint.model,
+        api_key=endpoint.api_key, context_window=endpoint.context_window)
 
 
 _worker_pipelines: dict[str, Pipeline] = {}

@@ -321,11 +321,11 @@ def extract(
     as_json: Annotated[bool, typer.Option("--json", help="Pages with start/end offsets")] = False,
 ) -> None:
     """Print the text longdoc extracts; citation offsets index this text."""
-    from longdoc.pipeline.ingest import Budget, load_document
+    from longdoc.pipeline.ingest import load_document
 
     try:
         password = _password(password, password_stdin)
-        budget = Budget.of(load_settings())
+        budget = load_settings().budget
         docs = [load_document(p, password=password, budget=budget) for p in paths]
     except LongdocError as error:
         _fail(error)
@@ -347,9 +347,12 @@ def extract(
 def config(
     trust: Annotated[bool, typer.Option(
         "--trust", help="Trust ./longdoc.toml as it is now (a later change untrusts it)")] = False,
+    describe: Annotated[bool, typer.Option(
+        "--describe", help="One line per setting: its path, variable, value and meaning")
+    ] = False,
 ) -> None:
-    """Print the effective settings (defaults < longdoc.toml < LONGDOC_* environment); API
-    keys are masked."""
+    """Print the effective settings tree as JSON (defaults < longdoc.toml < LONGDOC_*
+    environment); API keys are masked."""
     from longdoc.pipeline.settings import DEFAULT_CONFIG_FILE
     from longdoc.pipeline.settings import trust as trust_file
 
@@ -361,6 +364,10 @@ def config(
         settings = load_settings()
     except LongdocError as error:
         _fail(error)
+    if describe:
+        for path, variable, value, description in settings.describe():
+            print(f"{path} = {value}  ({variable}): {description}")
+        return
     print(settings.model_dump_json(indent=2))
 
 

@@ -176,7 +176,7 @@ def backend_check(settings: Settings) -> Check:
         endpoint = backend.start()
         ready = time.perf_counter() - started
         speed = measure_speed(endpoint, prompt_words=200, generate=16,
-                              timeout=settings.timeout_s)
+                              timeout=settings.llm.timeout_s)
     except (LongdocError, httpx.HTTPError, ValueError) as exc:
         reason = backend.exit_reason() or str(exc)
         return Check(name=f"backend {settings.backend}", ok=False, detail=reason)

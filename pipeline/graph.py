@@ -25,7 +25,7 @@ from longdoc.pipeline.grounding import (
     supports,
     supports_paragraph,
 )
-from longdoc.pipeline.ingest import Budget, load_documents
+from longdoc.pipeline.ingest import load_documents
 from longdoc.pipeline.models import Citation, Document, TraceEvent
 from longdoc.pipeline.protocol import cut_prompt_echo, unfit_answer
 from longdoc.pipeline.state import NOT_FOUND_ANSWER, Draft, GraphState, RunContext
@@ -36,7 +36,7 @@ async def ingest(state: GraphState, runtime: Runtime[RunContext]) -> dict:
     settings = runtime.context.settings
     await asyncio.to_thread(injection.configure, settings)  # the embedded model's tokens
     documents = state.get("documents") or load_documents(
-        state["paths"], password=runtime.context.password, budget=Budget.of(settings))
+        state["paths"], password=runtime.context.password, budget=settings.budget)
     data: dict = {"documents": [
         {"source": d.source, "chars": len(d.text), "pages": len(d.pages)} for d in documents
     ]}
@@ -56,15 +56,14 @@ async def ingest(state: GraphState, runtime: Runtime[RunContext]) -> dict:
 async def chunk(state: GraphState, runtime: Runtime[RunContext]) -> dict:
     """Split the documents into token-bounded chunks with source spans."""
     settings = runtime.context.settings
-    chunks = chunk_documents(
-        state["documents"], chunk_tokens=settings.chunk_tokens, overlap=settings.chunk_overlap
-    )
+    chunks = chunk_documents(state["documents"], chunk_tokens=settings.documents.chunk_tokens,
+                             overlap=settings.documents.chunk_overlap)
     return {
         "chunks": chunks,
         "trace": [
             TraceEvent(
                 node="chunk",
-                message=f"{len(chunks)} chunk(s) of <= {settings.chunk_tokens} tokens",
+                message=f"{len(chunks)} chunk(s) of <= {settings.documents.chunk_tokens} tokens",
                 data={"tokens": sum(c.tokens for c in chunks)},
             )
         ],
@@ -243,12 +242,12 @@ async def select(state: GraphState, runtime: Runtime[RunContext]) -> dict:
     from longdoc.retrieval import retrieve
 
     settings = runtime.context.settings
-    if (not settings.retrieve_k or state.get("task", "qa") != "qa"
+    if (not settings.retrieval.k or state.get("task", "qa") != "qa"
             or not STRATEGIES[state["strategy"]].reads_retrieved):
         return {}
     retrieval = await asyncio.to_thread(
         retrieve, state["documents"], state["chunks"], state["question"], settings,
-        k=settings.retrieve_k, neighbours=settings.retrieve_neighbours,
+        k=settings.retrieval.k, neighbours=settings.retrieval.neighbours,
     )
     return {"selected_chunks": retrieval.selected_chunks,
             "trace": [retrieval.trace_event("select")]}

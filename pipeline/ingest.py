@@ -18,13 +18,13 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel
 from pypdf import PdfReader
 from pypdf.errors import DependencyError, PyPdfError
 from pypdf.generic import DictionaryObject, NameObject
 
 from longdoc.pipeline.errors import InputError
 from longdoc.pipeline.models import Document, Page
+from longdoc.pipeline.settings import Budget
 
 PDF_SUFFIXES = (".pdf",)
 TEXT_SUFFIXES = (".txt", ".md", ".markdown", ".text")
@@ -37,24 +37,6 @@ _PDF_LOGGER = logging.getLogger("pypdf")
 _quiet_lock = threading.Lock()
 _quiet_depth = 0
 _saved_level = logging.NOTSET
-
-
-class Budget(BaseModel):
-    """Limits on reading one file: its size, its pages, and the time and text that PDF
-    extraction may take (a small PDF can make pypdf work for minutes: a "PDF bomb")."""
-
-    max_file_mb: float = 200.0
-    max_pages: int = 5000
-    pdf_page_seconds: float = 5.0
-    pdf_seconds: float = 120.0
-    pdf_page_chars: int = 100_000
-    pdf_chars: int = 20_000_000
-    pdf_chars_per_byte: float = 50.0
-
-    @classmethod
-    def of(cls, settings: Any) -> Budget:
-        """The budget ``settings`` (a ``Settings``) set."""
-        return cls(**{name: getattr(settings, name) for name in cls.model_fields})
 
 
 class _OverBudget(Exception):

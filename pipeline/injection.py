@@ -46,6 +46,7 @@ from pathlib import Path
 
 from longdoc.pipeline.errors import BackendError
 from longdoc.pipeline.folding import normalize
+from longdoc.pipeline.settings import Settings
 
 # --- instructions ----------------------------------------------------------------------
 
@@ -250,19 +251,19 @@ def use_model_tokens(path: Path, cache_dir: Path | None = None) -> tuple[str, ..
     return tokens
 
 
-def configure(settings: object) -> tuple[str, ...]:
+def configure(settings: Settings) -> tuple[str, ...]:
     """With the embedded backend, break its model's own control tokens too (read from its
     GGUF); other backends keep the generic set. Returns the model's tokens (or none)."""
-    if getattr(settings, "backend", None) != "embedded":
+    if settings.backend != "embedded":
         return ()
     from longdoc.pipeline.backends import default_gguf
 
-    path = getattr(settings, "model_path", None)
+    path = settings.server.model_path
     try:
         gguf_path = Path(path) if path else default_gguf()
     except BackendError:  # no embedded model installed: the generic set stays
         return ()
-    return use_model_tokens(gguf_path, getattr(settings, "cache_dir", None))
+    return use_model_tokens(gguf_path, settings.cache_dir)
 
 
 # --- detection ---------------------------------------------------------------------------

@@ -108,15 +108,15 @@ class LLMClient:
         self._client = openai.AsyncOpenAI(
             base_url=endpoint.base_url,
             api_key=endpoint.api_key,
-            timeout=settings.timeout_s,
+            timeout=settings.llm.timeout_s,
             max_retries=0,  # retried here, within the call's budget
         )
-        self._semaphore = limit or asyncio.Semaphore(settings.concurrency)
+        self._semaphore = limit or asyncio.Semaphore(settings.llm.concurrency)
         self.tokenizer = (
             ServedTokenizer(endpoint.base_url, endpoint.model, endpoint.api_key)
             if endpoint.served_tokenizer else None
         )
-        self.token_margin = settings.token_margin
+        self.token_margin = settings.llm.token_margin
 
     @property
     def window_tokens(self) -> int:
@@ -153,14 +153,14 @@ class LLMClient:
         ``BackendError`` once the retries or ``call_budget_s`` are spent.
         """
         params: dict[str, Any] = {
-            "temperature": self.settings.temperature,
-            "seed": self.settings.seed,
-            "max_tokens": max_tokens or self.settings.max_answer_tokens,
+            "temperature": self.settings.llm.temperature,
+            "seed": self.settings.llm.seed,
+            "max_tokens": max_tokens or self.settings.llm.max_answer_tokens,
         }
-        budget = self.settings.call_budget_s
+        budget = self.settings.llm.call_budget_s
         deadline = time.monotonic() + budget
         key = None
-        for attempt in range(self.settings.max_retries + 1):
+        for attempt in range(self.settings.llm.max_retries + 1):
             # Keyed and looked up inside the slot: calls queued behind the first wave then
             # do this work while the first requests are out, not before they are sent.
             async with self._semaphore:
@@ -178,7 +178,7 @@ class LLMClient:
                         raise TimeoutError
                     # The client's own timeout bounds an attempt, unless the budget is
                     # shorter (a per-request timeout costs the client ~0.3 ms a call).
-                    short = remaining < self.settings.timeout_s
+                    short = remaining < self.settings.llm.timeout_s
                     async with asyncio.timeout(remaining):
                         response = await self._client.chat.completions.create(
                             model=self.endpoint.model, messages=messages,  # type: ignore[arg-type]
@@ -193,7 +193,7 @@ class LLMClient:
                     cause = exc
                     error, retry_after = self._failure(exc)
                     if isinstance(error, RejectedRequest) or \
-                            attempt == self.settings.max_retries:
+                            attempt == self.settings.llm.max_retries:
                         raise error from exc
                 else:
                     latency = time.perf_counter() - started
@@ -216,14 +216,14 @@ class LLMClient:
                 latency_s=round(latency, 4),
             )
         )
-        if self.cache is not None and self.settings.use_cache:
+        if self.cache is not None and self.settings.llm.use_cache:
             self.cache.put(key, {"text": text})
         return text
 
     def _cached(self, key: str) -> str | None:
         """The cached reply for ``key``, if caching is on and it holds text (an empty reply
         cached by an older version is not one)."""
-        if self.cache is None or not self.settings.use_cache:
+        if self.cache is None or not self.settings.llm.use_cache:
             return None
         hit = self.cache.get(key)
         text = hit.get("text") if hit else None
@@ -231,11 +231,11 @@ class LLMClient:
 
     def _failure(self, exc: Exception) -> tuple[BackendError, float | None]:
         """The error ``exc`` stands for, and the pause the server asked for (Retry-After)."""
-        retries = f"{self.settings.max_retries} retries"
+        retries = f"{self.settings.llm.max_retries} retries"
         if isinstance(exc, BackendError):
             return exc, None
         if isinstance(exc, openai.APITimeoutError):
-            return BackendError(f"model server timed out after {self.settings.timeout_s:g}s "
+            return BackendError(f"model server timed out after {self.settings.llm.timeout_s:g}s "
                                 f"({retries})"), None
         if isinstance(exc, openai.APIConnectionError):
             return Unreachable(f"cannot reach the model server at {self.endpoint.base_url}: "

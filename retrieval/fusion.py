@@ -10,12 +10,13 @@ the dense list ranks it low (issue 22: a 1M-token needle).
 from __future__ import annotations
 
 from collections.abc import Hashable, Sequence
-from typing import Literal
+from typing import get_args
 
 import numpy as np
 
-FusionMethod = Literal["leaders", "rrf", "zscore"]
-FUSION_METHODS: tuple[FusionMethod, ...] = ("leaders", "rrf", "zscore")
+from longdoc.pipeline.settings import FusionMethod
+
+FUSION_METHODS: tuple[FusionMethod, ...] = get_args(FusionMethod)
 
 Scored = Sequence[tuple[Hashable, float]]
 

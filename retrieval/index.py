@@ -102,7 +102,7 @@ class ChunkIndex:
         ``query_vector`` skips embedding the question (for benchmarks and batch use);
         ``fusion`` overrides the configured fusion method (hybrid only).
         Timings in milliseconds land in ``last_timings``."""
-        k = k or self.config.k
+        k = k or self.config.k or self.config.default_k
         neighbours = self.config.neighbours if neighbours is None else neighbours
         mode = self.resolve_mode(mode)
         depth = max(k, self.config.fusion_depth) if mode == "hybrid" else k

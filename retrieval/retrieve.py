@@ -8,6 +8,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from longdoc.pipeline.models import Chunk, Document, TraceEvent
+from longdoc.pipeline.settings import Settings
 from longdoc.retrieval.config import RetrievalConfig
 from longdoc.retrieval.embedders import EmbedderUnavailable, make_embedder
 from longdoc.retrieval.index import ChunkIndex, Hit, build_or_load_index, document_order
@@ -48,7 +49,7 @@ class Retrieval(BaseModel):
 
 
 def index_for(documents: list[Document], chunks: list[Chunk], config: RetrievalConfig,
-              settings: Any = None) -> tuple[ChunkIndex, list[str]]:
+              settings: Settings | None = None) -> tuple[ChunkIndex, list[str]]:
     """The index of ``chunks`` (built or reused) and notes on any fallback. Without a
     usable embedder, a hybrid index is BM25 only."""
     notes: list[str] = []
@@ -62,12 +63,15 @@ def index_for(documents: list[Document], chunks: list[Chunk], config: RetrievalC
     return build_or_load_index(documents, chunks, embedder=embedder, config=config), notes
 
 
-def retrieve(documents: list[Document], chunks: list[Chunk], question: str, settings: Any = None,
-             config: RetrievalConfig | None = None, **overrides: Any) -> Retrieval:
+def retrieve(documents: list[Document], chunks: list[Chunk], question: str,
+             settings: Settings | None = None, config: RetrievalConfig | None = None,
+             **overrides: Any) -> Retrieval:
     """Select chunks for ``question``: ``config`` (default: from ``settings``, with
     ``overrides`` such as ``k=8`` or ``neighbours=1``). Blocking; call it from async code
     with ``asyncio.to_thread``."""
-    config = config or RetrievalConfig.from_settings(settings, **overrides)
+    if config is None:
+        config = (RetrievalConfig.from_settings(settings, **overrides) if settings is not None
+                  else RetrievalConfig(**{k: v for k, v in overrides.items() if v is not None}))
     t = time.perf_counter()
     index, notes = index_for(documents, chunks, config, settings)
     load_ms = (time.perf_counter() - t) * 1000

@@ -121,8 +121,8 @@ def run(server: SimServer, tmp_path: Path, path: Path, question: str, strategy: 
 
 
 def with_extra(settings: Settings, **values: object) -> Settings:
-    """Settings with fields ``Settings`` may not declare yet (read with getattr)."""
-    return settings.model_copy(update=values) if values else settings
+    """Settings with ``values`` (flat names) set."""
+    return settings.with_values(**values) if values else settings
 
 
 def events(answer: Answer, node: str) -> list:

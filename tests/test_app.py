@@ -488,7 +488,7 @@ def test_sessions_on_a_managed_backend_share_one_server(sim, monkeypatch, tmp_pa
         assert events == ["start"]
         for pipeline in (first, second):
             assert pipeline.settings.backend == "openai"
-            assert pipeline.settings.base_url == server.base_url
+            assert pipeline.settings.server.base_url == server.base_url
         request = app_runs.ReviewRequest(
             question=KENNEDY_QUESTION, strategies=["direct"],
             documents=app_runs.document_refs([load_document(KENNEDY)]))

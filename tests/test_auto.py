@@ -12,9 +12,12 @@ from longdoc.agents.auto import (
     coverage,
     reading_order,
     retrieval_confident,
+    round_extra_calls,
+    round_widths,
     widths,
 )
 from longdoc.pipeline.api import Pipeline
+from longdoc.pipeline.settings import Settings
 from longdoc.retrieval import Hit, Retrieval
 from tests.conftest import real_settings, sim_settings
 
@@ -222,13 +225,15 @@ def test_reading_budgets_and_retrieval_options_key_reused_answers(tmp_path: Path
 
 
 def test_round_sizes_and_budgets() -> None:
-    assert widths(5, 45) == [5, 15, 45]
-    assert widths(5, 100) == [5, 15, 45, 100]
-    assert widths(5, 3) == [3] and widths(2, 11) == [2, 6, 11]
+    assert widths(5, 45, 3) == [5, 15, 45]
+    assert widths(5, 100, 3) == [5, 15, 45, 100]
+    assert widths(5, 3, 3) == [3] and widths(2, 11, 3) == [2, 6, 11]
+    assert round_widths(Settings(), 45) == [5, 15, 45]
     assert _time_room(None, 50.0, 5) > 1000
     assert _time_room(10.0, 4.0, 8) == 12  # 0.5 s a chunk, 6 s left
     assert _time_room(10.0, 10.5, 8) == 0
-    assert _call_room(12, 8) == 0 and _call_room(None, 99) > 1000
+    assert round_extra_calls(Settings()) == 4
+    assert _call_room(12, 8, 4) == 0 and _call_room(None, 99, 4) > 1000
     hits = [Hit(chunk_id="0:7", score=1, rank=1), Hit(chunk_id="0:2", score=1, rank=2),
             Hit(chunk_id="0:6", score=0, rank=3, neighbour_of="0:7"),
             Hit(chunk_id="0:8", score=0, rank=4, neighbour_of="0:7")]

@@ -305,12 +305,12 @@ def test_config_reflects_environment(runs: Runs) -> None:
     proc = runs["config"]
     assert proc.returncode == 0, proc.stderr
     config = json.loads(proc.stdout)
-    assert config["chunk_tokens"] == 500
-    assert config["truncate"] is True
+    assert config["documents"]["chunk_tokens"] == 500
+    assert config["direct"]["truncate"] is True
     assert config["backend"] == "openai"
-    assert config["base_url"] == runs.servers["ok"].base_url
-    assert config["max_retries"] == 0
-    assert config["concurrency"] == 4  # untouched default
+    assert config["server"]["base_url"] == runs.servers["ok"].base_url
+    assert config["llm"]["max_retries"] == 0
+    assert config["llm"]["concurrency"] == 4  # untouched default
 
 
 

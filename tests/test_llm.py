@@ -136,7 +136,7 @@ async def test_an_empty_reply_is_retried_and_never_cached(sim, tmp_path: Path) -
 async def test_an_empty_reply_cached_by_an_older_version_is_not_served(sim, tmp_path: Path) -> None:
     server = sim(lambda messages: "fresh")
     llm = client(server, tmp_path)
-    params = {"temperature": 0.0, "seed": 0, "max_tokens": llm.settings.max_answer_tokens}
+    params = {"temperature": 0.0, "seed": 0, "max_tokens": llm.settings.llm.max_answer_tokens}
     key = ResponseCache.key({"model": server.model, "messages": MESSAGES, **params})
     llm.cache.put(key, {"text": ""})
     assert await llm.chat(MESSAGES, node="n") == "fresh"

@@ -210,8 +210,8 @@ def test_second_look_passages_rank_dedupe_and_skip_instructions(tmp_path: Path) 
     assert [p.id for p in passages] == ["0:0:look0", "0:1:look1"]
     for p in passages:
         assert doc.text[p.start:p.end] == p.text
-    assert len(second_look_passages(chunks, "What is the secret passkey?")) == 3
-    assert second_look_passages(chunks, "Why?") == []
+    assert len(second_look_passages(chunks, "What is the secret passkey?", 3)) == 3
+    assert second_look_passages(chunks, "Why?", 3) == []
 
 
 def test_second_look_prefers_plain_statements_to_hedged_ones() -> None:

@@ -6,12 +6,10 @@ from pathlib import Path
 
 import pytest
 
-import longdoc.agents.rag as rag
 from longdoc.agents.rag import fit_passages, merge_passages
 from longdoc.pipeline.api import Pipeline
 from longdoc.pipeline.chunking import chunk_documents
 from longdoc.pipeline.ingest import load_documents
-from longdoc.retrieval import RetrievalConfig
 from tests.conftest import haystack, real_settings, sim_settings
 
 NEEDLE = "The secret passkey is 48213."
@@ -21,8 +19,7 @@ QUESTION = "What is the secret passkey?"
 @pytest.fixture
 def hashing_retrieval(monkeypatch: pytest.MonkeyPatch) -> None:
     """The dependency-free hashing embedder instead of MiniLM (fast, deterministic)."""
-    monkeypatch.setattr(rag, "retrieval_config",
-                        lambda settings: RetrievalConfig.from_settings(settings, embedder="hash"))
+    monkeypatch.setenv("LONGDOC_EMBEDDER", "hash")  # Settings(...) reads the environment
 
 
 def events(answer, node: str) -> list:

@@ -381,7 +381,7 @@ def test_api_keys_never_show_in_settings_reprs(monkeypatch: pytest.MonkeyPatch) 
     monkeypatch.setenv("LONGDOC_API_KEY", "sk-live-very-secret")
     settings = load_settings()
     assert "very-secret" not in repr(settings) and "very-secret" not in str(settings)
-    assert settings.api_key.get_secret_value() == "sk-live-very-secret"
+    assert settings.server.api_key.get_secret_value() == "sk-live-very-secret"
 
 
 def test_an_unreachable_server_stops_the_map_stage_at_once(sim, tmp_path: Path) -> None:
