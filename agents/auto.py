@@ -21,6 +21,7 @@ import asyncio
 import math
 import time
 from collections.abc import Callable
+from typing import Literal, cast
 
 from langgraph.graph import END, START, StateGraph
 from langgraph.graph.state import CompiledStateGraph
@@ -116,7 +117,7 @@ async def route(state: GraphState, runtime: Runtime[RunContext]) -> dict:
         reason = f"the input (~{budget.doc_tokens} tokens) fits the window (~{budget.room})"
         update["coverage"] = coverage(state["documents"], chunks, None, "whole",
                                       "the whole input fits the window")
-    elif state.get("task", "qa") == "summary":
+    elif state["task"] == "summary":
         chosen = "mapreduce"
         reason = f"a summary of ~{budget.doc_tokens} tokens, over the window: read every chunk"
     elif len(chunks) <= settings.auto.full_read_chunks:
@@ -150,9 +151,12 @@ async def route(state: GraphState, runtime: Runtime[RunContext]) -> dict:
     }
 
 
-def chosen_route(state: GraphState) -> str:
+Route = Literal["direct", "mapreduce"]  # the nodes ``route`` may choose (``ROUTES``)
+
+
+def chosen_route(state: GraphState) -> Route:
     """The reader node ``route`` picked."""
-    return state["route"]["chosen"]
+    return cast(Route, state["route"]["chosen"])
 
 
 # --- the widening reader -------------------------------------------------------------------
@@ -287,7 +291,7 @@ def after_round(state: ReaderState) -> dict:
               "answer": draft.answer})]}
 
 
-def continue_or_stop(state: ReaderState) -> str:
+def continue_or_stop(state: ReaderState) -> Literal["read", "__end__"]:
     return END if state.get("stop") else "read"
 
 
@@ -306,6 +310,6 @@ def build_reader() -> CompiledStateGraph:
 
 
 # The nodes ``route`` may choose, and how to build each.
-ROUTES: dict[str, Callable[[], CompiledStateGraph]] = {
+ROUTES: dict[Route, Callable[[], CompiledStateGraph]] = {
     "direct": build_direct, "mapreduce": build_reader,
 }

@@ -40,10 +40,10 @@ def _request(state: GraphState, answer_tokens: int) -> tuple[str, dict[str, str]
 
     A question gets ``direct.answer``; a summary (task "summary") ``direct.summary``.
     """
-    if state.get("task", "qa") == "summary":
+    if state["task"] == "summary":
         from longdoc.agents.mapreduce_summary import paragraph_count, summary_tokens
 
-        words = state.get("words", 300)
+        words = state["words"]
         fields = {"words": str(words), "paragraphs": str(paragraph_count(words))}
         return SUMMARY_NODE, fields, summary_tokens(words) + 150  # and the Quote: lines
     question = state["question"]

@@ -32,10 +32,11 @@ from __future__ import annotations
 
 import asyncio
 import math
+import operator
 import re
 import time
 from dataclasses import dataclass, field
-from typing import TypedDict
+from typing import Annotated, Literal, TypedDict
 
 from langgraph.graph import END, START
 from langgraph.graph.state import CompiledStateGraph
@@ -69,6 +70,7 @@ from longdoc.pipeline.state import (
     GraphState,
     MapRecord,
     RunContext,
+    SummaryRecord,
     strategy_graph,
 )
 from longdoc.pipeline.tokens import count_tokens
@@ -380,7 +382,15 @@ def parse_choice(reply: str, groups: list[AnswerGroup]) -> tuple[int | None, str
 # --- nodes --------------------------------------------------------------------------------
 
 
-def _chunks_to_read(state: GraphState) -> list[Chunk]:
+class MapReduceState(GraphState, total=False):
+    """The mapreduce subgraph's state: the shared keys plus its records."""
+
+    map_records: Annotated[list[MapRecord], operator.add]
+    summary_records: Annotated[list[SummaryRecord], operator.add]
+    collapsed_records: list[SummaryRecord]
+
+
+def _chunks_to_read(state: MapReduceState) -> list[Chunk]:
     chunks = state.get("chunks", [])
     selected = state.get("selected_chunks")
     if selected is None:
@@ -401,12 +411,13 @@ def prompt_room(
     return runtime.context.llm.window_tokens - answer_tokens - overhead
 
 
-def fan_out(state: GraphState, runtime: Runtime[RunContext]) -> list[Send] | str:
+def fan_out(state: MapReduceState, runtime: Runtime[RunContext]
+            ) -> list[Send] | Literal["reduce", "collapse"]:
     """One map call per chunk to read (all, or ``selected_chunks``); none: reduce.
 
     Questions go to ``map``; summaries (task "summary") to ``summary_map``.
     """
-    summary = state.get("task", "qa") == "summary"
+    summary = state["task"] == "summary"
     chunks = _chunks_to_read(state)
     if not chunks:
         return "collapse" if summary else "reduce"
@@ -489,7 +500,7 @@ async def _map(item: MapInput, runtime: Runtime[RunContext], second_look: bool =
     }
 
 
-def second_look(state: GraphState, runtime: Runtime[RunContext]) -> Command:
+def second_look(state: MapReduceState, runtime: Runtime[RunContext]) -> Command:
     """Re-read the question's best-matching passages (``mapreduce.second_look_passages``)
     if no verified record states a firm answer about the question (``needs_second_look``)."""
     question = state["question"]
@@ -510,7 +521,7 @@ def second_look(state: GraphState, runtime: Runtime[RunContext]) -> Command:
                    goto=[Send("look", MapInput(chunk=p, question=question)) for p in passages])
 
 
-async def reduce(state: GraphState, runtime: Runtime[RunContext]) -> dict:
+async def reduce(state: MapReduceState, runtime: Runtime[RunContext]) -> dict:
     """Decide the answer from the verified records; ask the model only on a conflict."""
     records = sorted(state.get("map_records", []), key=lambda r: _chunk_order(r.chunk_id))
     records, failures, retried = await settle_failures(state, records, runtime)
@@ -575,7 +586,7 @@ async def reduce(state: GraphState, runtime: Runtime[RunContext]) -> dict:
 
 
 async def settle_failures(
-    state: GraphState, records: list[MapRecord], runtime: Runtime[RunContext]
+    state: MapReduceState, records: list[MapRecord], runtime: Runtime[RunContext]
 ) -> tuple[list[MapRecord], dict, list[TraceEvent]]:
     """The records without those whose map call failed, the failed chunks' ``chunks_failed``
     and ``pages_failed`` (empty if none), and the trace of a second try. Past
@@ -602,7 +613,7 @@ async def settle_failures(
     return [r for r in records if not r.failed], failures, events
 
 
-def _with_failures(state: GraphState, records: list[MapRecord], failures: dict) -> dict:
+def _with_failures(state: MapReduceState, records: list[MapRecord], failures: dict) -> dict:
     """The run's coverage with the failed chunks counted (nothing if none failed)."""
     if not failures:
         return {}
@@ -630,7 +641,7 @@ async def _resolve(
     return index, f"{read}: {reply.strip()[:80]!r}"
 
 
-def _evidence_budget(state: GraphState, runtime: Runtime[RunContext]) -> int:
+def _evidence_budget(state: MapReduceState, runtime: Runtime[RunContext]) -> int:
     """Evidence tokens the resolution prompt can show, by the same rule as every prompt.
 
     Each option's answer text is counted as 40 tokens on top of its evidence.
@@ -653,7 +664,7 @@ def build_mapreduce() -> CompiledStateGraph:
     """
     from longdoc.agents import mapreduce_summary as summary  # it imports this module
 
-    graph = strategy_graph()
+    graph = strategy_graph(MapReduceState)
     graph.add_node("map", map_chunk)
     graph.add_node("second_look", second_look, destinations=("look", "reduce"))
     graph.add_node("look", second_look_chunk)

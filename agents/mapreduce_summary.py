@@ -31,6 +31,7 @@ from rapidfuzz import fuzz
 from longdoc.agents.mapreduce import (
     SUMMARY_MAP_NODE,
     TRACE_REPLY_CHARS,
+    MapReduceState,
     prompt_room,
     timed_chat,
 )
@@ -48,7 +49,6 @@ from longdoc.pipeline.models import Chunk, Quote, TraceEvent
 from longdoc.pipeline.state import (
     Draft,
     Evidence,
-    GraphState,
     KeyPoint,
     RunContext,
     SummaryRecord,
@@ -477,9 +477,9 @@ async def map_chunk(item: SummaryMapInput, runtime: Runtime[RunContext]) -> dict
     }
 
 
-def note_budgets(state: GraphState, runtime: Runtime[RunContext]) -> tuple[int, int]:
+def note_budgets(state: MapReduceState, runtime: Runtime[RunContext]) -> tuple[int, int]:
     """(tokens of notes the reduce prompt fits, tokens of notes a collapse prompt fits)."""
-    words = state.get("words", 300)
+    words = state["words"]
     answer = runtime.context.settings.llm.max_answer_tokens
     reduce_room = prompt_room(runtime, REDUCE_NODE, summary_tokens(words), notes="",
                               words=str(words), paragraphs=str(paragraph_count(words)))
@@ -515,7 +515,7 @@ async def compress_group(
     }
 
 
-async def collapse(state: GraphState, runtime: Runtime[RunContext]) -> dict:
+async def collapse(state: MapReduceState, runtime: Runtime[RunContext]) -> dict:
     """Compress groups of records until they fit the reducer's budget; always terminates."""
     reduce_room, collapse_room = note_budgets(state, runtime)
     budget = min(reduce_room, collapse_room)
@@ -595,10 +595,10 @@ def _fallback(records: list[SummaryRecord], budget: int, before: int,
     return selected
 
 
-async def write_summary(state: GraphState, runtime: Runtime[RunContext]) -> dict:
+async def write_summary(state: MapReduceState, runtime: Runtime[RunContext]) -> dict:
     """The final summary from the collapsed records; quotes attached per paragraph in code."""
     records = state.get("collapsed_records", [])
-    words = state.get("words", 300)
+    words = state["words"]
     if not records:
         return {"draft": Draft(answer="No key point could be read from the document.",
                                found=False),

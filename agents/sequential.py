@@ -17,7 +17,7 @@ is left are compressed by a model call, and if still over, their least relevant
 sentences are dropped (listed in the trace). The final answer is accepted only if its key
 (numbers, else names, else words) occurs in a carried quote; those quotes become the
 draft's citations. Each step is one pass of a LangGraph loop (``step`` -> ``step`` ... ->
-``answer``) whose progress lives in ``GraphState`` (``segments``, ``step``, ``notes``,
+``answer``) whose progress lives in ``SequentialState`` (``segments``, ``step``, ``notes``,
 ``carried_quotes``), so a checkpointer can resume after any step.
 """
 
@@ -68,7 +68,6 @@ MAX_EVIDENCE_CHARS = 400  # a longer located span is narrowed to its best senten
 MAX_NEW_EVIDENCE_PER_STEP = 2
 MIN_NOTES_SHARE = 0.25  # quotes may take at most 1 - this of the budget
 MAX_CITED = 3
-SUMMARY_WORDS = 200
 TRACE_REPLY_CHARS = 500
 RECURSION_LIMIT = 100_000  # one superstep per part read; documents decide the count
 DEFAULT_SUMMARY_GOAL = "the main points of the whole document"
@@ -308,13 +307,18 @@ def clean_reply(reply: str) -> str:
 # --- the strategy's graph ------------------------------------------------------------------
 
 
-def _task(state: GraphState) -> str:
-    return state.get("task", "qa") or "qa"
+class SequentialState(GraphState, total=False):
+    """The chain/memory subgraph's state: the shared keys plus the reading's progress."""
+
+    segments: list[Chunk]  # the parts read in order
+    step: int  # parts read so far
+    notes: str  # the model-written communication unit / memory
+    carried_quotes: list[Evidence]  # verified quotes carried along
 
 
-def _goal(state: GraphState) -> str:
-    question = (state.get("question") or "").strip()
-    if _task(state) == "summary":
+def _goal(state: SequentialState) -> str:
+    question = state["question"].strip()
+    if state["task"] == "summary":
         return question or DEFAULT_SUMMARY_GOAL
     return question
 
@@ -323,7 +327,7 @@ def _prompt(node: str, task: str):
     return get_prompt(f"{node}.summary" if task == "summary" else node)
 
 
-def reading_list(state: GraphState, settings: Settings, spec: ReaderSpec) -> list[Chunk]:
+def reading_list(state: SequentialState, settings: Settings, spec: ReaderSpec) -> list[Chunk]:
     """The parts to read, in document order: chunks (all or ``selected_chunks``), or
     segments of ``spec.segment_tokens`` tokens cut from the documents when that is set."""
     selected = state.get("selected_chunks")
@@ -343,9 +347,9 @@ def build_reader(spec: ReaderSpec) -> CompiledStateGraph:
     def budget_of(settings: Settings) -> int:
         return spec.budget(settings)
 
-    async def prepare(state: GraphState, runtime: Runtime[RunContext]) -> dict:
+    async def prepare(state: SequentialState, runtime: Runtime[RunContext]) -> dict:
         settings, llm = runtime.context.settings, runtime.context.llm
-        task = _task(state)
+        task = state["task"]
         if task == "qa" and not _goal(state):
             raise InputError("the question is empty")
         segments = reading_list(state, settings, spec)
@@ -374,9 +378,9 @@ def build_reader(spec: ReaderSpec) -> CompiledStateGraph:
             )],
         }
 
-    async def step(state: GraphState, runtime: Runtime[RunContext]) -> dict:
+    async def step(state: SequentialState, runtime: Runtime[RunContext]) -> dict:
         settings, llm = runtime.context.settings, runtime.context.llm
-        task, goal = _task(state), _goal(state)
+        task, goal = state["task"], _goal(state)
         index = state["step"]
         chunk = state["segments"][index]
         before_notes, carried = state["notes"], list(state.get("carried_quotes", []))
@@ -447,15 +451,15 @@ def build_reader(spec: ReaderSpec) -> CompiledStateGraph:
         return {"step": index + 1, "notes": notes, "carried_quotes": kept,
                 "trace": [TraceEvent(node=spec.step_node, message=message, data=data)]}
 
-    def route(state: GraphState) -> Literal["step", "answer"]:
+    def route(state: SequentialState) -> Literal["step", "answer"]:
         return "step" if state["step"] < len(state["segments"]) else "answer"
 
-    async def answer(state: GraphState, runtime: Runtime[RunContext]) -> dict:
+    async def answer(state: SequentialState, runtime: Runtime[RunContext]) -> dict:
         llm = runtime.context.llm
-        task, goal = _task(state), _goal(state)
+        task, goal = state["task"], _goal(state)
         notes, carried = state["notes"], list(state.get("carried_quotes", []))
         if task == "summary":
-            words = int(state.get("words") or SUMMARY_WORDS)
+            words = state["words"]
             reply = await llm.chat(_prompt(spec.answer_node, task).render(
                 notes=neutralize(notes, protocol=False), evidence=render_evidence(carried),
                 question=goal, words=str(words)), node=spec.answer_node,
@@ -500,7 +504,7 @@ def build_reader(spec: ReaderSpec) -> CompiledStateGraph:
                     f"answer {parsed.answer!r} supported by {len(support)} carried quote(s)"),
                     data=data)]}
 
-    graph = strategy_graph()
+    graph = strategy_graph(SequentialState)
     graph.add_node("prepare", prepare)
     graph.add_node("step", step)
     graph.add_node("answer", answer)

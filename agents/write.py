@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import operator
 import re
 import time
 from collections import Counter
@@ -78,6 +79,7 @@ from longdoc.pipeline.state import (
     Evidence,
     GraphState,
     KeyPoint,
+    Request,
     RunContext,
     SummaryRecord,
     add_events,
@@ -235,6 +237,7 @@ class Article(Answer):
 class WriteState(GraphState, total=False):
     """The shared state plus the write stages' own keys (``question`` holds the topic)."""
 
+    summary_records: Annotated[list[SummaryRecord], operator.add]  # the digest
     points: list[PlanPoint]
     outline: Outline
     drafts: list[SectionDraft]
@@ -354,8 +357,8 @@ def fan_out(state: WriteState, runtime: Runtime[RunContext]) -> list[Send]:
         raise InputError(f"a chunk of ~{largest} tokens does not fit the digest prompt "
                          f"(~{budget} tokens left); lower chunk_tokens")
     _report(runtime, "digest", total=len(chunks))
-    wanted = digest_points(state.get("words", 1500), len(chunks))
-    return [Send("digest", DigestInput(chunk=c, topic=state.get("question", ""), points=wanted))
+    wanted = digest_points(state["words"], len(chunks))
+    return [Send("digest", DigestInput(chunk=c, topic=state["question"], points=wanted))
             for c in chunks]
 
 
@@ -573,7 +576,7 @@ async def plan(state: WriteState, runtime: Runtime[RunContext]) -> dict:
     points = plan_points(state.get("summary_records", []))
     if not points:
         raise InputError("no sentence of the documents could be used as evidence")
-    words, topic = state.get("words", 1500), state.get("question", "")
+    words, topic = state["words"], state["question"]
     count = section_count(words, len(points))
     room = prompt_room(runtime, PLAN_NODE, PLAN_TOKENS, notes="", topic=topic,
                        sections=str(count))
@@ -752,7 +755,7 @@ async def revise(state: WriteState, runtime: Runtime[RunContext]) -> dict:
     parallel, as one convolution layer), then the proposals are merged in code."""
     started = time.time()
     points, outline = state["points"], state["outline"]
-    topic, words = state.get("question", ""), state.get("words", 1500)
+    topic, words = state["question"], state["words"]
     windows = sorted({p.digest // REVISION_WINDOW for p in points})
     _report(runtime, "revise plan", total=len(windows))
     room = prompt_room(runtime, REVISE_NODE, REVISE_TOKENS, notes="", topic=topic,
@@ -882,7 +885,7 @@ async def write_section(state: WriteState, runtime: Runtime[RunContext]) -> dict
         _report(runtime, "write sections", total=len(outline.sections))
     pool = section_pool(section, points)
     paragraphs = max(1, round(section.words / WORDS_PER_PARAGRAPH))
-    fields = {"topic": state.get("question", ""), "title": section.title,
+    fields = {"topic": state["question"], "title": section.title,
               "outline": render_outline(outline.sections, index),
               "before": before_text(drafts), "words": str(section.words),
               "paragraphs": str(paragraphs)}
@@ -904,7 +907,7 @@ async def write_section(state: WriteState, runtime: Runtime[RunContext]) -> dict
         target=section.words, call=call, reply=reply[:TRACE_REPLY_CHARS])]}
 
 
-def more_sections(state: WriteState) -> str:
+def more_sections(state: WriteState) -> Literal["write", "verify"]:
     return "write" if len(state.get("drafts", [])) < len(state["outline"].sections) else "verify"
 
 
@@ -1373,7 +1376,7 @@ def assemble_article(topic: str, drafts: list[SectionDraft], documents: list[Doc
 
 async def assemble(state: WriteState, runtime: Runtime[RunContext]) -> dict:
     started = time.time()
-    data = assemble_article(state.get("question", ""), state["drafts"],
+    data = assemble_article(state["question"], state["drafts"],
                             state.get("documents", []), state["counts"])
     counts: WriteCounts = data["counts"]
     _report(runtime, "done", total=1, advance=1)
@@ -1415,7 +1418,7 @@ def build_write_graph(checkpointer: BaseCheckpointSaver | None = None) -> Compil
     """The shared ingest and chunk nodes, then the write subgraph."""
     from longdoc.pipeline.graph import chunk, ingest
 
-    graph = StateGraph(WriteState, context_schema=RunContext)
+    graph = StateGraph(WriteState, context_schema=RunContext, input_schema=Request)
     graph.add_node("ingest", ingest)
     graph.add_node("chunk", chunk)
     graph.add_node("write", build_write())
@@ -1472,6 +1475,6 @@ def article_from_state(state: dict, usage_answer: Answer) -> Article:
         answer=data["markdown"], citations=data["citations"], supported=data["supported"],
         dropped_quotes=counts.citations_invalid,
         unsupported_citations=counts.citations_unsupported,
-        topic=state.get("question", ""), target_words=state.get("words", 0),
+        topic=state["question"], target_words=state["words"],
         words=counts.words, sections=data["sections"], references=data["references"],
         counts=counts)

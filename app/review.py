@@ -39,15 +39,17 @@ from longdoc.app.runs import (
 )
 from longdoc.app.verdicts import MARKS, VERDICTS_FILE, Verdict, VerdictStore, verdicts_path
 from longdoc.pipeline.api import (
+    Pipeline,
+)
+from longdoc.pipeline.errors import InputError, LongdocError
+from longdoc.pipeline.models import (
     DEFAULT_SUMMARY_WORDS,
     DEFAULT_WRITE_WORDS,
     MAX_SUMMARY_WORDS,
     MAX_WRITE_WORDS,
     MIN_SUMMARY_WORDS,
     MIN_WRITE_WORDS,
-    Pipeline,
 )
-from longdoc.pipeline.errors import InputError, LongdocError
 from longdoc.pipeline.settings import Settings, load_settings
 
 BACKENDS = ("embedded", "openai", "vllm")

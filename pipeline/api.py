@@ -21,9 +21,20 @@ from longdoc.pipeline.errors import BackendError, InputError
 from longdoc.pipeline.graph import build_graph, compiled_graph
 from longdoc.pipeline.ingest import load_document
 from longdoc.pipeline.llm import Endpoint, LLMClient, ResponseCache
-from longdoc.pipeline.models import Answer, Document, Task, Usage
+from longdoc.pipeline.models import (
+    DEFAULT_SUMMARY_WORDS,
+    DEFAULT_WRITE_WORDS,
+    MAX_SUMMARY_WORDS,
+    MAX_WRITE_WORDS,
+    MIN_SUMMARY_WORDS,
+    MIN_WRITE_WORDS,
+    Answer,
+    Document,
+    Task,
+    Usage,
+)
 from longdoc.pipeline.settings import Settings, load_settings, private_dir, private_file
-from longdoc.pipeline.state import RunContext
+from longdoc.pipeline.state import Request, RunContext
 
 if TYPE_CHECKING:
     from langgraph.checkpoint.base import BaseCheckpointSaver
@@ -33,10 +44,6 @@ if TYPE_CHECKING:
     from longdoc.agents.write import Article
 
 PathLike = str | Path
-DEFAULT_SUMMARY_WORDS = 300
-MIN_SUMMARY_WORDS, MAX_SUMMARY_WORDS = 20, 5000
-DEFAULT_WRITE_WORDS = 1500
-MIN_WRITE_WORDS, MAX_WRITE_WORDS = 100, 20000
 RUNS_DB = "runs.sqlite"
 RUN_STEP_LIMIT = 100_000  # sequential strategies take a few steps per chunk
 DYING_WAIT_S = 0.5  # after a backend error, how long to wait for a managed server to die
@@ -266,18 +273,17 @@ class Pipeline:
         endpoint = self.backend.start()
         settle_heap()
         llm = LLMClient(endpoint, self.settings, self.cache, limit=self._request_limit())
-        request = {"paths": [str(p) for p in paths], "question": question, "task": task,
-                   "words": words, "strategy": strategy}
+        request = Request(task=task, question=question, words=words, strategy=strategy,
+                          paths=[str(p) for p in paths], documents=documents)
         context = RunContext(settings=self.settings, llm=llm, password=password,
                              progress=progress)
         try:
             if run_id is None:
                 graph = _compiled(task, strategy)
-                state = await graph.ainvoke(
-                    {**request, "documents": documents, "trace": []}, context=context)
+                state = await graph.ainvoke(request, context=context)
             else:
                 request["run_key"] = run_key(documents, answer_config(self.settings, endpoint))
-                state = await self._run_durably(run_id, strategy, request, documents, context)
+                state = await self._run_durably(run_id, strategy, request, context)
         except BackendError as error:
             # A crashed managed server reads as a connection error: say that it died.
             reason = self.backend.exit_reason(wait_s=DYING_WAIT_S)
@@ -303,8 +309,7 @@ class Pipeline:
         return self._limit[1]
 
     async def _run_durably(
-        self, run_id: str, strategy: str, request: dict[str, Any],
-        documents: list[Document], context: RunContext,
+        self, run_id: str, strategy: str, request: Request, context: RunContext,
     ) -> dict[str, Any]:
         """Run with a SQLite checkpoint after every step, keyed by ``run_id``.
 
@@ -324,14 +329,14 @@ class Pipeline:
             graph = _compiled(request["task"], strategy, checkpointer=saver)
             saved = await graph.aget_state(config)
             if not saved.values:
-                return await graph.ainvoke({**request, "documents": documents, "trace": []},
-                                           config, context=context)
-            earlier = {key: saved.values.get(key) for key in request}
+                return await graph.ainvoke(request, config, context=context)
+            asked = {k: v for k, v in request.items() if k != "documents"}
+            earlier = {key: saved.values.get(key) for key in asked}
             if {k: v for k, v in earlier.items() if k != "run_key"} != \
-                    {k: v for k, v in request.items() if k != "run_key"}:
+                    {k: v for k, v in asked.items() if k != "run_key"}:
                 raise InputError(f"run id {run_id!r} belongs to another request "
                                  f"({earlier['task']} of {earlier['paths']}); use a new run id")
-            if earlier["run_key"] != request["run_key"]:
+            if earlier["run_key"] != asked["run_key"]:
                 raise InputError(f"run id {run_id!r} was started on other document contents or "
                                  "settings (a file changed since, or the model, chunking or "
                                  "sampling did); its answer would not match: use a new run id")

@@ -39,7 +39,6 @@ from rich.progress import Progress, TextColumn
 
 from longdoc.agents import DEFAULT_STRATEGY
 from longdoc.pipeline.api import (
-    DEFAULT_SUMMARY_WORDS,
     Pipeline,
     answer_config,
     check_request,
@@ -47,7 +46,12 @@ from longdoc.pipeline.api import (
 from longdoc.pipeline.errors import BackendError, InputError
 from longdoc.pipeline.ingest import SUPPORTED_SUFFIXES
 from longdoc.pipeline.llm import Endpoint, RejectedRequest
-from longdoc.pipeline.models import Citation, Task, Usage
+from longdoc.pipeline.models import (
+    DEFAULT_SUMMARY_WORDS,
+    Citation,
+    Task,
+    Usage,
+)
 from longdoc.pipeline.runs import JsonLog, progress_bar
 from longdoc.pipeline.settings import Settings, load_settings
 

@@ -17,6 +17,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from longdoc.pipeline.errors import InputError, LongdocError
+from longdoc.pipeline.models import DEFAULT_SUMMARY_WORDS, DEFAULT_WRITE_WORDS
 from longdoc.pipeline.settings import Backend, load_settings
 
 if TYPE_CHECKING:
@@ -192,7 +193,8 @@ def ask(
 @app.command()
 def summarize(
     paths: PathsArg,
-    words: Annotated[int, typer.Option(help="About how many words the summary has")] = 300,
+    words: Annotated[int, typer.Option(help="About how many words the summary has")] = \
+        DEFAULT_SUMMARY_WORDS,
     strategy: Annotated[
         str | None, typer.Option(help="Strategy (default mapreduce; direct to compare)")
     ] = None,
@@ -280,7 +282,8 @@ def _print_article(article: Any, out_file: Path | None) -> None:
 def write(
     paths: PathsArg,
     topic: Annotated[str, typer.Option("--topic", "-t", help="What the article is about")],
-    words: Annotated[int, typer.Option(help="About how many words the article has")] = 1500,
+    words: Annotated[int, typer.Option(help="About how many words the article has")] = \
+        DEFAULT_WRITE_WORDS,
     out_file: Annotated[Path | None, typer.Option(
         "--out", "-o", help="Write the Markdown here (default: stdout)")] = None,
     backend: BackendOpt = None,
@@ -524,7 +527,8 @@ def _batch_command(name: str) -> Callable[[Callable[..., dict[str, Any]]], Calla
 
 @_batch_command("summarize")
 def batch_summarize(
-    words: Annotated[int, typer.Option(help="About how many words each summary has")] = 300,
+    words: Annotated[int, typer.Option(help="About how many words each summary has")] = \
+        DEFAULT_SUMMARY_WORDS,
     strategy: Annotated[str | None, typer.Option(help="Strategy (default mapreduce)")] = None,
 ) -> dict[str, Any]:
     """Summarize every document, each summary with verified citations."""
@@ -543,7 +547,8 @@ def batch_ask(
 @_batch_command("write")
 def batch_write(
     topic: Annotated[str, typer.Option("--topic", "-t", help="What each article is about")],
-    words: Annotated[int, typer.Option(help="About how many words each article has")] = 1500,
+    words: Annotated[int, typer.Option(help="About how many words each article has")] = \
+        DEFAULT_WRITE_WORDS,
 ) -> dict[str, Any]:
     """Write an article on the topic from every document, each with verified citations."""
     return {"task": "write", "question": topic, "words": words}

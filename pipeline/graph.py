@@ -28,7 +28,7 @@ from longdoc.pipeline.grounding import (
 from longdoc.pipeline.ingest import load_documents
 from longdoc.pipeline.models import Citation, Document, TraceEvent
 from longdoc.pipeline.protocol import cut_prompt_echo, unfit_answer
-from longdoc.pipeline.state import NOT_FOUND_ANSWER, Draft, GraphState, RunContext
+from longdoc.pipeline.state import NOT_FOUND_ANSWER, Draft, GraphState, Request, RunContext
 
 
 async def ingest(state: GraphState, runtime: Runtime[RunContext]) -> dict:
@@ -85,15 +85,15 @@ async def verify(state: GraphState, runtime: Runtime[RunContext]) -> dict:
     Summaries: each paragraph keeps the quotes that share content words with it.
     """
     draft = state["draft"]
-    question = state.get("question", "")
-    if state.get("task", "qa") == "qa" and question_type(question) in ("explain", "passages"):
+    question = state["question"]
+    if state["task"] == "qa" and question_type(question) in ("explain", "passages"):
         return explain(state["documents"], draft, question)
     if not draft.found:
         return _verified([], 0, 0, False, "no answer found: nothing to cite", {})
     verifier = CitationVerifier(state["documents"])
     if draft.paragraph_quotes:
         return verify_summary(verifier, draft)
-    if state.get("task", "qa") != "qa":
+    if state["task"] != "qa":
         citations, dropped = verifier.verify_all(draft.quotes)
         return _verified(citations, dropped, 0, bool(citations),
                          f"{len(citations)} supporting citation(s), {dropped} quote(s) not "
@@ -242,7 +242,7 @@ async def select(state: GraphState, runtime: Runtime[RunContext]) -> dict:
     from longdoc.retrieval import retrieve
 
     settings = runtime.context.settings
-    if (not settings.retrieval.k or state.get("task", "qa") != "qa"
+    if (not settings.retrieval.k or state["task"] != "qa"
             or not STRATEGIES[state["strategy"]].reads_retrieved):
         return {}
     retrieval = await asyncio.to_thread(
@@ -262,7 +262,7 @@ def build_graph(strategy: str, checkpointer: BaseCheckpointSaver | None = None
     from longdoc.agents import STRATEGIES
     from longdoc.agents.auto import ROUTES, chosen_route, route
 
-    graph = StateGraph(GraphState, context_schema=RunContext)
+    graph = StateGraph(GraphState, context_schema=RunContext, input_schema=Request)
     graph.add_node("ingest", ingest)
     graph.add_node("chunk", chunk)
     graph.add_node("verify", verify)

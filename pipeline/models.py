@@ -8,6 +8,11 @@ from uuid import uuid4
 from pydantic import BaseModel, Field
 
 Task = Literal["qa", "summary", "write"]
+# Request lengths in words (the one home of their defaults and ranges).
+DEFAULT_SUMMARY_WORDS = 300
+MIN_SUMMARY_WORDS, MAX_SUMMARY_WORDS = 20, 5000
+DEFAULT_WRITE_WORDS = 1500
+MIN_WRITE_WORDS, MAX_WRITE_WORDS = 100, 20000
 
 
 class Page(BaseModel):

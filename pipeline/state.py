@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import operator
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Annotated, Literal, TypedDict
+from typing import Annotated, Literal, NotRequired, TypedDict
 
 from langgraph.graph import StateGraph
 from pydantic import BaseModel, Field
@@ -98,25 +97,26 @@ def add_events(left: list[TraceEvent], right: list[TraceEvent]) -> list[TraceEve
     return left + [event for event in right if event.id not in seen]
 
 
-class GraphState(TypedDict, total=False):
-    """Shared state: request fields in, documents and chunks, a draft, verified citations."""
+class Request(TypedDict):
+    """The graph's input: what was asked, of which documents. Every field is required
+    (``Pipeline`` fills them; nodes read them without defaults)."""
 
-    paths: list[str]
-    run_key: str  # --run-id: hash of the documents' texts and the answer settings
-    question: str
     task: Task
-    words: int
-    strategy: str
-    documents: list[Document]
+    question: str  # the question, the article's topic, or "" for a summary
+    words: int  # summary or article length (DEFAULT_SUMMARY_WORDS for a question: unused)
+    strategy: str  # a name in ``agents.STRATEGIES``, or "write"
+    paths: list[str]
+    documents: list[Document]  # read by the caller; ``ingest`` reads ``paths`` if empty
+    run_key: NotRequired[str]  # --run-id: hash of the documents' texts and answer settings
+
+
+class GraphState(Request, total=False):
+    """Shared state: the request, documents and chunks, a draft, verified citations. Keys
+    private to one strategy live in its subgraph's state (``MapReduceState``,
+    ``SequentialState``, ``RagState``, ...)."""
+
     chunks: list[Chunk]
     selected_chunks: list[str]
-    map_records: Annotated[list[MapRecord], operator.add]
-    summary_records: Annotated[list[SummaryRecord], operator.add]
-    collapsed_records: list[SummaryRecord]
-    segments: list[Chunk]  # chain/memory: the parts read in order
-    step: int  # chain/memory: parts read so far
-    notes: str  # chain/memory: the model-written communication unit / memory
-    carried_quotes: list[Evidence]  # chain/memory: verified quotes carried along
     route: dict[str, str]  # auto: the chosen strategy and why
     coverage: Coverage  # auto: how much was read and why reading stopped
     draft: Draft
