@@ -31,6 +31,7 @@ from longdoc.agents.direct import build_direct, direct_budget
 from longdoc.agents.mapreduce import build_mapreduce
 from longdoc.pipeline.citations import CitationVerifier
 from longdoc.pipeline.graph import check_answer
+from longdoc.pipeline.grounding import Similarity
 from longdoc.pipeline.models import Chunk, Coverage, Document, TraceEvent
 from longdoc.pipeline.settings import Settings
 from longdoc.pipeline.state import GraphState, RunContext, StrategyOutput
@@ -182,14 +183,14 @@ class ReaderOutput(StrategyOutput, total=False):
     coverage: Coverage
 
 
-def answered(state: GraphState) -> bool:
+def answered(state: GraphState, similar: Similarity | None = None) -> bool:
     """Whether a round's draft passes the final ``verify``'s own check
     (``graph.check_answer``): a record the reader verified only because its quote is in
     the chunk ("the lighthouse repairs" for a vault's code) is no answer, and the next
     round is read."""
     draft = state["draft"]
     return draft.found and check_answer(CitationVerifier(state["documents"]), draft,
-                                        state["question"]).supported
+                                        state["question"], similar).supported
 
 
 def _calls(runtime: Runtime[RunContext]) -> int:
@@ -263,7 +264,7 @@ def _time_room(budget_s: float | None, elapsed: float, chunks_read: int) -> int:
     return math.floor((budget_s - elapsed) / per_chunk) if per_chunk > 0 else 10**9
 
 
-def after_round(state: ReaderState) -> dict:
+def after_round(state: ReaderState, runtime: Runtime[RunContext]) -> dict:
     """Record the round just read and trace it."""
     selected = state.get("selected_chunks")
     chunks = state["chunks"]
@@ -271,7 +272,7 @@ def after_round(state: ReaderState) -> dict:
     read = [*state["read"], *batch]
     rounds = [*state["rounds"], len(batch)]
     draft = state["draft"]
-    found = answered(state)
+    found = answered(state, runtime.context.similarity(state["question"]))
     total = len(chunks) if state["ranking"] is None else len(state["ranking"])
     message = (f"round {len(rounds)}: read {len(batch)} chunk(s) ({len(read)} of {total}"
                f"{' ranked' if state['ranking'] is not None else ''}): "

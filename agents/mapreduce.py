@@ -47,6 +47,8 @@ from longdoc.pipeline.citations import locate
 from longdoc.pipeline.errors import BackendError, InputError
 from longdoc.pipeline.folding import normalize
 from longdoc.pipeline.grounding import (
+    SEMANTIC_ABOUT,
+    Similarity,
     Stance,
     acceptable,
     answer_key,
@@ -98,8 +100,10 @@ class MapInput(TypedDict):
 # --- grounding one reply -----------------------------------------------------------------
 
 
-def ground_record(chunk: Chunk, question: str, reply: str) -> MapRecord:
-    """Read one map reply and check its answer against the chunk's own text."""
+def ground_record(chunk: Chunk, question: str, reply: str,
+                  similar: Similarity | None = None) -> MapRecord:
+    """Read one map reply and check its answer against the chunk's own text (``similar``:
+    evidence that paraphrases the question is about it, ``grounding.relevance``)."""
     parsed: MapReply = parse_map_reply(strip_protocol_echo(reply, chunk.text))
     record = MapRecord(
         chunk_id=chunk.id, source=chunk.source, parsed=parsed.parsed, found=parsed.found,
@@ -116,14 +120,15 @@ def ground_record(chunk: Chunk, question: str, reply: str) -> MapRecord:
     if not record.answer_key:
         record.status = "demoted: the answer has no key strings to check"
         return record
-    spans, notes = _evidence_spans(chunk, question, parsed, record.answer_key)
+    spans, notes = _evidence_spans(chunk, question, parsed, record.answer_key, similar)
     record.evidence = [
         Evidence(source=chunk.source, start=chunk.start + s, end=chunk.start + e,
                  text=chunk.text[s:e], origin=origin)
         for s, e, origin in spans
     ]
     record.verified = bool(record.evidence)
-    record.relevance = max((relevance(question, ev.text) for ev in record.evidence), default=0)
+    record.relevance = max((relevance(question, ev.text, similar) for ev in record.evidence),
+                           default=0)
     record.evidence_tokens = sum(count_tokens(ev.text) for ev in record.evidence)
     if record.verified:
         origins = sorted({ev.origin for ev in record.evidence})
@@ -134,7 +139,8 @@ def ground_record(chunk: Chunk, question: str, reply: str) -> MapRecord:
 
 
 def _evidence_spans(
-    chunk: Chunk, question: str, parsed: MapReply, key: list[str]
+    chunk: Chunk, question: str, parsed: MapReply, key: list[str],
+    similar: Similarity | None = None,
 ) -> tuple[list[tuple[int, int, str]], str]:
     """Chunk-local spans supporting the answer (model quotes first), and notes for the trace."""
     text = blank_injections(chunk.text)  # same offsets; fake system paragraphs blanked
@@ -148,14 +154,14 @@ def _evidence_spans(
             continue
         origin = "model"
         if span[1] - span[0] > MAX_EVIDENCE_CHARS:
-            span = best_sentence(text, key, question, *span)
+            span = best_sentence(text, key, question, *span, similar=similar)
             origin = "located"
         if span is None or not acceptable(text[span[0]:span[1]], key):
             unsupported += 1
         elif not any(s < span[1] and span[0] < e for s, e, _ in spans):
             spans.append((*span, origin))
     if not spans:
-        span = best_sentence(text, key, question)
+        span = best_sentence(text, key, question, similar=similar)
         if span is not None:
             spans.append((*span, "located"))
     notes = []
@@ -175,31 +181,47 @@ def needs_second_look(records: list[MapRecord], question: str) -> bool:
         stance(ev.text, r.answer_key, question).firm for ev in r.evidence) for r in records)
 
 
-def second_look_passages(chunks: list[Chunk], question: str, limit: int) -> list[Chunk]:
+def second_look_passages(
+    chunks: list[Chunk], question: str, limit: int, similar: Similarity | None = None,
+) -> list[Chunk]:
     """The passages that match ``question`` best, as small chunks of their own.
 
     A passage is a sentence holding at least half of the question's key words (and no
     instruction to a model), with the sentence after it. The ``limit`` best by key words,
     then firm before weak (``grounding.stance``: a weak claim withdraws in reduce anyway,
     and a few of them early in the document must not crowd out the statement), then by
-    position; a
-    sentence in two overlapping chunks counts once.
+    position; a sentence in two overlapping chunks counts once. With ``similar``, when no
+    sentence holds half the key words, the sentences closest to the question in meaning
+    (at least ``SEMANTIC_ABOUT``) are the passages: the statement that answers a question
+    which paraphrases it shares none of its key words.
     """
     keys = question_keys(question)
-    if not keys:
+    if not keys and similar is None:
         return []
     need = math.ceil(len(keys) / 2)
-    found: dict[int, tuple[int, bool, Chunk, int, int]] = {}
+    found: dict[int, tuple[float, bool, Chunk, int, int]] = {}
+    candidates: list[tuple[Chunk, int, int, int]] = []  # (chunk, start, end, passage end)
     for chunk in chunks:
         spans = sentences(blank_injections(chunk.text))
         for i, (s, e) in enumerate(spans):
             sentence = chunk.text[s:e]
-            score = count_keys(keys, sentence)
-            if score < need or is_steering(sentence) or chunk.start + s in found:
+            if is_steering(sentence) or chunk.start + s in found:
                 continue
             end = spans[i + 1][1] if i + 1 < len(spans) else e
-            weak = not stance(sentence, [], question).firm
-            found[chunk.start + s] = (score, weak, chunk, s, end)
+            score = count_keys(keys, sentence)
+            if keys and score >= need:
+                weak = not stance(sentence, [], question).firm
+                found[chunk.start + s] = (score, weak, chunk, s, end)
+            else:
+                candidates.append((chunk, s, e, end))
+    if similar is not None and not found:
+        close = [(value, c) for value, c in zip(
+            similar.many([c[0].text[c[1]:c[2]] for c in candidates]), candidates, strict=True)
+            if value >= SEMANTIC_ABOUT]
+        for value, (chunk, s, _, end) in sorted(close, key=lambda item: -item[0]):
+            if len(found) >= limit:
+                break
+            found.setdefault(chunk.start + s, (value, False, chunk, s, end))
     best = sorted(found.items(), key=lambda item: (-item[1][0], item[1][1], item[0]))[:limit]
     passages = []
     for n, (_, (_, _, chunk, s, e)) in enumerate(sorted(best, key=lambda item: item[0])):
@@ -488,7 +510,7 @@ async def _map(item: MapInput, runtime: Runtime[RunContext], second_look: bool =
         return {"map_records": [record], "trace": [TraceEvent(
             node=MAP_NODE, message=f"chunk {chunk.id}: {record.status}",
             data=record.model_dump(exclude={"reply"}))]}
-    record = ground_record(chunk, question, reply)
+    record = ground_record(chunk, question, reply, runtime.context.similarity(question))
     record.second_look = second_look
     data = record.model_dump(exclude={"reply"})
     data["reply"] = reply[:TRACE_REPLY_CHARS]
@@ -507,7 +529,8 @@ def second_look(state: MapReduceState, runtime: Runtime[RunContext]) -> Command:
     if not needs_second_look(state.get("map_records", []), question):
         return Command(goto="reduce")
     passages = second_look_passages(_chunks_to_read(state), question,
-                                    runtime.context.settings.mapreduce.second_look_passages)
+                                    runtime.context.settings.mapreduce.second_look_passages,
+                                    similar=runtime.context.similarity(question))
     if not passages:
         return Command(goto="reduce")
     event = TraceEvent(

@@ -63,6 +63,7 @@ class Case(BaseModel):
     work: Path
     settings: dict[str, Any] = Field(default_factory=dict)
     repeat: int = Field(1, description="Ask this many times (the second reuses the index)")
+    traces: Path | None = Field(None, description="Append each run's trace here (JSONL)")
 
 
 class Result(BaseModel):
@@ -163,8 +164,15 @@ def run_case(case: Case) -> list[Result]:
             retrieval = (route_event.data.get("retrieval", route_event.data)
                          if route_event else {})
             answer = state["draft"].answer
+            if case.traces:
+                with case.traces.open("a", encoding="utf-8") as log:
+                    log.write(json.dumps({
+                        "case": case.model_dump(mode="json"), "run": run, "answer": answer,
+                        "draft": state["draft"].model_dump(mode="json"),
+                        "trace": [e.model_dump(mode="json") for e in state["trace"]],
+                    }, default=str) + "\n")
             coverage = state.get("coverage")
-            index_dir = settings.index_dir or settings.cache_dir / "indexes"
+            index_dir = settings.retrieval.index_dir or settings.cache_dir / "indexes"
             key = retrieval.get("index_key")
             results.append(Result(
                 case=case, run=run, doc_tokens=sum(c.tokens for c in state["chunks"]),
@@ -254,6 +262,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--concurrency", type=int, default=None)
     parser.add_argument("--work", type=Path, help="Documents and caches (default: a temp dir)")
     parser.add_argument("--json", type=Path, help="Also append the results here (JSONL)")
+    parser.add_argument("--traces", type=Path,
+                        help="Append each run's graph trace and draft here (JSONL)")
     args = parser.parse_args(argv)
     if args.where == "case":
         results = run_case(Case.model_validate_json(args.case))
@@ -270,7 +280,7 @@ def main(argv: list[str] | None = None) -> None:
         settings["concurrency"] = args.concurrency
     server = None
     if sim:
-        from longdoc.pipeline.simserver import SimProcess
+        from tests.simserver import SimProcess
 
         server = SimProcess(max_concurrency=args.concurrency or 8).start()
         settings.update(backend="openai", base_url=server.base_url, model=server.model,
@@ -283,7 +293,8 @@ def main(argv: list[str] | None = None) -> None:
                     for strategy in strategies:
                         case = Case(tokens=tokens, strategy=strategy, kind=kind,
                                     needle=i % len(NEEDLE_SETS[kind]), depth=depth, work=work,
-                                    settings=settings, repeat=args.repeat)
+                                    settings=settings, repeat=args.repeat,
+                                    traces=args.traces and args.traces.resolve())
                         print(f"{tokens} tokens, {strategy}, {kind} needle at {depth} ...",
                               file=sys.stderr, flush=True)
                         done = in_child(case)

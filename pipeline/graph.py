@@ -16,6 +16,7 @@ from longdoc.pipeline import injection
 from longdoc.pipeline.chunking import chunk_documents
 from longdoc.pipeline.citations import CitationVerifier
 from longdoc.pipeline.grounding import (
+    Similarity,
     answer_key,
     best_sentence,
     explanation_spans,
@@ -99,7 +100,7 @@ async def verify(state: GraphState, runtime: Runtime[RunContext]) -> dict:
                          f"{len(citations)} supporting citation(s), {dropped} quote(s) not "
                          "in the source, 0 not supporting the answer",
                          {"offered": len(draft.quotes)})
-    check = check_answer(verifier, draft, question)
+    check = check_answer(verifier, draft, question, runtime.context.similarity(question))
     message = (f"{len(check.citations)} supporting citation(s), {check.dropped} quote(s) not "
                f"in the source, {check.unsupported} not supporting the answer")
     data = {"offered": len(draft.quotes), "located_in_code": check.located,
@@ -130,21 +131,24 @@ class AnswerCheck(BaseModel):
         return bool(self.citations) and self.refused is None
 
 
-def check_answer(verifier: CitationVerifier, draft: Draft, question: str) -> AnswerCheck:
+def check_answer(verifier: CitationVerifier, draft: Draft, question: str,
+                 similar: Similarity | None = None) -> AnswerCheck:
     """The final check of a question's draft answer (``verify``, and ``auto``'s test of
     whether a round has answered): its quotes must occur in the sources and support it
-    (``grounding.supporting``), never from injected text; with none left, the supporting
-    sentence is looked for in code; then the answer is fitted to the question or refused
+    (``grounding.supporting``; ``similar`` lets a quote that paraphrases the question be
+    about it), never from injected text; with none left, the supporting sentence is
+    looked for in code; then the answer is fitted to the question or refused
     (``fit_to_question``)."""
     citations, dropped = verifier.verify_all(draft.quotes)
-    kept = [i for i in supporting([c.quote for c in citations], draft.answer, question)
+    kept = [i for i in supporting([c.quote for c in citations], draft.answer, question,
+                                  similar)
             if not injection.injected_at(verifier.documents[citations[i].source].text,
                                          citations[i].start, citations[i].end)]
     unsupported = len(citations) - len(kept)
     citations = [citations[i] for i in kept]
     located = 0
     if not citations:
-        citations = locate_support(verifier, draft.answer, question)
+        citations = locate_support(verifier, draft.answer, question, similar)
         located = len(citations)
     fitted, why = fit_to_question(draft.answer, question, citations)
     return AnswerCheck(citations=[] if why else citations, dropped=dropped,
@@ -199,13 +203,16 @@ def _verified(citations: list[Citation], dropped: int, unsupported: int, support
     }
 
 
-def locate_support(verifier: CitationVerifier, answer: str, question: str) -> list[Citation]:
+def locate_support(verifier: CitationVerifier, answer: str, question: str,
+                   similar: Similarity | None = None) -> list[Citation]:
     """The sentence of each document that supports ``answer`` best, found in code."""
     key = answer_key(answer, question)
     found = []
     for doc in verifier.documents.values():
-        span = best_sentence(injection.blank_injections(doc.text), key, question)
-        if span is not None and supports(doc.text[span[0]:span[1]], answer, question):
+        span = best_sentence(injection.blank_injections(doc.text), key, question,
+                             similar=similar)
+        if span is not None and supports(doc.text[span[0]:span[1]], answer, question,
+                                         similar):
             found.append(verifier.citation(doc, *span, origin="located"))
     return found
 

@@ -9,7 +9,9 @@ Support
     *supports* an answer when it holds the answer's key (every number or name of the
     strongest weight; for a free-text answer at least half its words), is about the
     question (holds at least one of the question's key words, when the question has
-    any) and is not document text that tries to act as an instruction or as the reply
+    any; or, given a sentence embedder's ``Similarity``, means what the question asks
+    about: cosine at least ``SEMANTIC_ABOUT``, for a question that paraphrases its
+    answer) and is not document text that tries to act as an instruction or as the reply
     protocol (``pipeline/injection.py``). Existence in the source is not enough.
 
 Stance (``stance``): how a sentence stands behind a value, from grammatical word
@@ -43,7 +45,7 @@ import math
 import re
 from collections.abc import Iterable
 from itertools import pairwise
-from typing import Literal
+from typing import Literal, Protocol
 
 from bm25s.stopwords import STOPWORDS_EN_PLUS
 from pydantic import BaseModel
@@ -54,6 +56,21 @@ from longdoc.pipeline.injection import imitates_protocol, is_instruction_like
 MIN_SENTENCE_CHARS = 8
 SHORT_ANSWER_WORDS = 4  # in an answer this short a number word ("seven") is its value
 MIN_PARAGRAPH_OVERLAP = 2  # content words a summary citation shares with its paragraph
+# Cosine (all-MiniLM-L6-v2) of a sentence with the question at which the sentence is about
+# the question though it holds none of its key words: the development paraphrase needles
+# (benchmarks/retrieval_bench.py, the first five) score 0.38-0.58 against their questions;
+# of 5,000 sentences of the 1M-token haystack 0-1.6 % reach 0.3 (median 0.08 %).
+SEMANTIC_ABOUT = 0.3
+
+
+class Similarity(Protocol):
+    """How close a text is in meaning to one question (a cosine), from a sentence embedder
+    (``retrieval.question_similarity``)."""
+
+    def __call__(self, text: str) -> float: ...
+
+    def many(self, texts: list[str]) -> list[float]: ...
+
 # A sentence runs to . ! ? (and closing quotes) or a blank line; single newlines are
 # line wraps (PDF text), not sentence ends, nor is a decimal point ("$6.8 billion").
 _SENTENCE = re.compile(r"(?:[^.!?。！？\n]|(?<=\d)\.(?=\d)|\n(?![ \t]*\n))+"
@@ -159,9 +176,13 @@ def count_keys(keys: Iterable[str], text: str) -> int:
     return sum(contains(folded, k) for k in keys)
 
 
-def relevance(question: str, text: str) -> int:
-    """How many of the question's key words occur in ``text``."""
-    return count_keys(question_keys(question), text)
+def relevance(question: str, text: str, similar: Similarity | None = None) -> int:
+    """How many of the question's key words occur in ``text``; a text with none that is
+    close to the question in meaning (``similar``, at least ``SEMANTIC_ABOUT``) counts 1."""
+    hits = count_keys(question_keys(question), text)
+    if hits or similar is None:
+        return hits
+    return int(similar(text) >= SEMANTIC_ABOUT)
 
 
 def key_supported(key: list[str], text: str) -> bool:
@@ -188,12 +209,15 @@ def acceptable(text: str, key: list[str]) -> bool:
     return key_supported(key, text) and not is_steering(text)
 
 
-def supports(text: str, answer: str, question: str) -> bool:
+def is_about(question: str, text: str, similar: Similarity | None = None) -> bool:
+    """Whether ``text`` is about ``question``: it holds one of the question's key words
+    (any text is, for a question without any), or means what it asks (``relevance``)."""
+    return not question_keys(question) or relevance(question, text, similar) > 0
+
+
+def supports(text: str, answer: str, question: str, similar: Similarity | None = None) -> bool:
     """Whether source ``text`` supports ``answer`` to ``question`` (see the module doc)."""
-    key = answer_key(answer, question)
-    if not acceptable(text, key):
-        return False
-    return not question_keys(question) or relevance(question, text) > 0
+    return acceptable(text, answer_key(answer, question)) and is_about(question, text, similar)
 
 
 def supports_paragraph(text: str, paragraph: str) -> bool:
@@ -202,7 +226,8 @@ def supports_paragraph(text: str, paragraph: str) -> bool:
     return overlap(text, paragraph) >= MIN_PARAGRAPH_OVERLAP and not is_steering(text)
 
 
-def supporting(texts: list[str], answer: str, question: str) -> list[int]:
+def supporting(texts: list[str], answer: str, question: str,
+               similar: Similarity | None = None) -> list[int]:
     """Which of the cited ``texts`` support ``answer`` together (indices, in order).
 
     A text supports it when it holds the answer's key (``acceptable``) and is about the
@@ -213,8 +238,8 @@ def supporting(texts: list[str], answer: str, question: str) -> list[int]:
     """
     key = answer_key(answer, question)
     bearing = [i for i, t in enumerate(texts) if acceptable(t, key)]
-    about = [i for i, t in enumerate(texts) if not is_steering(t)
-             and (not question_keys(question) or relevance(question, t) > 0)]
+    about = [i for i, t in enumerate(texts)
+             if not is_steering(t) and is_about(question, t, similar)]
     direct = [i for i in bearing if i in about]
     if direct:
         return direct
@@ -227,16 +252,19 @@ def supporting(texts: list[str], answer: str, question: str) -> list[int]:
 
 
 def best_sentence(
-    text: str, key: list[str], question: str, start: int = 0, end: int | None = None
+    text: str, key: list[str], question: str, start: int = 0, end: int | None = None,
+    similar: Similarity | None = None,
 ) -> tuple[int, int] | None:
     """The sentence of ``text[start:end]`` that holds ``key`` and no steering text; among
-    those the one with most question words, then the firmest, then the first."""
+    those the one with most question words (``relevance``), then the firmest, then the
+    first."""
     best, best_score = None, None
     for s, e in sentences(text, start, end):
         sentence = text[s:e]
         if not acceptable(sentence, key):
             continue
-        score = (relevance(question, sentence), -stance(sentence, key, question).flags)
+        score = (relevance(question, sentence, similar),
+                 -stance(sentence, key, question).flags)
         if best_score is None or score > best_score:
             best, best_score = (s, e), score
     return best

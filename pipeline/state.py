@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Annotated, Literal, NotRequired, TypedDict
 
 from langgraph.graph import StateGraph
 from pydantic import BaseModel, Field
 
+from longdoc.pipeline.grounding import Similarity
 from longdoc.pipeline.llm import LLMClient
 from longdoc.pipeline.models import Chunk, Citation, Coverage, Document, Quote, Task, TraceEvent
 from longdoc.pipeline.settings import Settings
@@ -148,3 +149,13 @@ class RunContext:
     llm: LLMClient
     password: str | None = None
     progress: Callable[..., None] | None = None  # write: (stage, total, advance, tokens)
+    _similarities: dict[str, Similarity | None] = field(default_factory=dict, repr=False)
+
+    def similarity(self, question: str) -> Similarity | None:
+        """How close texts are in meaning to ``question`` under the configured embedder
+        (``retrieval.question_similarity``; one per question and run), or None."""
+        if question not in self._similarities:
+            from longdoc.retrieval import question_similarity
+
+            self._similarities[question] = question_similarity(question, self.settings)
+        return self._similarities[question]

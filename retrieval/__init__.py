@@ -16,7 +16,9 @@ from longdoc.retrieval.embedders import (
     HashingEmbedder,
     MiniLMEmbedder,
     OpenAIEmbedder,
+    QuestionSimilarity,
     make_embedder,
+    question_similarity,
 )
 from longdoc.retrieval.fusion import FUSION_METHODS, FusionMethod, fuse, reciprocal_rank_fusion
 from longdoc.retrieval.index import (
@@ -40,6 +42,7 @@ __all__ = [
     "Hit",
     "MiniLMEmbedder",
     "OpenAIEmbedder",
+    "QuestionSimilarity",
     "Retrieval",
     "RetrievalConfig",
     "SearchMode",
@@ -49,6 +52,7 @@ __all__ = [
     "fuse",
     "index_key",
     "make_embedder",
+    "question_similarity",
     "reciprocal_rank_fusion",
     "retrieve",
     "select_chunks",

@@ -319,3 +319,42 @@ def make_embedder(config: RetrievalConfig, settings: Settings | None = None) -> 
                 embedder = OpenAIEmbedder(key[1], key[2], key[3], window_tokens=key[4])
             _EMBEDDERS[key] = embedder
         return _EMBEDDERS[key]
+
+
+
+class QuestionSimilarity:
+    """How close texts are in meaning to one question (cosine) under one embedder; the
+    model loads on the first use, and the embedder memoizes the texts."""
+
+    def __init__(self, question: str, config: RetrievalConfig, settings: Any = None) -> None:
+        self.question = question
+        self._config, self._settings = config, settings
+        self._loaded: tuple[Embedder | None, np.ndarray | None] | None = None
+
+    def _embedder(self) -> tuple[Embedder | None, np.ndarray | None]:
+        if self._loaded is None:
+            try:
+                embedder = make_embedder(self._config, self._settings)
+            except (EmbedderUnavailable, ValueError):
+                embedder = None
+            self._loaded = (embedder, embedder.embed_query(self.question) if embedder else None)
+        return self._loaded
+
+    def many(self, texts: list[str]) -> list[float]:
+        embedder, query = self._embedder()
+        if embedder is None or query is None or not texts:
+            return [0.0] * len(texts)
+        return [float(x) for x in embedder.embed(texts, progress=False) @ query]
+
+    def __call__(self, text: str) -> float:
+        return self.many([text])[0]
+
+
+def question_similarity(question: str, settings: Any) -> QuestionSimilarity | None:
+    """The similarity to ``question`` under the embedder ``settings`` configure, or None
+    when that is no sentence model (``none``; ``hash`` measures shared words, which
+    ``grounding.relevance`` counts already)."""
+    config = RetrievalConfig.from_settings(settings)
+    if config.embedder.strip() in ("none", "hash"):
+        return None
+    return QuestionSimilarity(question, config, settings)

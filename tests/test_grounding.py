@@ -14,13 +14,16 @@ from longdoc.pipeline.grounding import (
     answer_key,
     content_words,
     is_sibling,
+    relevance,
     sentences,
     stance,
     supporting,
     supports,
 )
 from longdoc.pipeline.models import Answer
+from longdoc.pipeline.settings import Settings
 from longdoc.pipeline.state import Evidence, MapRecord
+from longdoc.retrieval import question_similarity
 from tests.conftest import sim_settings
 
 QUESTION = "What is the access code for the west wing of quiet-cathedral?"
@@ -47,6 +50,56 @@ def test_an_answer_key_in_off_topic_sentences_is_not_support() -> None:
     assert not any(supports(t, "10", question) for t in unrelated)
     on_topic = "The special magic number for quiet-cathedral is 10."
     assert supporting([*unrelated, on_topic], "10", question) == [3]
+
+
+# A question that paraphrases the sentence answering it: no key word in common.
+FERRY = "The ferry that crossed the bay was retired in 1931 after a storm split its hull."
+BOAT_QUESTION = ("In what year was the boat taken out of service following damage from bad "
+                 "weather?")
+
+
+class FixedSimilarity:
+    """A stand-in sentence embedder: a fixed cosine per text (0 for any other)."""
+
+    def __init__(self, values: dict[str, float]) -> None:
+        self.values = values
+
+    def many(self, texts: list[str]) -> list[float]:
+        return [self.values.get(t, 0.0) for t in texts]
+
+    def __call__(self, text: str) -> float:
+        return self.many([text])[0]
+
+
+def test_a_sentence_close_in_meaning_is_about_a_question_it_shares_no_word_with() -> None:
+    unrelated = "The treaty was signed in 1931 by both parties."
+    close = FixedSimilarity({FERRY: 0.5, unrelated: 0.1})
+    assert relevance(BOAT_QUESTION, FERRY) == 0
+    assert not supports(FERRY, "1931", BOAT_QUESTION)  # words alone: not about it
+    assert relevance(BOAT_QUESTION, FERRY, close) == 1
+    assert supports(FERRY, "1931", BOAT_QUESTION, close)
+    assert supporting([unrelated, FERRY], "1931", BOAT_QUESTION, close) == [1]
+    assert not supports(unrelated, "1931", BOAT_QUESTION, close)  # far in meaning
+    # meaning never stands in for the answer's key
+    assert not supports(FERRY, "1932", BOAT_QUESTION, close)
+    # a sentence that holds a key word of the question is scored by words, not meaning
+    shared = "The boat was repaired in 1931."
+    assert relevance(BOAT_QUESTION, shared, FixedSimilarity({shared: 0.9})) == 1
+
+
+def test_minilm_finds_the_paraphrase_and_not_prose_on_other_subjects() -> None:
+    """The real sentence embedder (all-MiniLM-L6-v2, offline) puts the paraphrasing
+    statement over ``SEMANTIC_ABOUT`` and a sentence that holds the same year on another
+    subject under it."""
+    similar = question_similarity(BOAT_QUESTION, Settings(embedder="minilm"))
+    assert similar is not None
+    assert supports(FERRY, "1931", BOAT_QUESTION, similar)
+    for other in ["If the democracies had stood up against the invasion of Manchuria in "
+                  "1931, the war might have been avoided.",
+                  "The committee on recent social trends was appointed in 1931 by "
+                  "President Hoover."]:
+        assert not supports(other, "1931", BOAT_QUESTION, similar)
+    assert question_similarity(BOAT_QUESTION, Settings(embedder="hash")) is None
 
 
 def test_a_contradicting_quote_is_neither_located_nor_support() -> None:

@@ -110,6 +110,48 @@ def test_needle_wins_over_invented_values_with_exact_citation(sim, tmp_path: Pat
     assert answer.usage.by_node["mapreduce.map"].llm_calls == len(PARAGRAPHS)
 
 
+FERRY = "The ferry that crossed the bay was retired in 1931 after a storm split its hull."
+BOAT_QUESTION = ("In what year was the boat taken out of service following damage from bad "
+                 "weather?")
+
+
+def test_second_look_finds_a_paraphrased_statement_by_meaning(sim, tmp_path: Path) -> None:
+    """Issue 22's paraphrased needle at 1M tokens: the question shares no key word with
+    the sentence that answers it, the needle's chunk was misread (a year not in it), and
+    another chunk verified a year of its own on another subject. The second look re-reads
+    the sentence closest to the question in meaning (all-MiniLM-L6-v2), read alone right;
+    the off-topic year withdraws."""
+    paragraphs = [
+        FILLER[0],
+        "The council debated the budget in 1950 for three long evenings before the vote.",
+        f"Old timetables were kept in a box at the pier office. {FERRY} Its bell now "
+        "hangs in the church tower.",
+        FILLER[3],
+    ]
+
+    def map_reply(user: str) -> str:
+        chunk = user.split("Question:")[1]
+        if FERRY in chunk and "timetables" not in chunk:  # the passage alone
+            return f'Answer: 1931\nQuote: "{FERRY}"\nConfidence: high'
+        if FERRY in chunk:
+            return "Answer: 1932\nConfidence: high"  # misread: not in the chunk
+        if "1950" in chunk:
+            return 'Answer: 1950\nQuote: "debated the budget in 1950"\nConfidence: high'
+        return invent(user)
+
+    server = sim(responder(map_reply))
+    path, text = write(tmp_path, paragraphs)
+    answer = ask(server, tmp_path, path, BOAT_QUESTION)
+    assert answer.answer == "1931"
+    assert answer.supported
+    assert [c.quote for c in answer.citations] == [FERRY]
+    assert all(text[c.start:c.end] == c.quote for c in answer.citations)
+    [look] = events(answer, "mapreduce.second_look")
+    assert any(p["text"].startswith(FERRY) for p in look.data["passages"])
+    [reduce] = events(answer, "mapreduce.reduce")
+    assert reduce.data["demoted"] >= 1  # the misread year
+
+
 def test_second_look_rereads_the_matching_passage_when_no_verified_answer_matches(
     sim, tmp_path: Path
 ) -> None:
