@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 from longdoc.pipeline.models import Task
 
 if TYPE_CHECKING:
-    from langgraph.graph.state import CompiledStateGraph
+    from longdoc.pipeline.state import CompiledGraph
 
 
 @dataclass(frozen=True)
@@ -23,43 +23,43 @@ class Strategy:
     """One way of reading documents: its subgraph, the tasks it serves, what it does."""
 
     name: str
-    build: Callable[[], CompiledStateGraph]
+    build: Callable[[], CompiledGraph]
     tasks: frozenset[Task]
     description: str
     reads_retrieved: bool = False  # --retrieve K restricts what it reads to the top-K chunks
 
 
-def _direct() -> CompiledStateGraph:
+def _direct() -> CompiledGraph:
     from longdoc.agents.direct import build_direct
 
     return build_direct()
 
 
-def _mapreduce() -> CompiledStateGraph:
+def _mapreduce() -> CompiledGraph:
     from longdoc.agents.mapreduce import build_mapreduce
 
     return build_mapreduce()
 
 
-def _chain() -> CompiledStateGraph:
+def _chain() -> CompiledGraph:
     from longdoc.agents.chain import build_chain
 
     return build_chain()
 
 
-def _memory() -> CompiledStateGraph:
+def _memory() -> CompiledGraph:
     from longdoc.agents.memory import build_memory
 
     return build_memory()
 
 
-def _rag() -> CompiledStateGraph:
+def _rag() -> CompiledGraph:
     from longdoc.agents.rag import build_rag
 
     return build_rag()
 
 
-def _auto() -> CompiledStateGraph:
+def _auto() -> CompiledGraph:
     raise TypeError("auto is a router in the shared graph (pipeline.graph.build_graph), "
                     "not a subgraph of its own")
 

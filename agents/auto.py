@@ -21,10 +21,9 @@ import asyncio
 import math
 import time
 from collections.abc import Callable
-from typing import Literal, cast
+from typing import Any, Literal, cast
 
 from langgraph.graph import END, START, StateGraph
-from langgraph.graph.state import CompiledStateGraph
 from langgraph.runtime import Runtime
 
 from longdoc.agents.direct import build_direct, direct_budget
@@ -34,7 +33,7 @@ from longdoc.pipeline.graph import check_answer
 from longdoc.pipeline.grounding import Similarity
 from longdoc.pipeline.models import Chunk, Coverage, Document, TraceEvent
 from longdoc.pipeline.settings import Settings
-from longdoc.pipeline.state import GraphState, RunContext, StrategyOutput
+from longdoc.pipeline.state import CompiledGraph, GraphState, RunContext, StrategyOutput
 from longdoc.retrieval import Hit, Retrieval, retrieve
 
 NODE = "auto.route"
@@ -104,14 +103,14 @@ def coverage(documents: list[Document], chunks: list[Chunk], read: set[str] | No
     )
 
 
-async def route(state: GraphState, runtime: Runtime[RunContext]) -> dict:
+async def route(state: GraphState, runtime: Runtime[RunContext]) -> dict[str, Any]:
     """Choose how to read: direct, every chunk, or widening rounds over ranked chunks (put
     best first in ``selected_chunks``)."""
     settings = runtime.context.settings
     budget = direct_budget(state, settings, runtime.context.llm.window_tokens)
     chunks = state["chunks"]
-    update: dict = {}
-    data: dict = {"doc_tokens": budget.doc_tokens, "direct_room": budget.room,
+    update: dict[str, Any] = {}
+    data: dict[str, Any] = {"doc_tokens": budget.doc_tokens, "direct_room": budget.room,
                   "chunks": len(chunks)}
     if budget.fits:
         chosen = "direct"
@@ -197,7 +196,7 @@ def _calls(runtime: Runtime[RunContext]) -> int:
     return sum(not call.cached for call in runtime.context.llm.calls)
 
 
-def next_round(state: ReaderState, runtime: Runtime[RunContext]) -> dict:
+def next_round(state: ReaderState, runtime: Runtime[RunContext]) -> dict[str, Any]:
     """Pick the next round's chunks into ``selected_chunks``, or stop (``stop`` and the
     ``coverage``): after a supported answer, when every ranked chunk was read, or when the
     next round would pass a budget."""
@@ -264,7 +263,7 @@ def _time_room(budget_s: float | None, elapsed: float, chunks_read: int) -> int:
     return math.floor((budget_s - elapsed) / per_chunk) if per_chunk > 0 else 10**9
 
 
-def after_round(state: ReaderState, runtime: Runtime[RunContext]) -> dict:
+def after_round(state: ReaderState, runtime: Runtime[RunContext]) -> dict[str, Any]:
     """Record the round just read and trace it."""
     selected = state.get("selected_chunks")
     chunks = state["chunks"]
@@ -280,7 +279,7 @@ def after_round(state: ReaderState, runtime: Runtime[RunContext]) -> dict:
     # The round's map-reduce reports chunks whose call failed in a coverage of its own:
     # add them up, and clear it so that the next round's report is its own.
     failed = state.get("coverage")
-    update: dict = {}
+    update: dict[str, Any] = {}
     if failed is not None:
         update = {"coverage": None,
                   "chunks_failed": state.get("chunks_failed", 0) + failed.chunks_failed,
@@ -293,10 +292,10 @@ def after_round(state: ReaderState, runtime: Runtime[RunContext]) -> dict:
 
 
 def continue_or_stop(state: ReaderState) -> Literal["read", "__end__"]:
-    return END if state.get("stop") else "read"
+    return "__end__" if state.get("stop") else "read"  # "__end__" is END
 
 
-def build_reader() -> CompiledStateGraph:
+def build_reader() -> CompiledGraph:
     """START -> next -> read (the mapreduce subgraph over ``selected_chunks``) -> record ->
     next ... -> END once ``next`` stops."""
     graph = StateGraph(ReaderState, context_schema=RunContext, output_schema=ReaderOutput)
@@ -311,6 +310,6 @@ def build_reader() -> CompiledStateGraph:
 
 
 # The nodes ``route`` may choose, and how to build each.
-ROUTES: dict[Route, Callable[[], CompiledStateGraph]] = {
+ROUTES: dict[Route, Callable[[], CompiledGraph]] = {
     "direct": build_direct, "mapreduce": build_reader,
 }

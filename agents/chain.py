@@ -8,9 +8,9 @@ the CU to ``cu_tokens`` (see ``agents/sequential.py`` for evidence and budget ru
 
 from __future__ import annotations
 
-from langgraph.graph.state import CompiledStateGraph
-
 from longdoc.agents.sequential import ReaderSpec, build_reader
+from longdoc.pipeline.state import CompiledGraph
+from longdoc.prompts import fragments
 
 CHAIN = ReaderSpec(
     name="chain",
@@ -19,10 +19,10 @@ CHAIN = ReaderSpec(
     compress_node="chain.compress",
     budget=lambda settings: settings.reader.cu_tokens,
     budget_name="cu_tokens",
-    initial_notes="(no notes yet: you read the first part)",
+    initial_notes=fragments.CHAIN_FIRST_NOTES,
 )
 
 
-def build_chain() -> CompiledStateGraph:
+def build_chain() -> CompiledGraph:
     """START -> prepare -> worker (once per part, looping) -> manager -> END."""
     return build_reader(CHAIN)

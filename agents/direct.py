@@ -3,18 +3,17 @@
 from __future__ import annotations
 
 import re
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from langgraph.graph import END, START
-from langgraph.graph.state import CompiledStateGraph
 from langgraph.runtime import Runtime
 
-from longdoc.pipeline.errors import InputError
+from longdoc.pipeline.errors import InputError, OverBudgetError
 from longdoc.pipeline.injection import strip_protocol_echo
 from longdoc.pipeline.models import Document, TraceEvent
 from longdoc.pipeline.protocol import ParsedReply, parse_answer
 from longdoc.pipeline.settings import Settings
-from longdoc.pipeline.state import Draft, GraphState, RunContext, strategy_graph
+from longdoc.pipeline.state import CompiledGraph, Draft, GraphState, RunContext, strategy_graph
 from longdoc.pipeline.tokens import count_tokens, encoding
 from longdoc.prompts import document_block, get_prompt
 from longdoc.prompts.direct import answer_format
@@ -74,7 +73,7 @@ def direct_budget(state: GraphState, settings: Settings, window_tokens: int) -> 
     return DirectBudget(doc_tokens, room, overhead, answer_tokens)
 
 
-async def answer(state: GraphState, runtime: Runtime[RunContext]) -> dict:
+async def answer(state: GraphState, runtime: Runtime[RunContext]) -> dict[str, Any]:
     """Answer (or summarize) over every document at once, if the prompt fits the window."""
     settings, llm = runtime.context.settings, runtime.context.llm
     node, fields, _ = _request(state, settings.llm.max_answer_tokens)
@@ -91,7 +90,7 @@ async def answer(state: GraphState, runtime: Runtime[RunContext]) -> dict:
         )
     if doc_tokens > budget:
         if not settings.direct.truncate:
-            raise InputError(
+            raise OverBudgetError(
                 f"the documents have ~{doc_tokens} tokens but the direct path fits ~{budget} "
                 f"(window {window}, answer {answer_tokens}, margin "
                 f"{llm.token_margin:.3g}); use another strategy or --truncate"
@@ -126,7 +125,7 @@ def parse_summary(reply: str) -> ParsedReply:
     return ParsedReply(answer=body.strip(), quotes=quotes, found=bool(body.strip()))
 
 
-def build_direct() -> CompiledStateGraph:
+def build_direct() -> CompiledGraph:
     """One node: answer from the whole input."""
     graph = strategy_graph()
     graph.add_node("answer", answer)

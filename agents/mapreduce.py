@@ -34,12 +34,10 @@ import asyncio
 import math
 import operator
 import re
-import time
 from dataclasses import dataclass, field
-from typing import Annotated, Literal, TypedDict
+from typing import Annotated, Any, Literal, TypedDict
 
 from langgraph.graph import END, START
-from langgraph.graph.state import CompiledStateGraph
 from langgraph.runtime import Runtime
 from langgraph.types import Command, Send
 
@@ -62,11 +60,12 @@ from longdoc.pipeline.grounding import (
     stance,
 )
 from longdoc.pipeline.injection import blank_injections, neutralize, strip_protocol_echo
-from longdoc.pipeline.llm import Message, Unreachable
+from longdoc.pipeline.llm import Unreachable
 from longdoc.pipeline.models import Chunk, Coverage, Quote, TraceEvent
 from longdoc.pipeline.protocol import MapReply, parse_map_reply
 from longdoc.pipeline.state import (
     NOT_FOUND_ANSWER,
+    CompiledGraph,
     Draft,
     Evidence,
     GraphState,
@@ -76,7 +75,7 @@ from longdoc.pipeline.state import (
     strategy_graph,
 )
 from longdoc.pipeline.tokens import count_tokens
-from longdoc.prompts import document_block, get_prompt
+from longdoc.prompts import document_block, fragments, get_prompt
 
 MAP_NODE = "mapreduce.map"
 SUMMARY_MAP_NODE = "mapreduce.summary_map"
@@ -281,7 +280,7 @@ class AnswerGroup:
                 seen.setdefault((ev.source, ev.start, ev.end), ev)
         return list(seen.values())
 
-    def summary(self) -> dict:
+    def summary(self) -> dict[str, Any]:
         return {"key": list(self.key), "answer": self.best().answer, "support": self.support,
                 "confidence": self.best().confidence, "relevance": self.relevance,
                 "stance": self.firmest().labels(), "chunks": [r.chunk_id for r in self.records]}
@@ -327,7 +326,9 @@ def collapse_to_budget(
                        CONFIDENCE_RANK[r.confidence]),
         reverse=True,
     )
-    kept, dropped, used = [], [], 0
+    kept: list[MapRecord] = []
+    dropped: list[MapRecord] = []
+    used = 0
     for record in ranked:
         if kept and used + record.evidence_tokens > budget:
             dropped.append(record)
@@ -374,8 +375,8 @@ def render_options(groups: list[AnswerGroup]) -> str:
             for ev in group.evidence()[:MAX_EVIDENCE_PER_OPTION]
         )
         answer = neutralize(group.best().answer, protocol=False)
-        blocks.append(f"Option {letter}: {answer}\nEvidence:\n{evidence}")
-    return "\n\n".join(blocks)
+        blocks.append(fragments.OPTION.format(letter=letter, answer=answer, evidence=evidence))
+    return fragments.OPTION_SEPARATOR.join(blocks)
 
 
 def _letters(n: int) -> list[str]:
@@ -424,13 +425,10 @@ def _chunks_to_read(state: MapReduceState) -> list[Chunk]:
 def prompt_room(
     runtime: Runtime[RunContext], node: str, answer_tokens: int, **fields: str
 ) -> int:
-    """Tokens left for variable text in ``node``'s prompt (rendered with ``fields``).
-
-    The one budget rule of this strategy: the served window over the token margin,
-    minus the answer's tokens, minus the template's own text.
+    """Tokens left for variable text in ``node``'s prompt (rendered with ``fields``):
+    ``LLMClient.prompt_room``, the budget rule every prompt of the strategy follows.
     """
-    overhead = sum(count_tokens(m["content"]) for m in get_prompt(node).render(**fields))
-    return runtime.context.llm.window_tokens - answer_tokens - overhead
+    return runtime.context.llm.prompt_room(get_prompt(node).render(**fields), answer_tokens)
 
 
 def fan_out(state: MapReduceState, runtime: Runtime[RunContext]
@@ -467,39 +465,24 @@ def fan_out(state: MapReduceState, runtime: Runtime[RunContext]
     return [Send("map", MapInput(chunk=c, question=state["question"])) for c in chunks]
 
 
-async def timed_chat(
-    runtime: Runtime[RunContext], messages: list[Message], node: str, **kwargs: int
-) -> tuple[str, dict]:
-    """A model call and its trace data: cl100k tokens in and out, seconds taken."""
-    started = time.perf_counter()
-    reply = await runtime.context.llm.chat(messages, node=node, **kwargs)
-    elapsed = time.perf_counter() - started
-    # Counted after the call: counted before, the first wave's requests would wait while
-    # every queued map call counted its prompt.
-    return reply, {
-        "prompt_tokens": sum(count_tokens(m["content"]) for m in messages),
-        "reply_tokens": count_tokens(reply),
-        "elapsed_s": round(elapsed, 3),
-    }
-
-
-async def map_chunk(item: MapInput, runtime: Runtime[RunContext]) -> dict:
+async def map_chunk(item: MapInput, runtime: Runtime[RunContext]) -> dict[str, Any]:
     """Ask the question of one chunk and ground the reply in the chunk's text."""
     return await _map(item, runtime)
 
 
-async def second_look_chunk(item: MapInput, runtime: Runtime[RunContext]) -> dict:
+async def second_look_chunk(item: MapInput, runtime: Runtime[RunContext]) -> dict[str, Any]:
     """The map call on one question-matching passage (see ``second_look``)."""
     return await _map(item, runtime, second_look=True)
 
 
-async def _map(item: MapInput, runtime: Runtime[RunContext], second_look: bool = False) -> dict:
+async def _map(item: MapInput, runtime: Runtime[RunContext],
+               second_look: bool = False) -> dict[str, Any]:
     chunk, question = item["chunk"], item["question"]
     messages = get_prompt(MAP_NODE).render(
         document=document_block(chunk.source, chunk.text), question=question
     )
     try:
-        reply, call = await timed_chat(runtime, messages, MAP_NODE)
+        reply, call = await runtime.context.llm.timed_chat(messages, MAP_NODE)
     except BackendError as error:  # the LLM layer's retries are spent: go on without it
         if (not runtime.context.settings.mapreduce.max_failed_share
                 or isinstance(error, Unreachable)):
@@ -522,7 +505,7 @@ async def _map(item: MapInput, runtime: Runtime[RunContext], second_look: bool =
     }
 
 
-def second_look(state: MapReduceState, runtime: Runtime[RunContext]) -> Command:
+def second_look(state: MapReduceState, runtime: Runtime[RunContext]) -> Command[str]:
     """Re-read the question's best-matching passages (``mapreduce.second_look_passages``)
     if no verified record states a firm answer about the question (``needs_second_look``)."""
     question = state["question"]
@@ -544,14 +527,14 @@ def second_look(state: MapReduceState, runtime: Runtime[RunContext]) -> Command:
                    goto=[Send("look", MapInput(chunk=p, question=question)) for p in passages])
 
 
-async def reduce(state: MapReduceState, runtime: Runtime[RunContext]) -> dict:
+async def reduce(state: MapReduceState, runtime: Runtime[RunContext]) -> dict[str, Any]:
     """Decide the answer from the verified records; ask the model only on a conflict."""
     records = sorted(state.get("map_records", []), key=lambda r: _chunk_order(r.chunk_id))
     records, failures, retried = await settle_failures(state, records, runtime)
     verified = [r for r in records if r.verified]
     kept, dropped = collapse_to_budget(verified, _evidence_budget(state, runtime))
     groups = group_by_answer(kept, state["question"])
-    data: dict = {
+    data: dict[str, Any] = {
         **failures,
         "chunks_read": sum(not r.second_look for r in records),
         "passages_reread": sum(r.second_look for r in records),
@@ -610,7 +593,7 @@ async def reduce(state: MapReduceState, runtime: Runtime[RunContext]) -> dict:
 
 async def settle_failures(
     state: MapReduceState, records: list[MapRecord], runtime: Runtime[RunContext]
-) -> tuple[list[MapRecord], dict, list[TraceEvent]]:
+) -> tuple[list[MapRecord], dict[str, Any], list[TraceEvent]]:
     """The records without those whose map call failed, the failed chunks' ``chunks_failed``
     and ``pages_failed`` (empty if none), and the trace of a second try. Past
     ``max_failed_share`` the failed chunks are tried once more (so a resumed run retries
@@ -636,7 +619,8 @@ async def settle_failures(
     return [r for r in records if not r.failed], failures, events
 
 
-def _with_failures(state: MapReduceState, records: list[MapRecord], failures: dict) -> dict:
+def _with_failures(state: MapReduceState, records: list[MapRecord],
+                   failures: dict[str, Any]) -> dict[str, Any]:
     """The run's coverage with the failed chunks counted (nothing if none failed)."""
     if not failures:
         return {}
@@ -679,7 +663,7 @@ def _chunk_order(chunk_id: str) -> tuple[int, ...]:
     return tuple(int(p) for p in chunk_id.split(":") if p.isdigit())
 
 
-def build_mapreduce() -> CompiledStateGraph:
+def build_mapreduce() -> CompiledGraph:
     """Questions: START -> map (one per chunk, in parallel) -> second_look -> [look (one per
     question-matching passage)] -> reduce -> END.
 
@@ -688,11 +672,11 @@ def build_mapreduce() -> CompiledStateGraph:
     from longdoc.agents import mapreduce_summary as summary  # it imports this module
 
     graph = strategy_graph(MapReduceState)
-    graph.add_node("map", map_chunk)
+    graph.add_node("map", map_chunk)  # type: ignore[arg-type]  # fed by Send, not the state
     graph.add_node("second_look", second_look, destinations=("look", "reduce"))
-    graph.add_node("look", second_look_chunk)
+    graph.add_node("look", second_look_chunk)  # type: ignore[arg-type]  # fed by Send, not the state
     graph.add_node("reduce", reduce)
-    graph.add_node("summary_map", summary.map_chunk)
+    graph.add_node("summary_map", summary.map_chunk)  # type: ignore[arg-type]  # fed by Send, not the state
     graph.add_node("collapse", summary.collapse)
     graph.add_node("write", summary.write_summary)
     graph.add_conditional_edges(START, fan_out, ["map", "reduce", "summary_map", "collapse"])

@@ -23,7 +23,8 @@ from __future__ import annotations
 import asyncio
 import math
 import re
-from typing import TypedDict
+from collections.abc import Sequence
+from typing import Any, TypedDict
 
 from langgraph.runtime import Runtime
 from rapidfuzz import fuzz
@@ -33,7 +34,6 @@ from longdoc.agents.mapreduce import (
     TRACE_REPLY_CHARS,
     MapReduceState,
     prompt_room,
-    timed_chat,
 )
 from longdoc.pipeline.citations import locate
 from longdoc.pipeline.errors import InputError
@@ -54,7 +54,7 @@ from longdoc.pipeline.state import (
     SummaryRecord,
 )
 from longdoc.pipeline.tokens import count_tokens
-from longdoc.prompts import document_block, get_prompt
+from longdoc.prompts import document_block, fragments, get_prompt
 
 COLLAPSE_NODE = "mapreduce.summary_collapse"
 REDUCE_NODE = "mapreduce.summary_reduce"
@@ -207,7 +207,7 @@ def carried_support(point: str, carried: list[KeyPoint]) -> list[Evidence]:
 
 
 def ground_points(
-    pairs: list[tuple[str, list[str]]], chunks: list[Chunk], carried: list[KeyPoint] = ()
+    pairs: list[tuple[str, list[str]]], chunks: list[Chunk], carried: Sequence[KeyPoint] = ()
 ) -> tuple[list[KeyPoint], dict[str, int]]:
     """Key points with their located quotes, and counts for the trace.
 
@@ -247,8 +247,9 @@ def render_points(points: list[KeyPoint]) -> str:
     """Points in the protocol's own form, as the collapse and reduce prompts show them."""
     lines = []
     for point in points:
-        lines.append(f"Point: {neutralize(point.text, protocol=False)}")
-        lines.extend(f'Quote: "{neutralize(ev.text)}"' for ev in point.evidence[:1])
+        lines.append(fragments.POINT.format(text=neutralize(point.text, protocol=False)))
+        lines.extend(fragments.POINT_QUOTE.format(quote=neutralize(ev.text))
+                     for ev in point.evidence[:1])
     return "\n".join(lines)
 
 
@@ -433,7 +434,7 @@ def sentence_support(paragraph: str, chunks: list[Chunk]) -> tuple[list[Evidence
 
 
 def paragraph_evidence(paragraphs: list[str], records: list[SummaryRecord],
-                       chunks: list[Chunk]) -> tuple[list[list[Evidence]], list[dict]]:
+                       chunks: list[Chunk]) -> tuple[list[list[Evidence]], list[dict[str, Any]]]:
     """Per paragraph: the carried verified quotes that fit it, else sentences located in code.
 
     Carried quotes (``attach_quotes``) come first; a paragraph they leave uncited gets the
@@ -453,14 +454,14 @@ def paragraph_evidence(paragraphs: list[str], records: list[SummaryRecord],
 # --- nodes ----------------------------------------------------------------------------------
 
 
-async def map_chunk(item: SummaryMapInput, runtime: Runtime[RunContext]) -> dict:
+async def map_chunk(item: SummaryMapInput, runtime: Runtime[RunContext]) -> dict[str, Any]:
     """The key points of one chunk, each grounded in the chunk's own text."""
     chunk = item["chunk"]
     points = points_wanted(runtime.context.settings.llm.max_answer_tokens)
     messages = get_prompt(SUMMARY_MAP_NODE).render(
         document=document_block(chunk.source, chunk.text), points=str(points)
     )
-    reply, call = await timed_chat(runtime, messages, SUMMARY_MAP_NODE)
+    reply, call = await runtime.context.llm.timed_chat(messages, SUMMARY_MAP_NODE)
     pairs = parse_points(reply)
     grounded, counts = ground_points(pairs, [chunk])
     record = make_record([chunk.id], grounded, level=0, parsed=bool(pairs))
@@ -497,12 +498,12 @@ def note_budgets(state: MapReduceState, runtime: Runtime[RunContext]) -> tuple[i
 async def compress_group(
     group: list[SummaryRecord], chunks: dict[str, Chunk], level: int,
     runtime: Runtime[RunContext],
-) -> tuple[SummaryRecord, dict]:
+) -> tuple[SummaryRecord, dict[str, Any]]:
     """One collapse call: a group of records becomes one record of the same protocol."""
     answer = runtime.context.settings.llm.max_answer_tokens
     notes = "\n".join(render_points(r.points) for r in group)
     messages = get_prompt(COLLAPSE_NODE).render(notes=notes, points=str(points_wanted(answer)))
-    reply, call = await timed_chat(runtime, messages, COLLAPSE_NODE)
+    reply, call = await runtime.context.llm.timed_chat(messages, COLLAPSE_NODE)
     chunk_ids = [c for r in group for c in r.chunk_ids]
     carried = [p for r in group for p in r.points if p.verified]
     points, counts = ground_points(parse_points(reply), [chunks[c] for c in chunk_ids], carried)
@@ -515,7 +516,7 @@ async def compress_group(
     }
 
 
-async def collapse(state: MapReduceState, runtime: Runtime[RunContext]) -> dict:
+async def collapse(state: MapReduceState, runtime: Runtime[RunContext]) -> dict[str, Any]:
     """Compress groups of records until they fit the reducer's budget; always terminates."""
     reduce_room, collapse_room = note_budgets(state, runtime)
     budget = min(reduce_room, collapse_room)
@@ -595,7 +596,7 @@ def _fallback(records: list[SummaryRecord], budget: int, before: int,
     return selected
 
 
-async def write_summary(state: MapReduceState, runtime: Runtime[RunContext]) -> dict:
+async def write_summary(state: MapReduceState, runtime: Runtime[RunContext]) -> dict[str, Any]:
     """The final summary from the collapsed records; quotes attached per paragraph in code."""
     records = state.get("collapsed_records", [])
     words = state["words"]
@@ -607,7 +608,7 @@ async def write_summary(state: MapReduceState, runtime: Runtime[RunContext]) -> 
         notes="\n".join(render_points(r.points) for r in records), words=str(words),
         paragraphs=str(paragraph_count(words)),
     )
-    reply, call = await timed_chat(runtime, messages, REDUCE_NODE,
+    reply, call = await runtime.context.llm.timed_chat(messages, REDUCE_NODE,
                                    max_tokens=summary_tokens(words))
     paragraphs, repeated = drop_degenerate(split_paragraphs(reply))
     read = {cid for r in records for cid in r.chunk_ids}

@@ -9,9 +9,9 @@ setting is given. Every step's memory, and what it kept and dropped, is in the t
 
 from __future__ import annotations
 
-from langgraph.graph.state import CompiledStateGraph
-
 from longdoc.agents.sequential import ReaderSpec, build_reader
+from longdoc.pipeline.state import CompiledGraph
+from longdoc.prompts import fragments
 
 MEMORY = ReaderSpec(
     name="memory",
@@ -20,11 +20,11 @@ MEMORY = ReaderSpec(
     compress_node="memory.compress",
     budget=lambda settings: settings.reader.memory_tokens,
     budget_name="memory_tokens",
-    initial_notes="No previous memory.",
+    initial_notes=fragments.MEMORY_FIRST_NOTES,
     segment_tokens=lambda settings: settings.reader.segment_tokens,
 )
 
 
-def build_memory() -> CompiledStateGraph:
+def build_memory() -> CompiledGraph:
     """START -> prepare -> update (once per segment, looping) -> answer -> END."""
     return build_reader(MEMORY)

@@ -11,16 +11,16 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass
+from typing import Any
 
 from langgraph.graph import END, START
-from langgraph.graph.state import CompiledStateGraph
 from langgraph.runtime import Runtime
 
 from longdoc.pipeline.errors import InputError
 from longdoc.pipeline.injection import strip_protocol_echo
 from longdoc.pipeline.models import Chunk, Document, Quote, TraceEvent
 from longdoc.pipeline.protocol import parse_answer
-from longdoc.pipeline.state import Draft, GraphState, RunContext, strategy_graph
+from longdoc.pipeline.state import CompiledGraph, Draft, GraphState, RunContext, strategy_graph
 from longdoc.pipeline.tokens import count_tokens, encoding
 from longdoc.prompts import document_block, get_prompt
 from longdoc.prompts.direct import answer_format
@@ -89,7 +89,7 @@ def fit_passages(passages: list[Passage], documents: list[Document],
     return kept, left_out
 
 
-async def retrieve_chunks(state: GraphState, runtime: Runtime[RunContext]) -> dict:
+async def retrieve_chunks(state: GraphState, runtime: Runtime[RunContext]) -> dict[str, Any]:
     """Pick the chunks to read: the best ``k`` for the question (and neighbours)."""
     if state.get("selected_chunks"):
         return {"trace": [TraceEvent(
@@ -107,7 +107,7 @@ async def retrieve_chunks(state: GraphState, runtime: Runtime[RunContext]) -> di
             "retrieval_ranks": {h.chunk_id: h.rank for h in retrieval.hits}}
 
 
-async def answer(state: GraphState, runtime: Runtime[RunContext]) -> dict:
+async def answer(state: RagState, runtime: Runtime[RunContext]) -> dict[str, Any]:
     """Answer from the selected chunks, merged into passages that fit the window."""
     settings, llm = runtime.context.settings, runtime.context.llm
     question = state["question"]
@@ -162,7 +162,7 @@ class RagState(GraphState, total=False):
     retrieval_ranks: dict[str, int]
 
 
-def build_rag() -> CompiledStateGraph:
+def build_rag() -> CompiledGraph:
     """retrieve -> answer."""
     graph = strategy_graph(RagState)
     graph.add_node("retrieve", retrieve_chunks)

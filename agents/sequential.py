@@ -27,10 +27,9 @@ import re
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from langgraph.graph import END, START
-from langgraph.graph.state import CompiledStateGraph
 from langgraph.runtime import Runtime
 
 from longdoc.pipeline.chunking import chunk_documents
@@ -55,6 +54,7 @@ from longdoc.pipeline.protocol import parse_answer
 from longdoc.pipeline.settings import Settings
 from longdoc.pipeline.state import (
     NOT_FOUND_ANSWER,
+    CompiledGraph,
     Draft,
     Evidence,
     GraphState,
@@ -62,7 +62,7 @@ from longdoc.pipeline.state import (
     strategy_graph,
 )
 from longdoc.pipeline.tokens import count_tokens
-from longdoc.prompts import document_block, get_prompt
+from longdoc.prompts import PromptTemplate, document_block, fragments, get_prompt
 
 MAX_EVIDENCE_CHARS = 400  # a longer located span is narrowed to its best sentence
 MAX_NEW_EVIDENCE_PER_STEP = 2
@@ -120,7 +120,7 @@ def score_qa(text: str, keys: list[str], bridge: set[str]) -> tuple[int, int]:
     return count_keys(keys, text), count_keys(bridge, text)
 
 
-def qa_accepts(score: tuple[int, int], keys: list[str], bridge: set[str]) -> bool:
+def qa_accepts(score: tuple[int, ...], keys: list[str], bridge: set[str]) -> bool:
     q, b = score
     need = question_threshold(keys)
     return (need > 0 and q >= need) or (bool(bridge) and b >= min(2, len(bridge)))
@@ -147,7 +147,8 @@ def reply_candidates(reply: str) -> list[str]:
     return list(dict.fromkeys(c.strip() for c in found if c.strip()))
 
 
-def _narrow(chunk: Chunk, span: tuple[int, int], rate) -> tuple[int, int] | None:
+def _narrow(chunk: Chunk, span: tuple[int, int], rate: Callable[[str], tuple[int, ...]]
+            ) -> tuple[int, int] | None:
     """A span short enough to carry: itself, or its best sentence by ``rate``."""
     if span[1] - span[0] <= MAX_EVIDENCE_CHARS:
         return span
@@ -175,7 +176,7 @@ class Candidate:
 
 def find_evidence(
     chunk: Chunk, reply: str, question: str, task: str, carried: list[Evidence], notes: str
-) -> tuple[list[Evidence], dict]:
+) -> tuple[list[Evidence], dict[str, Any]]:
     """Verified quotes this step adds, found in the chunk's own text, and trace notes."""
     text = blank_injections(chunk.text)  # same offsets; fake system paragraphs blanked
     norm = normalize(text)
@@ -246,14 +247,17 @@ def evidence_rank(ev: Evidence, question: str, task: str, carried: list[Evidence
 
 def render_evidence(evidence: list[Evidence]) -> str:
     """Carried quotes as the model sees them, one per line."""
-    return "\n".join(f'- "{neutralize(ev.text)}"' for ev in evidence) if evidence else "(none)"
+    if not evidence:
+        return fragments.NO_CARRIED_QUOTES
+    return "\n".join(fragments.CARRIED_QUOTE.format(quote=neutralize(ev.text)) for ev in evidence)
 
 
 def render_unit(notes: str, evidence: list[Evidence]) -> str:
     """The whole carried text (notes and quotes) shown to the next step."""
     if not evidence:
         return neutralize(notes, protocol=False)
-    return f"{neutralize(notes, protocol=False)}\nQuotes:\n{render_evidence(evidence)}"
+    return fragments.CARRIED_UNIT.format(notes=neutralize(notes, protocol=False),
+                                         quotes=render_evidence(evidence))
 
 
 def evidence_tokens(evidence: list[Evidence]) -> int:
@@ -261,7 +265,7 @@ def evidence_tokens(evidence: list[Evidence]) -> int:
 
 
 def fit_evidence(
-    evidence: list[Evidence], limit: int, rank
+    evidence: list[Evidence], limit: int, rank: Callable[[Evidence], tuple[int, ...]]
 ) -> tuple[list[Evidence], list[Evidence]]:
     """Keep the highest ranked quotes within ``limit`` tokens, in document order."""
     ranked = sorted(evidence, key=rank, reverse=True)
@@ -277,7 +281,7 @@ def fit_evidence(
     return sorted(kept, key=lambda e: order[id(e)]), dropped
 
 
-def trim_notes(notes: str, limit: int, rate) -> tuple[str, list[str]]:
+def trim_notes(notes: str, limit: int, rate: Callable[[str], int]) -> tuple[str, list[str]]:
     """Drop the least relevant sentences of ``notes`` until it fits ``limit`` tokens.
 
     Notes are the model's own text, never evidence; what is dropped is returned for the
@@ -323,7 +327,7 @@ def _goal(state: SequentialState) -> str:
     return question
 
 
-def _prompt(node: str, task: str):
+def _prompt(node: str, task: str) -> PromptTemplate:
     return get_prompt(f"{node}.summary" if task == "summary" else node)
 
 
@@ -341,13 +345,13 @@ def reading_list(state: SequentialState, settings: Settings, spec: ReaderSpec) -
     return [c for c in chunks if c.id in wanted]
 
 
-def build_reader(spec: ReaderSpec) -> CompiledStateGraph:
+def build_reader(spec: ReaderSpec) -> CompiledGraph:
     """START -> prepare -> step (looping, one part per pass) -> answer -> END."""
 
     def budget_of(settings: Settings) -> int:
         return spec.budget(settings)
 
-    async def prepare(state: SequentialState, runtime: Runtime[RunContext]) -> dict:
+    async def prepare(state: SequentialState, runtime: Runtime[RunContext]) -> dict[str, Any]:
         settings, llm = runtime.context.settings, runtime.context.llm
         task = state["task"]
         if task == "qa" and not _goal(state):
@@ -355,10 +359,9 @@ def build_reader(spec: ReaderSpec) -> CompiledStateGraph:
         segments = reading_list(state, settings, spec)
         budget = budget_of(settings)
         if segments:
-            overhead = sum(count_tokens(m["content"]) for m in _prompt(spec.step_node, task)
-                           .render(notes="", document=document_block(segments[0].source, ""),
-                                   question=_goal(state), words="0"))
-            room = llm.window_tokens - overhead - 2 * budget
+            room = llm.prompt_room(_prompt(spec.step_node, task).render(
+                notes="", document=document_block(segments[0].source, ""),
+                question=_goal(state), words="0"), 2 * budget)
             largest = max(c.tokens for c in segments)
             if largest > room:
                 raise InputError(
@@ -378,7 +381,7 @@ def build_reader(spec: ReaderSpec) -> CompiledStateGraph:
             )],
         }
 
-    async def step(state: SequentialState, runtime: Runtime[RunContext]) -> dict:
+    async def step(state: SequentialState, runtime: Runtime[RunContext]) -> dict[str, Any]:
         settings, llm = runtime.context.settings, runtime.context.llm
         task, goal = state["task"], _goal(state)
         index = state["step"]
@@ -405,7 +408,7 @@ def build_reader(spec: ReaderSpec) -> CompiledStateGraph:
         limit = int(budget * (1 - MIN_NOTES_SHARE))
         kept, dropped_evidence = fit_evidence(pool, limit, rank)
         room = budget - evidence_tokens(kept)
-        compression: dict = {}
+        compression: dict[str, Any] = {}
         if count_tokens(notes) > room:
             compression["notes_tokens"] = count_tokens(notes)
             compressed = clean_reply(await llm.chat(
@@ -454,7 +457,7 @@ def build_reader(spec: ReaderSpec) -> CompiledStateGraph:
     def route(state: SequentialState) -> Literal["step", "answer"]:
         return "step" if state["step"] < len(state["segments"]) else "answer"
 
-    async def answer(state: SequentialState, runtime: Runtime[RunContext]) -> dict:
+    async def answer(state: SequentialState, runtime: Runtime[RunContext]) -> dict[str, Any]:
         llm = runtime.context.llm
         task, goal = state["task"], _goal(state)
         notes, carried = state["notes"], list(state.get("carried_quotes", []))

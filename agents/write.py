@@ -46,17 +46,16 @@ import time
 from collections import Counter
 from functools import cache
 from pathlib import PurePath
-from typing import Annotated, Literal, TypedDict
+from typing import Annotated, Any, Literal, TypedDict
 
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.graph import END, START, StateGraph
-from langgraph.graph.state import CompiledStateGraph
 from langgraph.runtime import Runtime
 from langgraph.types import Send
 from pydantic import BaseModel, Field
 from rapidfuzz import fuzz
 
-from longdoc.agents.mapreduce import SUMMARY_MAP_NODE, TRACE_REPLY_CHARS, prompt_room, timed_chat
+from longdoc.agents.mapreduce import SUMMARY_MAP_NODE, TRACE_REPLY_CHARS, prompt_room
 from longdoc.agents.mapreduce_summary import drop_degenerate
 from longdoc.agents.mapreduce_summary import map_chunk as summary_map_chunk
 from longdoc.agents.write_verify import (
@@ -76,6 +75,7 @@ from longdoc.pipeline.grounding import content_tokens, content_words, is_steerin
 from longdoc.pipeline.injection import blank_injections, neutralize
 from longdoc.pipeline.models import Answer, Chunk, Citation, Document, TraceEvent
 from longdoc.pipeline.state import (
+    CompiledGraph,
     Evidence,
     GraphState,
     KeyPoint,
@@ -242,11 +242,11 @@ class WriteState(GraphState, total=False):
     outline: Outline
     drafts: list[SectionDraft]
     counts: WriteCounts
-    article_data: dict
+    article_data: dict[str, Any]
 
 
 class WriteOutput(TypedDict, total=False):
-    article_data: dict
+    article_data: dict[str, Any]
     trace: Annotated[list[TraceEvent], add_events]
 
 
@@ -370,7 +370,7 @@ def digest_points(words: int, chunks: int) -> int:
                                       math.ceil(words / (WORDS_PER_EVIDENCE * chunks))))
 
 
-async def digest(item: DigestInput, runtime: Runtime[RunContext]) -> dict:
+async def digest(item: DigestInput, runtime: Runtime[RunContext]) -> dict[str, Any]:
     """The summary map on one chunk, topped up with sentences chosen in code."""
     started = time.time()
     out = await summary_map_chunk({"chunk": item["chunk"]}, runtime)
@@ -473,8 +473,8 @@ def distinctive_title(group: list[PlanPoint], others: list[list[PlanPoint]]) -> 
                                            w))[:3]
     if not ranked:
         return ""
-    words = [w.capitalize() for w in ranked]
-    return words[0] if len(words) == 1 else ", ".join(words[:-1]) + " and " + words[-1]
+    named = [w.capitalize() for w in ranked]
+    return named[0] if len(named) == 1 else ", ".join(named[:-1]) + " and " + named[-1]
 
 
 def outline_from_digests(points: list[PlanPoint], count: int) -> list[Section]:
@@ -569,7 +569,7 @@ def notes_that_fit(points: list[PlanPoint], room: int) -> list[PlanPoint]:
     return points[:1]
 
 
-async def plan(state: WriteState, runtime: Runtime[RunContext]) -> dict:
+async def plan(state: WriteState, runtime: Runtime[RunContext]) -> dict[str, Any]:
     """The first outline: the model's, made whole, or one built from the digests."""
     started = time.time()
     _report(runtime, "plan", total=1)
@@ -583,7 +583,7 @@ async def plan(state: WriteState, runtime: Runtime[RunContext]) -> dict:
     shown = notes_that_fit(points, room)
     messages = get_prompt(PLAN_NODE).render(notes=render_notes(shown), topic=topic,
                                             sections=str(count))
-    reply, call = await timed_chat(runtime, messages, PLAN_NODE, max_tokens=PLAN_TOKENS)
+    reply, call = await runtime.context.llm.timed_chat(messages, PLAN_NODE, max_tokens=PLAN_TOKENS)
     parsed = parse_plan(reply, points)
     sections = outline_from_model(parsed, points, count)
     origin: Literal["model", "code"] = "model"
@@ -623,7 +623,7 @@ def parse_revision(reply: str) -> list[tuple[str, int | None, str]]:
 
 def merge_revisions(sections: list[Section], points: list[PlanPoint],
                     proposals: list[tuple[int, str, int | None, str]], limit: int
-                    ) -> tuple[list[Section], list[dict]]:
+                    ) -> tuple[list[Section], list[dict[str, Any]]]:
     """Apply the windows' proposals (window, kind, section, title) in code.
 
     A retitle is taken when the new title shares more words with the section's notes
@@ -633,7 +633,7 @@ def merge_revisions(sections: list[Section], points: list[PlanPoint],
     """
     by_number = {p.number: p for p in points}
     sections = [s.model_copy(deep=True) for s in sections]
-    decisions: list[dict] = []
+    decisions: list[dict[str, Any]] = []
 
     def grounding(title: str, numbers: list[int]) -> int:
         notes = " ".join(by_number[n].text + " " + by_number[n].evidence[0].text
@@ -668,7 +668,7 @@ def merge_revisions(sections: list[Section], points: list[PlanPoint],
     for index, decision in enumerate(decisions):
         if decision["kind"] != "new":
             continue
-        title = decision["title"]
+        title = str(decision["title"])
         members = [n for n in window_notes(proposals[index][0], points)
                    if grounding(title, [n]) > 0]
         holder = {n: i for i, s in enumerate(sections) for n in s.points}
@@ -710,7 +710,7 @@ def _mean_fit(number: int, others: list[int], by_number: dict[int, PlanPoint]) -
 
 
 def refine_boundaries(sections: list[Section], points: list[PlanPoint], windows: list[int],
-                      retitle: bool) -> tuple[list[Section], list[dict]]:
+                      retitle: bool) -> tuple[list[Section], list[dict[str, Any]]]:
     """The code's part of a revision: each window's notes that sit at a section boundary
     move to the neighbouring section when they share clearly more words with its notes
     (``MOVE_MARGIN`` times, and at least ``MIN_MOVE_FIT`` on average) than with their
@@ -718,7 +718,7 @@ def refine_boundaries(sections: list[Section], points: list[PlanPoint], windows:
     that changed get titles from their new notes."""
     by_number = {p.number: p for p in points}
     sections = [s.model_copy(deep=True) for s in sections]
-    decisions: list[dict] = []
+    decisions: list[dict[str, Any]] = []
     changed: set[int] = set()
     for window in windows:
         for number in window_notes(window, points):
@@ -750,7 +750,7 @@ def refine_boundaries(sections: list[Section], points: list[PlanPoint], windows:
     return sections, decisions
 
 
-async def revise(state: WriteState, runtime: Runtime[RunContext]) -> dict:
+async def revise(state: WriteState, runtime: Runtime[RunContext]) -> dict[str, Any]:
     """One revision layer: every window of neighbouring digests reviews the outline (in
     parallel, as one convolution layer), then the proposals are merged in code."""
     started = time.time()
@@ -761,12 +761,13 @@ async def revise(state: WriteState, runtime: Runtime[RunContext]) -> dict:
     room = prompt_room(runtime, REVISE_NODE, REVISE_TOKENS, notes="", topic=topic,
                        outline=render_outline(outline.sections))
 
-    async def review(window: int) -> tuple[int, str, dict]:
+    async def review(window: int) -> tuple[int, str, dict[str, Any]]:
         numbers = set(window_notes(window, points))
         shown = notes_that_fit([p for p in points if p.number in numbers], room)
         messages = get_prompt(REVISE_NODE).render(
             outline=render_outline(outline.sections), notes=render_notes(shown), topic=topic)
-        reply, call = await timed_chat(runtime, messages, REVISE_NODE, max_tokens=REVISE_TOKENS)
+        reply, call = await runtime.context.llm.timed_chat(
+            messages, REVISE_NODE, max_tokens=REVISE_TOKENS)
         _report(runtime, "revise plan", advance=1)
         return window, reply, call
 
@@ -874,7 +875,7 @@ def marked_sentences(paragraph: str, pool: list[Evidence], counts: WriteCounts,
     return out
 
 
-async def write_section(state: WriteState, runtime: Runtime[RunContext]) -> dict:
+async def write_section(state: WriteState, runtime: Runtime[RunContext]) -> dict[str, Any]:
     """Write the next section (one step per section, so a resumed run skips done ones)."""
     started = time.time()
     drafts, outline, points = state.get("drafts", []), state["outline"], state["points"]
@@ -894,7 +895,8 @@ async def write_section(state: WriteState, runtime: Runtime[RunContext]) -> dict
     while len(pool) > 1 and count_tokens(evidence_block(pool)) > room:
         pool = pool[:-1]
     messages = get_prompt(SECTION_NODE).render(evidence=evidence_block(pool), **fields)
-    reply, call = await timed_chat(runtime, messages, SECTION_NODE, max_tokens=max_tokens)
+    reply, call = await runtime.context.llm.timed_chat(
+        messages, SECTION_NODE, max_tokens=max_tokens)
     earlier: list[str] = []
     draft = SectionDraft(title=section.title, target=section.words, pool=pool, paragraphs=[
         s for s in (marked_sentences(p, pool, counts, earlier)
@@ -1002,7 +1004,8 @@ async def rewrite(sentence: Sentence, missing: list[str], paragraph: list[Senten
     messages = get_prompt(REWRITE_NODE).render(
         evidence=evidence_block(shown), sentence=neutralize(sentence.text, protocol=False),
         missing=", ".join(missing))
-    reply, _ = await timed_chat(runtime, messages, REWRITE_NODE, max_tokens=REWRITE_TOKENS)
+    reply, _ = await runtime.context.llm.timed_chat(
+        messages, REWRITE_NODE, max_tokens=REWRITE_TOKENS)
     paragraphs = read_prose(reply, "")
     if not paragraphs:
         return None
@@ -1045,7 +1048,7 @@ async def verify_paragraphs(paragraphs: list[list[Sentence]], pool: list[Evidenc
     return [p for p in fixed if p]
 
 
-async def verify(state: WriteState, runtime: Runtime[RunContext]) -> dict:
+async def verify(state: WriteState, runtime: Runtime[RunContext]) -> dict[str, Any]:
     """Check every section's citations and figures (rewrites run concurrently)."""
     started = time.time()
     counts = state["counts"].model_copy()
@@ -1077,7 +1080,7 @@ def cited_keys(drafts: list[SectionDraft]) -> set[tuple[str, int, int]]:
     return {_key(ev) for d in drafts for p in d.paragraphs for s in p for ev in s.cites}
 
 
-async def conflicts(state: WriteState, runtime: Runtime[RunContext]) -> dict:
+async def conflicts(state: WriteState, runtime: Runtime[RunContext]) -> dict[str, Any]:
     """State side by side the values different sources give for one thing, where the
     article cites one of them (in the section citing it)."""
     started = time.time()
@@ -1128,7 +1131,8 @@ def quotable(ev: Evidence) -> bool:
         len(sentences(ev.text)) == 1 and capitals < 0.5
 
 
-def unused_evidence(draft: SectionDraft, points: list[PlanPoint], cited: set) -> list[Evidence]:
+def unused_evidence(draft: SectionDraft, points: list[PlanPoint],
+                    cited: set[Any]) -> list[Evidence]:
     """Evidence the article does not cite: the section's own first, then the rest by the
     words it shares with the section."""
     own = [ev for ev in draft.pool if _key(ev) not in cited and quotable(ev)]
@@ -1139,7 +1143,7 @@ def unused_evidence(draft: SectionDraft, points: list[PlanPoint], cited: set) ->
     return own + rest
 
 
-def fill_from_evidence(draft: SectionDraft, candidates: list[Evidence], cited: set,
+def fill_from_evidence(draft: SectionDraft, candidates: list[Evidence], cited: set[Any],
                        counts: WriteCounts) -> None:
     """Append quoted evidence sentences until the section reaches its aim (none that
     would carry it past the upper aim)."""
@@ -1166,7 +1170,7 @@ def _append(draft: SectionDraft, sentence: Sentence) -> None:
         last.append(sentence)
 
 
-def trim(draft: SectionDraft, counts: WriteCounts, protected: set) -> None:
+def trim(draft: SectionDraft, counts: WriteCounts, protected: set[Any]) -> None:
     """Remove sentences until the section is within its upper aim: uncited first, then
     quoted evidence, then the rest; one whose removal lands within the aim first, else
     the last one; never a conflict statement, a
@@ -1195,7 +1199,7 @@ def trim(draft: SectionDraft, counts: WriteCounts, protected: set) -> None:
 
 def sole_citations(drafts: list[SectionDraft]) -> set[tuple[str, int, int]]:
     """Citations that are their source's only one in the article."""
-    by_source: dict[str, set] = {}
+    by_source: dict[str, set[Any]] = {}
     for key in cited_keys(drafts):
         by_source.setdefault(key[0], set()).add(key)
     return {next(iter(keys)) for keys in by_source.values() if len(keys) == 1}
@@ -1214,7 +1218,7 @@ async def extend(draft: SectionDraft, candidates: list[Evidence], counts: WriteC
     messages = get_prompt(EXTEND_NODE).render(
         title=draft.title, text=neutralize(text, protocol=False), evidence=evidence_block(shown),
         words=str(need))
-    reply, _ = await timed_chat(runtime, messages, EXTEND_NODE, max_tokens=max_tokens)
+    reply, _ = await runtime.context.llm.timed_chat(messages, EXTEND_NODE, max_tokens=max_tokens)
     counts.add(sections_extended=1)
     earlier = [s.text.casefold() for p in draft.paragraphs for s in p]
     new = [s for s in (marked_sentences(p, shown, counts, earlier)
@@ -1223,7 +1227,7 @@ async def extend(draft: SectionDraft, candidates: list[Evidence], counts: WriteC
     draft = draft.model_copy(deep=True)
     high = draft.target * (1 + LENGTH_AIM)
     for paragraph in checked:
-        kept = []
+        kept: list[Sentence] = []
         for sentence in paragraph:
             if section_words(draft) + sum(count_words(s.text) for s in kept) + \
                     count_words(sentence.text) > high:
@@ -1236,7 +1240,7 @@ async def extend(draft: SectionDraft, candidates: list[Evidence], counts: WriteC
     return draft
 
 
-async def length(state: WriteState, runtime: Runtime[RunContext]) -> dict:
+async def length(state: WriteState, runtime: Runtime[RunContext]) -> dict[str, Any]:
     """Bring every section within its target's tolerance; cite every source once."""
     started = time.time()
     counts = state["counts"].model_copy()
@@ -1285,7 +1289,7 @@ async def length(state: WriteState, runtime: Runtime[RunContext]) -> dict:
     for draft in drafts:
         trim(draft, counts, protected)
         _report(runtime, "length", advance=1)
-    rows = [{"section": d.title, "target": d.target, "before": before[i],
+    rows: list[dict[str, Any]] = [{"section": d.title, "target": d.target, "before": before[i],
              "after": section_words(d)} for i, d in enumerate(drafts)]
     return {"drafts": drafts, "counts": counts, "trace": [_event(
         "write.length", f"{len(short)} short section(s) extended by the model; "
@@ -1315,7 +1319,7 @@ def check_rendered(sections: list[ArticleSection], references: list[Reference],
 
 
 def assemble_article(topic: str, drafts: list[SectionDraft], documents: list[Document],
-                     counts: WriteCounts) -> dict:
+                     counts: WriteCounts) -> dict[str, Any]:
     """The article's sections, references, citations, Markdown and final counts."""
     docs = {d.source: d for d in documents}
     numbers: dict[tuple[str, int, int], int] = {}
@@ -1327,7 +1331,8 @@ def assemble_article(topic: str, drafts: list[SectionDraft], documents: list[Doc
         paragraphs = []
         for paragraph in draft.paragraphs:
             paragraph_number += 1
-            parts, used = [], []
+            parts: list[str] = []
+            used: list[Any] = []
             for sentence in paragraph:
                 marks = []
                 for ev in sentence.cites:
@@ -1360,13 +1365,13 @@ def assemble_article(topic: str, drafts: list[SectionDraft], documents: list[Doc
     lines = [f"# {title[:1].upper() + title[1:]}", ""]
     for section in sections:
         lines += [f"## {section.title}", ""]
-        for paragraph in section.paragraphs:
-            lines += [paragraph.text, ""]
+        for written in section.paragraphs:
+            lines += [written.text, ""]
     lines += ["## References", ""]
     for ref in references:
-        page = f", page {ref.page}" if ref.page else ""
+        where = f", page {ref.page}" if ref.page else ""
         quote = " ".join(ref.quote.split())
-        lines.append(f"{ref.number}. {PurePath(ref.source).name}{page}, chars "
+        lines.append(f"{ref.number}. {PurePath(ref.source).name}{where}, chars "
                      f"{ref.start}-{ref.end}: \"{quote}\"")
     return {"markdown": "\n".join(lines).rstrip() + "\n", "sections": sections,
             "references": references, "citations": citations, "counts": counts,
@@ -1374,7 +1379,7 @@ def assemble_article(topic: str, drafts: list[SectionDraft], documents: list[Doc
                                                 for s in sections)}
 
 
-async def assemble(state: WriteState, runtime: Runtime[RunContext]) -> dict:
+async def assemble(state: WriteState, runtime: Runtime[RunContext]) -> dict[str, Any]:
     started = time.time()
     data = assemble_article(state["question"], state["drafts"],
                             state.get("documents", []), state["counts"])
@@ -1390,11 +1395,11 @@ async def assemble(state: WriteState, runtime: Runtime[RunContext]) -> dict:
 # --- graphs ---------------------------------------------------------------------------------------
 
 
-def build_write() -> CompiledStateGraph:
+def build_write() -> CompiledGraph:
     """START -> digest (one per chunk) -> plan -> revise -> write (one step per section)
     -> verify -> conflicts -> length -> assemble -> END."""
     graph = StateGraph(WriteState, context_schema=RunContext, output_schema=WriteOutput)
-    graph.add_node("digest", digest)
+    graph.add_node("digest", digest)  # type: ignore[arg-type]  # fed by Send, not the state
     graph.add_node("plan", plan)
     graph.add_node("revise", revise)
     graph.add_node("write", write_section)
@@ -1414,7 +1419,7 @@ def build_write() -> CompiledStateGraph:
     return graph.compile()
 
 
-def build_write_graph(checkpointer: BaseCheckpointSaver | None = None) -> CompiledStateGraph:
+def build_write_graph(checkpointer: BaseCheckpointSaver[Any] | None = None) -> CompiledGraph:
     """The shared ingest and chunk nodes, then the write subgraph."""
     from longdoc.pipeline.graph import chunk, ingest
 
@@ -1430,7 +1435,7 @@ def build_write_graph(checkpointer: BaseCheckpointSaver | None = None) -> Compil
 
 
 @cache
-def compiled_write_graph() -> CompiledStateGraph:
+def compiled_write_graph() -> CompiledGraph:
     return build_write_graph()
 
 
@@ -1456,7 +1461,7 @@ def stage_seconds(trace: list[TraceEvent]) -> dict[str, float]:
             starts[stage] = min(starts.get(stage, at), at)
     ends = {e.data.get("stage"): e.data["started_at"] + e.data["elapsed_s"]
             for e in trace if e.data.get("stage") == "assemble"}
-    order = sorted(starts, key=starts.get)
+    order = sorted(starts, key=lambda stage: starts[stage])
     out = {}
     for i, stage in enumerate(order):
         end = starts[order[i + 1]] if i + 1 < len(order) else ends.get(stage, starts[stage])
@@ -1464,7 +1469,7 @@ def stage_seconds(trace: list[TraceEvent]) -> dict[str, float]:
     return out
 
 
-def article_from_state(state: dict, usage_answer: Answer) -> Article:
+def article_from_state(state: dict[str, Any], usage_answer: Answer) -> Article:
     """The ``Article`` of a finished run (``usage_answer`` carries usage, time, trace)."""
     data = state["article_data"]
     counts = data["counts"] if isinstance(data["counts"], WriteCounts) else \

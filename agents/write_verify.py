@@ -240,15 +240,15 @@ def find_conflicts(pool: list[Evidence], limit: int = MAX_CONFLICTS) -> list[Con
             candidates.append((len(shared), ev_a, ev_b, a, b, shared))
     candidates.sort(key=lambda c: (-c[0], c[1].source, c[1].start, c[2].start))
     used: set[tuple[str, int]] = set()
-    stated: set[frozenset[str]] = set()
+    stated_values: set[frozenset[str]] = set()
     conflicts = []
     for _, ev_a, ev_b, a, b, shared in candidates:
         keys = {(ev_a.source, ev_a.start), (ev_b.source, ev_b.start)}
         values = frozenset({a.number + a.unit, b.number + b.unit})
-        if keys & used or values in stated:
+        if keys & used or values in stated_values:
             continue
         used |= keys
-        stated.add(values)
+        stated_values.add(values)
         conflicts.append(Conflict(subject=shared, first=ev_a, second=ev_b,
                                   first_value=a.value, second_value=b.value))
         if len(conflicts) == limit:

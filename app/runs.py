@@ -16,9 +16,9 @@ from pydantic import BaseModel, ConfigDict
 from longdoc.app.verdicts import DocumentRef
 from longdoc.pipeline.api import Pipeline, read_documents
 from longdoc.pipeline.backends import Backend as ModelBackend
+from longdoc.pipeline.backends import SharedServers, endpoint_settings
 from longdoc.pipeline.errors import InputError, LongdocError
 from longdoc.pipeline.ingest import SUPPORTED_SUFFIXES
-from longdoc.pipeline.llm import Endpoint
 from longdoc.pipeline.models import Answer, Document, Task
 from longdoc.pipeline.settings import Backend, Settings, load_settings, private_dir
 
@@ -85,30 +85,9 @@ class BackendChoice(BaseModel):
 
 # Open pipelines -> the backend choice whose shared server they use (None: an endpoint).
 _open: weakref.WeakKeyDictionary[Pipeline, BackendChoice | None] = weakref.WeakKeyDictionary()
-# One model server per managed backend choice (embedded, vllm), shared by every session
-# on it: choice -> (its backend, how many open pipelines use it).
-_servers: dict[BackendChoice, tuple[ModelBackend, int]] = {}
 _open_lock = threading.Lock()
-
-
-def _acquire_server(choice: BackendChoice, settings: Settings) -> Endpoint:
-    """The endpoint of the server shared on ``choice``, started on first use."""
-    with _open_lock:
-        backend, users = _servers.get(choice) or (ModelBackend(settings), 0)
-        endpoint = backend.start()  # under the lock: two sessions never start two servers
-        _servers[choice] = (backend, users + 1)
-    return endpoint
-
-
-def _release_server(choice: BackendChoice) -> None:
-    """One user fewer of ``choice``'s shared server; the last one stops it."""
-    with _open_lock:
-        backend, users = _servers[choice]
-        if users > 1:
-            _servers[choice] = (backend, users - 1)
-            return
-        del _servers[choice]
-    backend.stop()
+# One model server per managed backend choice (embedded, vllm), shared by every session.
+_shared = SharedServers(lambda settings: ModelBackend(settings))
 
 
 def open_pipeline(choice: BackendChoice) -> Pipeline:
@@ -119,17 +98,14 @@ def open_pipeline(choice: BackendChoice) -> Pipeline:
     settings = choice.settings()
     shared = choice if settings.backend != "openai" else None
     if shared is not None:
-        endpoint = _acquire_server(shared, settings)
-        settings = settings.with_values(
-            backend="openai", base_url=endpoint.base_url, model=endpoint.model,
-            api_key=endpoint.api_key, context_window=endpoint.context_window)
+        settings = endpoint_settings(settings, _shared.acquire(shared, settings))
     pipeline = Pipeline(settings)
     try:
         pipeline.backend.start()
     except BaseException:
         pipeline.close()
         if shared is not None:
-            _release_server(shared)
+            _shared.release(shared)
         raise
     with _open_lock:
         _open[pipeline] = shared
@@ -142,7 +118,7 @@ def close_pipeline(pipeline: Pipeline) -> None:
         shared = _open.pop(pipeline, None)
     pipeline.close()
     if shared is not None:
-        _release_server(shared)
+        _shared.release(shared)
 
 
 @atexit.register

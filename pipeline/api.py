@@ -34,16 +34,17 @@ from longdoc.pipeline.models import (
     Usage,
 )
 from longdoc.pipeline.settings import Settings, load_settings, private_dir, private_file
-from longdoc.pipeline.state import Request, RunContext
+from longdoc.pipeline.state import CompiledGraph, Request, RunContext
 
 if TYPE_CHECKING:
+    from langchain_core.runnables import RunnableConfig
     from langgraph.checkpoint.base import BaseCheckpointSaver
     from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
-    from langgraph.graph.state import CompiledStateGraph
 
     from longdoc.agents.write import Article
 
 PathLike = str | Path
+Source = PathLike | Document  # a file to read, or a document already in memory
 RUNS_DB = "runs.sqlite"
 RUN_STEP_LIMIT = 100_000  # sequential strategies take a few steps per chunk
 DYING_WAIT_S = 0.5  # after a backend error, how long to wait for a managed server to die
@@ -74,8 +75,8 @@ def checkpoint_serde() -> JsonPlusSerializer:
 
     import_all()  # defines the strategies' state types
 
-    found: set[type] = set()
-    pending: list[type] = [BaseModel]
+    found: set[type[BaseModel]] = set()
+    pending: list[type[BaseModel]] = [BaseModel]
     while pending:
         for cls in pending.pop().__subclasses__():
             if cls not in found:
@@ -168,6 +169,20 @@ class Pipeline:
             self.cache.close()
             self.cache = None
 
+    def read_sources(self, sources: Sequence[Source], password: str | None = None
+                     ) -> list[Document]:
+        """The documents of ``sources``, in order: files read (``load_documents``),
+        ``Document`` objects as they are (InputError for one without text)."""
+        out = []
+        for source in sources:
+            if isinstance(source, Document):
+                if not source.text.strip():
+                    raise InputError(f"{source.source}: empty document")
+                out.append(source)
+            else:
+                out.extend(self.load_documents([source], password))
+        return out
+
     def load_documents(self, paths: Sequence[PathLike], password: str | None = None
                        ) -> list[Document]:
         """``read_documents`` with this pipeline's settings."""
@@ -175,27 +190,28 @@ class Pipeline:
 
     async def aask(
         self,
-        paths: PathLike | Sequence[PathLike],
+        paths: Source | Sequence[Source],
         question: str,
         *,
         strategy: str | None = None,
         password: str | None = None,
         run_id: str | None = None,
     ) -> Answer:
-        """Answer ``question`` about the documents at ``paths``, with verified citations.
+        """Answer ``question`` about the documents at ``paths`` (file paths, or ``Document``
+        objects such as ``Document.from_text(text)``), with verified citations.
 
         With ``run_id`` the run is checkpointed after every step and resumable.
         """
         return await self._run(paths, "qa", strategy or self.settings.strategy,
                                question=question, password=password, run_id=run_id)
 
-    def ask(self, paths: PathLike | Sequence[PathLike], question: str, **kwargs: Any) -> Answer:
+    def ask(self, paths: Source | Sequence[Source], question: str, **kwargs: Any) -> Answer:
         """Synchronous ``aask``."""
         return asyncio.run(self.aask(paths, question, **kwargs))
 
     async def asummarize(
         self,
-        paths: PathLike | Sequence[PathLike],
+        paths: Source | Sequence[Source],
         *,
         words: int = DEFAULT_SUMMARY_WORDS,
         strategy: str | None = None,
@@ -206,13 +222,13 @@ class Pipeline:
         return await self._run(paths, "summary", strategy or DEFAULT_STRATEGY["summary"],
                                words=words, password=password, run_id=run_id)
 
-    def summarize(self, paths: PathLike | Sequence[PathLike], **kwargs: Any) -> Answer:
+    def summarize(self, paths: Source | Sequence[Source], **kwargs: Any) -> Answer:
         """Synchronous ``asummarize``."""
         return asyncio.run(self.asummarize(paths, **kwargs))
 
     async def awrite(
         self,
-        paths: PathLike | Sequence[PathLike],
+        paths: Source | Sequence[Source],
         topic: str,
         *,
         words: int = DEFAULT_WRITE_WORDS,
@@ -230,11 +246,11 @@ class Pipeline:
                                               progress=progress)
         return article_from_state(state, answer)
 
-    def write(self, paths: PathLike | Sequence[PathLike], topic: str, **kwargs: Any) -> Article:
+    def write(self, paths: Source | Sequence[Source], topic: str, **kwargs: Any) -> Article:
         """Synchronous ``awrite``."""
         return asyncio.run(self.awrite(paths, topic, **kwargs))
 
-    async def _run(self, paths: PathLike | Sequence[PathLike], task: Task, strategy: str,
+    async def _run(self, paths: Source | Sequence[Source], task: Task, strategy: str,
                    **request: Any) -> Answer:
         """Run the graph for one request (``_run_state``'s keywords: question, words,
         password, run_id) and package its result as an ``Answer``."""
@@ -252,7 +268,7 @@ class Pipeline:
 
     async def _run_state(
         self,
-        paths: PathLike | Sequence[PathLike],
+        paths: Source | Sequence[Source],
         task: Task,
         strategy: str,
         *,
@@ -265,16 +281,18 @@ class Pipeline:
         """Run the graph for one request: its final state, and an ``Answer`` with the
         run's usage, time and trace (the caller fills in the rest)."""
         check_request(task, strategy, question=question, words=words)
-        paths = [paths] if isinstance(paths, str | Path) else list(paths)
-        if not paths:
+        sources = [paths] if isinstance(paths, str | Path | Document) else list(paths)
+        if not sources:
             raise InputError("no input files given")
         started = time.perf_counter()
-        documents = self.load_documents(paths, password)
+        documents = self.read_sources(sources, password)
         endpoint = self.backend.start()
         settle_heap()
         llm = LLMClient(endpoint, self.settings, self.cache, limit=self._request_limit())
         request = Request(task=task, question=question, words=words, strategy=strategy,
-                          paths=[str(p) for p in paths], documents=documents)
+                          paths=[d.source if isinstance(p, Document) else str(p)
+                                 for p, d in zip(sources, documents, strict=True)],
+                          documents=documents)
         context = RunContext(settings=self.settings, llm=llm, password=password,
                              progress=progress)
         try:
@@ -321,7 +339,8 @@ class Pipeline:
         from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 
         private_dir(self.settings.cache_dir)
-        config = {"configurable": {"thread_id": run_id}, "recursion_limit": RUN_STEP_LIMIT}
+        config: RunnableConfig = {"configurable": {"thread_id": run_id},
+                                  "recursion_limit": RUN_STEP_LIMIT}
         database = self.settings.cache_dir / RUNS_DB
         async with aiosqlite.connect(str(database)) as connection:
             private_file(database)
@@ -329,7 +348,8 @@ class Pipeline:
             graph = _compiled(request["task"], strategy, checkpointer=saver)
             saved = await graph.aget_state(config)
             if not saved.values:
-                return await graph.ainvoke(request, config, context=context)
+                state: dict[str, Any] = await graph.ainvoke(request, config, context=context)
+                return state
             asked = {k: v for k, v in request.items() if k != "documents"}
             earlier = {key: saved.values.get(key) for key in asked}
             if {k: v for k, v in earlier.items() if k != "run_key"} != \
@@ -341,12 +361,14 @@ class Pipeline:
                                  "settings (a file changed since, or the model, chunking or "
                                  "sampling did); its answer would not match: use a new run id")
             if not saved.next:
-                return saved.values
-            return await graph.ainvoke(None, config, context=context)
+                done: dict[str, Any] = saved.values
+                return done
+            resumed: dict[str, Any] = await graph.ainvoke(None, config, context=context)
+            return resumed
 
 
 def _compiled(task: Task, strategy: str,
-              checkpointer: BaseCheckpointSaver | None = None) -> CompiledStateGraph:
+              checkpointer: BaseCheckpointSaver[Any] | None = None) -> CompiledGraph:
     """The graph of a request: the write graph for articles, else the strategy's."""
     if task == "write":
         from longdoc.agents.write import build_write_graph, compiled_write_graph
@@ -381,7 +403,7 @@ def check_request(task: Task, strategy: str, *, question: str = "",
 
 
 def ask(
-    paths: PathLike | Sequence[PathLike],
+    paths: Source | Sequence[Source],
     question: str,
     *,
     strategy: str | None = None,
@@ -394,7 +416,7 @@ def ask(
 
 
 def summarize(
-    paths: PathLike | Sequence[PathLike],
+    paths: Source | Sequence[Source],
     *,
     words: int = DEFAULT_SUMMARY_WORDS,
     strategy: str | None = None,
@@ -407,7 +429,7 @@ def summarize(
 
 
 def write(
-    paths: PathLike | Sequence[PathLike],
+    paths: Source | Sequence[Source],
     topic: str,
     *,
     words: int = DEFAULT_WRITE_WORDS,

@@ -13,7 +13,9 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Callable, Hashable
 from pathlib import Path
 from typing import Any
 
@@ -50,7 +52,8 @@ def free_port() -> int:
     """A TCP port on 127.0.0.1 that nothing listens on right now."""
     with socket.socket() as sock:
         sock.bind((HOST, 0))
-        return sock.getsockname()[1]
+        port: int = sock.getsockname()[1]
+        return port
 
 
 def list_models(base_url: str, api_key: str = "", timeout: float = 5.0) -> list[dict[str, Any]]:
@@ -88,9 +91,12 @@ def _die_with_parent(death_signal: int) -> None:  # pragma: no cover - runs in t
 _SPAWNER = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="longdoc-spawn")
 
 
-def spawn(command: list[str], **popen_kwargs: Any) -> subprocess.Popen[bytes]:
+def spawn(command: list[str], **popen_kwargs: Any) -> subprocess.Popen[Any]:
     """``subprocess.Popen`` from the process-long spawner thread (see ``_SPAWNER``)."""
-    return _SPAWNER.submit(subprocess.Popen, command, **popen_kwargs).result()
+    def start() -> subprocess.Popen[Any]:
+        return subprocess.Popen(command, **popen_kwargs)
+
+    return _SPAWNER.submit(start).result()
 
 
 def describe_exit(returncode: int) -> str:
@@ -448,3 +454,43 @@ class Backend:
 
     def __exit__(self, *exc_info: object) -> None:
         self.stop()
+
+
+def endpoint_settings(settings: Settings, endpoint: Endpoint) -> Settings:
+    """``settings`` pointed at ``endpoint`` as an ``openai`` backend: how a server started
+    once (by a batch driver, or shared by the review app's sessions) is used by others."""
+    return settings.with_values(
+        backend="openai", base_url=endpoint.base_url, model=endpoint.model,
+        api_key=endpoint.api_key, context_window=endpoint.context_window)
+
+
+class SharedServers:
+    """Managed model servers shared by several users, one per key: the first ``acquire``
+    of a key starts its server, the last ``release`` stops it (two servers on the same
+    cores would each run several times slower). Thread-safe."""
+
+    def __init__(self, make: Callable[[Settings], Backend] = Backend):
+        self._make = make
+        self._servers: dict[Hashable, tuple[Backend, int]] = {}
+        self._lock = threading.Lock()
+
+    def acquire(self, key: Hashable, settings: Settings) -> Endpoint:
+        """The endpoint of ``key``'s server (started from ``settings`` on first use)."""
+        with self._lock:
+            backend, users = self._servers.get(key) or (self._make(settings), 0)
+            endpoint = backend.start()  # under the lock: two users never start two servers
+            self._servers[key] = (backend, users + 1)
+        return endpoint
+
+    def release(self, key: Hashable) -> None:
+        """One user fewer of ``key``'s server; the last one stops it."""
+        with self._lock:
+            backend, users = self._servers[key]
+            if users > 1:
+                self._servers[key] = (backend, users - 1)
+                return
+            del self._servers[key]
+        backend.stop()
+
+    def __len__(self) -> int:
+        return len(self._servers)

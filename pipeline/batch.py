@@ -43,6 +43,7 @@ from longdoc.pipeline.api import (
     answer_config,
     check_request,
 )
+from longdoc.pipeline.backends import endpoint_settings
 from longdoc.pipeline.errors import BackendError, InputError
 from longdoc.pipeline.ingest import SUPPORTED_SUFFIXES
 from longdoc.pipeline.llm import Endpoint, RejectedRequest
@@ -85,8 +86,8 @@ class BatchJob(BaseModel):
     @property
     def key(self) -> str:
         """Hash of everything a result depends on besides the document."""
-        request = {"task": self.task, "strategy": self.strategy, "model": self.model,
-                   "config": self.config}
+        request: dict[str, Any] = {"task": self.task, "strategy": self.strategy,
+                                   "model": self.model, "config": self.config}
         request.update({"question": self.question} if self.task == "qa" else
                        {"words": self.words} if self.task == "summary" else
                        {"question": self.question, "words": self.words})
@@ -285,12 +286,14 @@ async def run_item(pipeline: Pipeline, item: BatchItem, job: BatchJob) -> BatchR
         return failed("backend", f"model backend: {exc}")
     except Exception as exc:  # a bug on one document must not end the batch
         return failed("internal", f"internal error: {type(exc).__name__}: {exc}")
+    from longdoc.agents.write import Article
+
     return result_of(
         item, job, status="ok", answer=answer.answer,
         route=(answer.route or {}).get("chosen"),
         citations=[c.model_copy(update={"source": item.source}) for c in answer.citations],
         dropped_quotes=answer.dropped_quotes, supported=answer.supported, usage=answer.usage,
-        counts=answer.counts.model_dump() if job.task == "write" else None,
+        counts=answer.counts.model_dump() if isinstance(answer, Article) else None,
         elapsed_s=round(time.perf_counter() - started, 3),
     )
 
@@ -432,9 +435,7 @@ async def _run_local(pipeline: Pipeline, items: list[BatchItem], job: BatchJob, 
 
 def worker_settings(settings: Settings, endpoint: Endpoint) -> Settings:
     """Settings for Ray workers: the driver's endpoint as an ``openai`` backend."""
-    return settings.with_values(
-        backend="openai", base_url=endpoint.base_url, model=endpoint.model,
-        api_key=endpoint.api_key, context_window=endpoint.context_window)
+    return endpoint_settings(settings, endpoint)
 
 
 _worker_pipelines: dict[str, Pipeline] = {}
@@ -462,7 +463,8 @@ def _run_ray(items: list[BatchItem], job: BatchJob, settings: Settings, jobs: in
         ray.init(include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING)
     pending: dict[Any, BatchItem] = {}
     try:
-        limit = jobs or max(1, int(ray.cluster_resources().get("CPU", 1)))
+        resources = ray.cluster_resources()  # type: ignore[no-untyped-call]
+        limit = jobs or max(1, int(resources.get("CPU", 1)))
         record.expect(limit)
         task = ray.remote(_ray_task)
         job_ref, settings_ref = ray.put(job), ray.put(settings)

@@ -62,8 +62,8 @@ def sentence_spans(text: str, max_tokens: int, index: TokenIndex | None = None) 
     if not pieces:
         return []
     starts = (index or TokenIndex(text)).starts
-    bounds = np.searchsorted(starts, [p[0] for p in pieces])
-    bounds = [*bounds.tolist(), len(starts)]  # trailing whitespace goes to the last span
+    found = np.searchsorted(starts, [p[0] for p in pieces])
+    bounds: list[int] = [*found.tolist(), len(starts)]  # trailing whitespace goes to the last span
     units: list[Span] = []
     for (start, end, ends_paragraph), first, stop in zip(
             pieces, bounds, bounds[1:], strict=False):

@@ -9,8 +9,10 @@ and counted, never shown. Whether a located quote *supports* an answer is
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable
+from typing import Literal
 
 from rapidfuzz import fuzz
 
@@ -102,7 +104,8 @@ class CitationVerifier:
             self._norms[doc.source] = normalize(doc.text)
         return self._norms[doc.source]
 
-    def citation(self, doc: Document, start: int, end: int, origin: str = "model") -> Citation:
+    def citation(self, doc: Document, start: int, end: int,
+                 origin: Literal["model", "located"] = "model") -> Citation:
         """A citation for ``doc.text[start:end]``."""
         return Citation(
             source=doc.source,
@@ -110,7 +113,7 @@ class CitationVerifier:
             start=start,
             end=end,
             quote=doc.text[start:end],
-            origin=origin,  # type: ignore[arg-type]
+            origin=origin,
         )
 
     def verify(self, quote: Quote) -> Citation | None:
@@ -121,7 +124,7 @@ class CitationVerifier:
             else list(self.documents.values())
         )
         for doc in docs:
-            span = locate(quote.text, doc.text, lambda doc=doc: self._norm(doc))
+            span = locate(quote.text, doc.text, functools.partial(self._norm, doc))
             if span is not None:
                 return self.citation(doc, *span, origin=quote.origin)
         return None

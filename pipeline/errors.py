@@ -15,6 +15,10 @@ class InputError(LongdocError):
     exit_code = 2
 
 
+class OverBudgetError(InputError):
+    """The documents do not fit the direct prompt (``direct`` without ``--truncate``)."""
+
+
 class BackendError(LongdocError):
     """The model backend failed: it could not start, timed out, or answered garbage."""
 

@@ -26,12 +26,12 @@ def convert(gguf: Path, out: Path) -> None:
     )
     # The weights are plain tensors once loaded; drop the markers that would make
     # save_pretrained (and vLLM) treat the folder as a GGUF-quantized checkpoint.
-    model.hf_quantizer = None
+    model.hf_quantizer = None  # type: ignore[assignment]
     for holder in (model, model.config):
         if hasattr(holder, "quantization_config"):
             delattr(holder, "quantization_config")
     if getattr(model, "is_quantized", False):
-        model.is_quantized = False
+        model.is_quantized = False  # type: ignore[assignment]
     model.config.dtype = torch.bfloat16
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out, safe_serialization=True)

@@ -5,10 +5,10 @@ from __future__ import annotations
 import asyncio
 import re
 from functools import cache
+from typing import Any, cast
 
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.graph import END, START, StateGraph
-from langgraph.graph.state import CompiledStateGraph
 from langgraph.runtime import Runtime
 from pydantic import BaseModel, Field
 
@@ -29,16 +29,23 @@ from longdoc.pipeline.grounding import (
 from longdoc.pipeline.ingest import load_documents
 from longdoc.pipeline.models import Citation, Document, TraceEvent
 from longdoc.pipeline.protocol import cut_prompt_echo, unfit_answer
-from longdoc.pipeline.state import NOT_FOUND_ANSWER, Draft, GraphState, Request, RunContext
+from longdoc.pipeline.state import (
+    NOT_FOUND_ANSWER,
+    CompiledGraph,
+    Draft,
+    GraphState,
+    Request,
+    RunContext,
+)
 
 
-async def ingest(state: GraphState, runtime: Runtime[RunContext]) -> dict:
+async def ingest(state: GraphState, runtime: Runtime[RunContext]) -> dict[str, Any]:
     """Read every input file into a ``Document`` (unless the caller already has)."""
     settings = runtime.context.settings
     await asyncio.to_thread(injection.configure, settings)  # the embedded model's tokens
     documents = state.get("documents") or load_documents(
         state["paths"], password=runtime.context.password, budget=settings.budget)
-    data: dict = {"documents": [
+    data: dict[str, Any] = {"documents": [
         {"source": d.source, "chars": len(d.text), "pages": len(d.pages)} for d in documents
     ]}
     # Budgets count cl100k tokens; where the server tokenizes, measure its model's ratio.
@@ -54,7 +61,7 @@ async def ingest(state: GraphState, runtime: Runtime[RunContext]) -> dict:
     }
 
 
-async def chunk(state: GraphState, runtime: Runtime[RunContext]) -> dict:
+async def chunk(state: GraphState, runtime: Runtime[RunContext]) -> dict[str, Any]:
     """Split the documents into token-bounded chunks with source spans."""
     settings = runtime.context.settings
     chunks = chunk_documents(state["documents"], chunk_tokens=settings.documents.chunk_tokens,
@@ -71,7 +78,7 @@ async def chunk(state: GraphState, runtime: Runtime[RunContext]) -> dict:
     }
 
 
-async def verify(state: GraphState, runtime: Runtime[RunContext]) -> dict:
+async def verify(state: GraphState, runtime: Runtime[RunContext]) -> dict[str, Any]:
     """Keep the quotes that occur in the sources *and* support the answer.
 
     Questions: a located quote must support the draft answer (``grounding.supporting``:
@@ -155,7 +162,7 @@ def check_answer(verifier: CitationVerifier, draft: Draft, question: str,
                        unsupported=unsupported, located=located, answer=fitted, refused=why)
 
 
-def explain(documents: list[Document], draft: Draft, question: str) -> dict:
+def explain(documents: list[Document], draft: Draft, question: str) -> dict[str, Any]:
     """The answer to a question that wants an explanation or asks for passages: the
     document's own sentences about it (``grounding.explanation_spans``, ranked by the
     question's words and the draft's), verbatim and each cited; the draft answer stays in
@@ -193,7 +200,7 @@ def fit_to_question(answer: str, question: str, citations: list[Citation]
 
 
 def _verified(citations: list[Citation], dropped: int, unsupported: int, supported: bool,
-              message: str, data: dict) -> dict:
+              message: str, data: dict[str, Any]) -> dict[str, Any]:
     """The state update of ``verify``, with its trace event."""
     return {
         "citations": citations, "dropped_quotes": dropped,
@@ -217,7 +224,7 @@ def locate_support(verifier: CitationVerifier, answer: str, question: str,
     return found
 
 
-def verify_summary(verifier: CitationVerifier, draft: Draft) -> dict:
+def verify_summary(verifier: CitationVerifier, draft: Draft) -> dict[str, Any]:
     """Verified citations of each paragraph's quotes, numbered by paragraph (from 1).
 
     A quote must occur in the source and fit its paragraph
@@ -243,7 +250,7 @@ def verify_summary(verifier: CitationVerifier, draft: Draft) -> dict:
         {"offered": sum(map(len, draft.paragraph_quotes)), "paragraphs_cited": len(cited)})
 
 
-async def select(state: GraphState, runtime: Runtime[RunContext]) -> dict:
+async def select(state: GraphState, runtime: Runtime[RunContext]) -> dict[str, Any]:
     """With ``retrieve_k`` set, restrict a question's reading to the top retrieved chunks."""
     from longdoc.agents import STRATEGIES
     from longdoc.retrieval import retrieve
@@ -260,14 +267,14 @@ async def select(state: GraphState, runtime: Runtime[RunContext]) -> dict:
             "trace": [retrieval.trace_event("select")]}
 
 
-def build_graph(strategy: str, checkpointer: BaseCheckpointSaver | None = None
-                ) -> CompiledStateGraph:
+def build_graph(strategy: str, checkpointer: BaseCheckpointSaver[Any] | None = None
+                ) -> CompiledGraph:
     """The full pipeline with ``strategy``'s subgraph in the middle.
 
     ``auto`` puts a router there instead, with an edge to each strategy it may choose.
     """
     from longdoc.agents import STRATEGIES
-    from longdoc.agents.auto import ROUTES, chosen_route, route
+    from longdoc.agents.auto import ROUTES, Route, chosen_route, route
 
     graph = StateGraph(GraphState, context_schema=RunContext, input_schema=Request)
     graph.add_node("ingest", ingest)
@@ -279,21 +286,22 @@ def build_graph(strategy: str, checkpointer: BaseCheckpointSaver | None = None
         graph.add_node("route", route)
         graph.add_edge("chunk", "route")
         graph.add_conditional_edges("route", chosen_route, list(ROUTES))
-        targets = list(ROUTES)
+        targets: list[str] = list(ROUTES)
     else:
         graph.add_node("select", select)
         graph.add_edge("chunk", "select")
         graph.add_edge("select", strategy)
         targets = [strategy]
     for name in targets:
-        graph.add_node(name, ROUTES[name]() if strategy == "auto" else STRATEGIES[name].build())
+        graph.add_node(name, ROUTES[cast(Route, name)]() if strategy == "auto"
+                       else STRATEGIES[name].build())
         graph.add_edge(name, "verify")
     graph.add_edge("verify", END)
     return graph.compile(checkpointer=checkpointer)
 
 
 @cache
-def compiled_graph(strategy: str) -> CompiledStateGraph:
+def compiled_graph(strategy: str) -> CompiledGraph:
     """``build_graph(strategy)`` without a checkpointer, compiled once per process (a
     compiled graph keeps no run state, so runs share it)."""
     return build_graph(strategy)

@@ -488,7 +488,7 @@ def nearest_spans(texts: Iterable[str], kind: QuestionType, question: str) -> li
     """The ``kind`` spans of ``texts``, nearest (in words) to a content word of the
     question first."""
     asked = content_words(question)
-    ranked = []
+    ranked: list[tuple[int, int, str]] = []
     for text in texts:
         tokens = words(text)
         anchors = [i for i, w in enumerate(tokens) if w in asked]

@@ -382,7 +382,7 @@ def _with_form_fields(text: str, page: Any) -> str:
             annot = ref.get_object()
             if not isinstance(annot, DictionaryObject) or annot.get("/Subtype") != "/Widget":
                 continue
-            field = annot
+            field: Any = annot
             if "/T" not in field and "/Parent" in field:
                 field = field["/Parent"].get_object()
             if id(field) in seen:
@@ -439,7 +439,7 @@ def _metadata(reader: PdfReader, count: int) -> dict[str, str]:
     """Title, author and producer when present (as strings), and the page count."""
     out: dict[str, str] = {}
     try:
-        info = reader.metadata or {}
+        info: Any = reader.metadata or {}
         for key, label in (("/Title", "title"), ("/Author", "author"), ("/Producer", "producer")):
             value = info.get(key)
             value = value.get_object() if hasattr(value, "get_object") else value

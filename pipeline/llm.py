@@ -124,6 +124,30 @@ class LLMClient:
         the token margin."""
         return int(self.endpoint.context_window / self.token_margin)
 
+    def prompt_room(self, messages: list[Message], answer_tokens: int) -> int:
+        """Tokens left for variable text in a prompt whose fixed part is ``messages`` (the
+        template rendered with its variable fields empty): the budget rule of the map,
+        collapse, resolve, sequential and write prompts. The window over the token
+        margin, minus the answer's tokens, minus the template's own text (counted per
+        message)."""
+        return self.window_tokens - answer_tokens - sum(
+            count_tokens(m["content"]) for m in messages)
+
+    async def timed_chat(self, messages: list[Message], node: str,
+                         **kwargs: int) -> tuple[str, dict[str, Any]]:
+        """``chat``, and the call's data for a trace event: cl100k tokens in and out and
+        the seconds it took (the per-node accounting stays in ``calls``)."""
+        started = time.perf_counter()
+        reply = await self.chat(messages, node=node, **kwargs)
+        elapsed = time.perf_counter() - started
+        # Counted after the call: counted before, the first wave's requests would wait while
+        # every queued map call counted its prompt.
+        return reply, {
+            "prompt_tokens": sum(count_tokens(m["content"]) for m in messages),
+            "reply_tokens": count_tokens(reply),
+            "elapsed_s": round(elapsed, 3),
+        }
+
     async def calibrate(self, texts: list[str]) -> float | None:
         """Make ``token_margin`` exact for the served model, if it offers its tokenizer.
 
@@ -159,7 +183,7 @@ class LLMClient:
         }
         budget = self.settings.llm.call_budget_s
         deadline = time.monotonic() + budget
-        key = None
+        key: str | None = None
         for attempt in range(self.settings.llm.max_retries + 1):
             # Keyed and looked up inside the slot: calls queued behind the first wave then
             # do this work while the first requests are out, not before they are sent.
@@ -180,8 +204,8 @@ class LLMClient:
                     # shorter (a per-request timeout costs the client ~0.3 ms a call).
                     short = remaining < self.settings.llm.timeout_s
                     async with asyncio.timeout(remaining):
-                        response = await self._client.chat.completions.create(
-                            model=self.endpoint.model, messages=messages,  # type: ignore[arg-type]
+                        response = await self._client.chat.completions.create(  # type: ignore[call-overload]
+                            model=self.endpoint.model, messages=messages,
                             **({"timeout": remaining} if short else {}), **params,
                         )
                     text = _reply_text(response)
@@ -216,7 +240,7 @@ class LLMClient:
                 latency_s=round(latency, 4),
             )
         )
-        if self.cache is not None and self.settings.llm.use_cache:
+        if self.cache is not None and self.settings.llm.use_cache and key is not None:
             self.cache.put(key, {"text": text})
         return text
 
@@ -253,7 +277,7 @@ class LLMClient:
         await self._client.close()
 
 
-def _retry_after(response: httpx.Response | None) -> float | None:
+def _retry_after(response: Any) -> float | None:
     """The seconds a 429/503's ``Retry-After`` header asks for (capped), if it gives them."""
     value = response.headers.get("retry-after") if response is not None else None
     try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any, Literal
 from uuid import uuid4
 
@@ -31,6 +32,14 @@ class Document(BaseModel):
     pages: list[Page] = Field(default_factory=list, description="Empty for plain text files")
     metadata: dict[str, str] = Field(default_factory=dict)
     sha256: str = Field(description="Hash of the extracted text")
+
+    @classmethod
+    def from_text(cls, text: str, source: str = "text") -> Document:
+        """A document of ``text`` as given, read from no file (unpaged; hashed as a file's
+        extracted text is): pass it to ``Pipeline.ask``/``summarize``/``write`` instead of
+        a path. Citations name ``source``."""
+        return cls(source=source, text=text,
+                   sha256=hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest())
 
     def page_at(self, offset: int) -> int | None:
         """The page number holding character ``offset``, or None for unpaged text."""

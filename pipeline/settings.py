@@ -393,10 +393,11 @@ GROUPS: dict[str, type[Group]] = {
 def flat_names(group: type[Group]) -> dict[str, str]:
     """Flat name -> field name of a group's fields (the flat name is the field's last
     alias choice, else its name)."""
-    out = {}
+    out: dict[str, str] = {}
     for name, info in group.model_fields.items():
         alias = info.validation_alias
-        out[alias.choices[-1] if isinstance(alias, AliasChoices) else name] = name
+        flat = alias.choices[-1] if isinstance(alias, AliasChoices) else name
+        out[flat if isinstance(flat, str) else name] = name
     return out
 
 
@@ -561,8 +562,9 @@ def load_settings(**overrides: Any) -> Settings:
         return Settings(**{k: v for k, v in overrides.items() if v is not None})
     except ValidationError as exc:
         first = exc.errors()[0]
-        loc = tuple(str(p) for p in first["loc"])
-        where = FLAT_OF.get(loc[:2], ".".join(loc))  # the flat name users set it by
+        loc = [str(p) for p in first["loc"]]
+        group, field = (*loc, "", "")[:2]
+        where = FLAT_OF.get((group, field), ".".join(loc))  # the flat name users set it by
         raise InputError(f"invalid setting {where}: {first['msg']}") from exc
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise InputError(f"config file {path} is not valid TOML: {exc}") from exc

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Annotated, Literal, NotRequired, TypedDict
+from typing import Annotated, Any, Literal, NotRequired, TypedDict
 
 from langgraph.graph import StateGraph
+from langgraph.graph.state import CompiledStateGraph
 from pydantic import BaseModel, Field
 
 from longdoc.pipeline.grounding import Similarity
@@ -14,6 +15,7 @@ from longdoc.pipeline.llm import LLMClient
 from longdoc.pipeline.models import Chunk, Citation, Coverage, Document, Quote, Task, TraceEvent
 from longdoc.pipeline.settings import Settings
 
+CompiledGraph = CompiledStateGraph[Any, Any, Any, Any]  # a compiled graph, whatever its state
 NOT_FOUND_ANSWER = "Not found: no part of the document supports an answer."
 
 
@@ -136,7 +138,7 @@ class StrategyOutput(TypedDict, total=False):
     coverage: Coverage  # mapreduce: chunks whose map call failed
 
 
-def strategy_graph(state_schema: type[GraphState] = GraphState) -> StateGraph:
+def strategy_graph(state_schema: type[GraphState] = GraphState) -> StateGraph[Any, Any, Any, Any]:
     """A strategy's graph: reads the shared state, returns only ``StrategyOutput``."""
     return StateGraph(state_schema, context_schema=RunContext, output_schema=StrategyOutput)
 

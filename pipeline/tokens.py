@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 from functools import lru_cache
+from typing import Any
 
 import httpx
 import numpy as np
@@ -78,7 +79,8 @@ def _token_positions(text: str) -> tuple[np.ndarray, np.ndarray | None]:
 def token_char_offsets(text: str) -> list[int]:
     """Character offset where each cl100k token of ``text`` starts (a token starting inside
     a multi-byte character maps to that character)."""
-    return _token_positions(text)[0].tolist()
+    offsets: list[int] = _token_positions(text)[0].tolist()
+    return offsets
 
 
 class TokenIndex:
@@ -132,7 +134,7 @@ class ServedTokenizer:
         self.headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self.timeout = timeout
 
-    async def _count(self, payload: dict) -> int:
+    async def _count(self, payload: dict[str, Any]) -> int:
         async with httpx.AsyncClient(timeout=self.timeout, headers=self.headers) as client:
             response = await client.post(self.url, json={"model": self.model, **payload})
             response.raise_for_status()

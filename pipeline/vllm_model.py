@@ -19,6 +19,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 from pydantic import BaseModel
 
@@ -56,7 +57,7 @@ class VLLMRuntime(BaseModel):
     missing: list[str] = []  # conversion dependencies it lacks
 
     @classmethod
-    def from_probe(cls, python: str, found: dict) -> VLLMRuntime:
+    def from_probe(cls, python: str, found: dict[str, Any]) -> VLLMRuntime:
         version = found.get("version")
         return cls(python=python, version=version, missing=found.get("missing", []),
                    cpu=bool(found.get("cpu_dist")) or "cpu" in (version or ""))
@@ -77,7 +78,7 @@ def probe_python(python: str | Path) -> VLLMRuntime | None:
     return VLLMRuntime.from_probe(python, found) if found.get("vllm") else None
 
 
-def _probe_here() -> dict:
+def _probe_here() -> dict[str, Any]:
     """The probe, for the running interpreter (no subprocess)."""
     def version(name: str) -> str | None:
         try:

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Set up .venv (and .venv-vllm) if needed, then lint and run the whole test suite
+# Set up .venv (and .venv-vllm) if needed, then lint, type-check and run the whole test suite
 # (real-model and real vLLM tests included).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -9,4 +9,5 @@ bash scripts/setup_vllm.sh
 # Debian's Chromium and ChromeDriver, for the review app's browser test.
 bash scripts/setup_browser.sh
 .venv/bin/ruff check .
+bash scripts/typecheck.sh   # mypy, strict on pipeline/ and agents/ (pyproject.toml)
 .venv/bin/python -m pytest --fail-on-skip -rs "$@"

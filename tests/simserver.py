@@ -37,9 +37,12 @@ from typing import Any, TypeVar
 
 from longdoc.pipeline.grounding import sentences
 from longdoc.pipeline.tokens import count_tokens, encoding
+from longdoc.prompts import fragments
 
 Messages = list[dict[str, str]]
 REPO_ROOT = Path(__file__).resolve().parents[1]
+# Lines of a carried unit that are structure, not notes (the names prompts/fragments.py uses).
+UNIT_LABELS = {fragments.QUOTES_LABEL.casefold(), fragments.NO_CARRIED_QUOTES.casefold()}
 T = TypeVar("T")
 STATS_PATH = "/sim/stats"
 RESET_PATH = "/sim/reset"
@@ -283,8 +286,8 @@ def _int(value: str | None, default: int) -> int:
 
 
 def _notes_only(notes: str) -> str:
-    """Carried notes without the "Quotes:" list code appends to them."""
-    return notes.split("\nQuotes:\n", 1)[0]
+    """Carried notes without the quote list code appends to them (``fragments.CARRIED_UNIT``)."""
+    return notes.split(f"\n{fragments.QUOTES_LABEL}\n", 1)[0]
 
 
 def plain(*texts: str) -> str:
@@ -293,7 +296,7 @@ def plain(*texts: str) -> str:
     for text in texts:
         for line in text.splitlines():
             line = re.sub(r"^[-*•]\s*", "", line.strip()).strip("\"“” ")
-            if line and line.casefold() not in {"quotes:", "(none)"}:
+            if line and line.casefold() not in UNIT_LABELS:
                 lines.append(line)
     return "\n\n".join(lines)
 

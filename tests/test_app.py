@@ -500,4 +500,4 @@ def test_sessions_on_a_managed_backend_share_one_server(sim, monkeypatch, tmp_pa
     finally:
         app_runs.close_pipeline(second)
     assert events == ["start", "stop"]
-    assert not list(app_runs._open) and not app_runs._servers
+    assert not list(app_runs._open) and not len(app_runs._shared)

@@ -117,6 +117,23 @@ def test_several_documents_cite_the_right_source(sim, tmp_path: Path) -> None:
     assert "a.txt" in server.requests[0]["messages"][1]["content"]
 
 
+def test_documents_in_memory_mix_with_files(sim, tmp_path: Path) -> None:
+    """``Pipeline.ask`` takes ``Document`` objects (text read from no file) beside paths;
+    citations name the document's source."""
+    from longdoc.pipeline.models import Document
+
+    server = sim(lambda m: 'Answer: in autumn\nQuote: "the library reopened in autumn"')
+    a = write(tmp_path, "Nothing to see in this first file at all.", "a.txt")
+    with Pipeline(sim_settings(server, tmp_path, strategy="direct")) as pipeline:
+        answer = pipeline.ask([a, Document.from_text(TEXT, source="notes")],
+                              "When did the library reopen?")
+        with pytest.raises(InputError, match="blank: empty document"):
+            pipeline.ask(Document.from_text("  ", source="blank"), "When?")
+    [citation] = answer.citations
+    assert citation.source == "notes" and citation.quote in TEXT
+    assert "a.txt" in server.requests[0]["messages"][1]["content"]
+
+
 def test_unknown_strategy_and_empty_question(sim, tmp_path: Path) -> None:
     server = sim(lambda m: "x")
     with Pipeline(sim_settings(server, tmp_path, strategy="direct")) as pipeline:

@@ -276,7 +276,7 @@ def rescore(result: EvalResult, task: EvalTask | None = None) -> EvalResult:
                           score_values(SCORING[result.kind], result.expected,
                                        result.distractors, result.answer))
         update |= {"score": round(score, 4), "details": details}
-    score = update.get("score", result.score)
+    final_score = update.get("score", result.score)
     evidence = task.evidence if task is not None else result.evidence_spans
     if result.cited_spans is None:  # a line from before spans were stored
         recall = result.citation_recall
@@ -284,7 +284,7 @@ def rescore(result: EvalResult, task: EvalTask | None = None) -> EvalResult:
     else:
         update["citation_precision"] = citation_precision(evidence or [], result.cited_spans)
         recall = update["citation_recall"] = citation_recall(evidence or [], result.cited_spans)
-    update["supported"] = (score == 1.0 and bool(recall)) if planted else None
+    update["supported"] = (final_score == 1.0 and bool(recall)) if planted else None
     return result.model_copy(update=update)
 
 

@@ -18,10 +18,10 @@ from rich.console import Console
 
 from longdoc.agents import STRATEGY_NAMES
 from longdoc.pipeline.api import Pipeline
-from longdoc.pipeline.errors import BackendError, InputError
+from longdoc.pipeline.errors import BackendError, InputError, OverBudgetError
 from longdoc.pipeline.evaluation.metrics import EvalResult, evaluate, failed
 from longdoc.pipeline.evaluation.tasks import EvalTask
-from longdoc.pipeline.models import Answer
+from longdoc.pipeline.models import DEFAULT_SUMMARY_WORDS, Answer
 from longdoc.pipeline.runs import JsonLog, progress_bar
 from longdoc.pipeline.settings import Settings, load_settings
 
@@ -58,14 +58,15 @@ def run_one(pipeline: Pipeline, task: EvalTask, strategy: str, document: Path,
     started = time.perf_counter()
     try:
         if task.kind == "summary":
-            answer = pipeline.summarize(document, words=task.words or 300, strategy=strategy)
+            answer = pipeline.summarize(document, words=task.words or DEFAULT_SUMMARY_WORDS,
+                                        strategy=strategy)
         else:
             answer = pipeline.ask(document, task.question or "", strategy=strategy)
+    except OverBudgetError as exc:
+        return failed(task, strategy, "refused", f"over budget: {exc}",
+                      time.perf_counter() - started, model)
     except InputError as exc:
-        reason = str(exc)
-        if strategy == "direct" and "direct path fits" in reason:
-            reason = f"over budget: {reason}"
-        return failed(task, strategy, "refused", reason, time.perf_counter() - started, model)
+        return failed(task, strategy, "refused", str(exc), time.perf_counter() - started, model)
     except BackendError:
         raise
     except Exception as exc:  # a bug in one strategy must not end a long evaluation
