@@ -154,14 +154,8 @@ def run_strategy(pipeline: Pipeline, request: ReviewRequest, strategy: str,
     unexpected ones (logged with their traceback)."""
     paths = [d.source for d in request.documents]
     try:
-        if request.task == "write":
-            answer = pipeline.write(paths, request.question, password=password,
-                                    **({"words": request.words} if request.words else {}))
-        elif request.task == "summary":
-            answer = pipeline.summarize(paths, strategy=strategy, password=password,
-                                        **({"words": request.words} if request.words else {}))
-        else:
-            answer = pipeline.ask(paths, request.question, strategy=strategy, password=password)
+        answer = pipeline.run(request.task, paths, question=request.question,
+                              words=request.words, strategy=strategy, password=password)
     except LongdocError as error:
         return StrategyRun(strategy=strategy, error=str(error))
     except Exception as exc:

@@ -250,6 +250,31 @@ class Pipeline:
         """Synchronous ``awrite``."""
         return asyncio.run(self.awrite(paths, topic, **kwargs))
 
+    async def arun(
+        self,
+        task: Task,
+        paths: Source | Sequence[Source],
+        *,
+        question: str = "",
+        words: int | None = None,
+        strategy: str | None = None,
+        password: str | None = None,
+    ) -> Answer:
+        """One request of any task, as batch, eval and the review app run them: ``aask``
+        (``question``), ``asummarize`` (``words``) or ``awrite`` (``question`` is the topic;
+        it has no strategy). ``words`` None: the task's default length."""
+        if task == "write":
+            return await self.awrite(paths, question, password=password,
+                                     words=words or DEFAULT_WRITE_WORDS)
+        if task == "summary":
+            return await self.asummarize(paths, words=words or DEFAULT_SUMMARY_WORDS,
+                                         strategy=strategy, password=password)
+        return await self.aask(paths, question, strategy=strategy, password=password)
+
+    def run(self, task: Task, paths: Source | Sequence[Source], **kwargs: Any) -> Answer:
+        """Synchronous ``arun``."""
+        return asyncio.run(self.arun(task, paths, **kwargs))
+
     async def _run(self, paths: Source | Sequence[Source], task: Task, strategy: str,
                    **request: Any) -> Answer:
         """Run the graph for one request (``_run_state``'s keywords: question, words,

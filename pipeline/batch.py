@@ -269,15 +269,9 @@ async def run_item(pipeline: Pipeline, item: BatchItem, job: BatchJob) -> BatchR
                     prefix="longdoc-batch-")))
                 path = folder / (re.sub(r"[^\w.-]+", "_", item.id)[:80] + ".txt")
                 path.write_text(item.text or "", encoding="utf-8", newline="")
-            if job.task == "summary":
-                answer = await pipeline.asummarize(path, words=job.words, strategy=job.strategy,
-                                                   password=job.password)
-            elif job.task == "write":
-                answer = await pipeline.awrite(path, job.question, words=job.words,
-                                               password=job.password)
-            else:
-                answer = await pipeline.aask(path, job.question, strategy=job.strategy,
-                                             password=job.password)
+            answer = await pipeline.arun(job.task, path, question=job.question,
+                                         words=job.words, strategy=job.strategy,
+                                         password=job.password)
     except InputError as exc:
         return failed("input", str(exc))
     except RejectedRequest as exc:  # this document's request, not an outage

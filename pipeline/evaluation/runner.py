@@ -21,7 +21,7 @@ from longdoc.pipeline.api import Pipeline
 from longdoc.pipeline.errors import BackendError, InputError, OverBudgetError
 from longdoc.pipeline.evaluation.metrics import EvalResult, evaluate, failed
 from longdoc.pipeline.evaluation.tasks import EvalTask
-from longdoc.pipeline.models import DEFAULT_SUMMARY_WORDS, Answer
+from longdoc.pipeline.models import Answer
 from longdoc.pipeline.runs import JsonLog, progress_bar
 from longdoc.pipeline.settings import Settings, load_settings
 
@@ -57,11 +57,9 @@ def run_one(pipeline: Pipeline, task: EvalTask, strategy: str, document: Path,
     ``on_answer`` receives the pipeline's answer (with its trace) before it is scored."""
     started = time.perf_counter()
     try:
-        if task.kind == "summary":
-            answer = pipeline.summarize(document, words=task.words or DEFAULT_SUMMARY_WORDS,
-                                        strategy=strategy)
-        else:
-            answer = pipeline.ask(document, task.question or "", strategy=strategy)
+        answer = pipeline.run("summary" if task.kind == "summary" else "qa", document,
+                              question=task.question or "", words=task.words,
+                              strategy=strategy)
     except OverBudgetError as exc:
         return failed(task, strategy, "refused", f"over budget: {exc}",
                       time.perf_counter() - started, model)
