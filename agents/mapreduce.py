@@ -54,6 +54,7 @@ from longdoc.pipeline.grounding import (
     contains,
     count_keys,
     is_steering,
+    mentions,
     question_keys,
     relevance,
     sentences,
@@ -174,10 +175,13 @@ def _evidence_spans(
 def needs_second_look(records: list[MapRecord], question: str) -> bool:
     """Whether no verified record's evidence mentions the question and states its answer
     firmly (``grounding.stance``): when every answer found is hedged, attributed,
-    superseded or about a neighbouring entity, the plain statement was missed by its
-    chunk's reading, and the passages that match the question best are worth a look."""
-    return not any(r.verified and r.relevance > 0 and any(
-        stance(ev.text, r.answer_key, question).firm for ev in r.evidence) for r in records)
+    superseded, about a neighbouring entity or close to the question in meaning only
+    (which a sentence on a neighbouring subject can be), the plain statement was missed
+    by its chunk's reading, and the passages that match the question best are worth a
+    look."""
+    return not any(r.verified and any(mentions(question, ev.text) for ev in r.evidence)
+                   and any(stance(ev.text, r.answer_key, question).firm for ev in r.evidence)
+                   for r in records)
 
 
 def second_look_passages(
@@ -253,7 +257,7 @@ class AnswerGroup:
         return max(CONFIDENCE_RANK[r.confidence] for r in self.records)
 
     @property
-    def relevance(self) -> int:
+    def relevance(self) -> float:
         return max(r.relevance for r in self.records)
 
     @property

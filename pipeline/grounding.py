@@ -176,13 +176,25 @@ def count_keys(keys: Iterable[str], text: str) -> int:
     return sum(contains(folded, k) for k in keys)
 
 
-def relevance(question: str, text: str, similar: Similarity | None = None) -> int:
-    """How many of the question's key words occur in ``text``; a text with none that is
-    close to the question in meaning (``similar``, at least ``SEMANTIC_ABOUT``) counts 1."""
-    hits = count_keys(question_keys(question), text)
-    if hits or similar is None:
-        return hits
-    return int(similar(text) >= SEMANTIC_ABOUT)
+def relevance(question: str, text: str, similar: Similarity | None = None) -> float:
+    """How much ``text`` is about ``question``, from 0 to 1: the share of the question's
+    key words it holds; for a text with none, its closeness in meaning (``similar``'s
+    cosine, when at least ``SEMANTIC_ABOUT``), so that a paraphrase of the question
+    outranks a sentence that shares one common word with it ("military service" for a
+    boat "taken out of service"). 0 for a question without key words."""
+    keys = question_keys(question)
+    hits = count_keys(keys, text)
+    if hits:
+        return hits / len(keys)
+    if similar is None or not keys:
+        return 0.0
+    closeness = similar(text)
+    return closeness if closeness >= SEMANTIC_ABOUT else 0.0
+
+
+def mentions(question: str, text: str) -> bool:
+    """Whether ``text`` holds one of the question's key words."""
+    return count_keys(question_keys(question), text) > 0
 
 
 def key_supported(key: list[str], text: str) -> bool:
@@ -682,7 +694,12 @@ def stance(sentence: str, key: list[str], question: str, others: Iterable[str] =
     else:
         masked = sentence
     found = stance_of_clause(masked, clause_of(masked, key, others), others)
-    return found.model_copy(update={"sibling": is_sibling(sentence, question)})
+    update = {"sibling": is_sibling(sentence, question)}
+    if question_type(question) == "date":
+        # A date dates an event, and a change is an event: "retired in 1931" answers when
+        # the boat was taken out of service; nothing that held before was superseded.
+        update["superseded"] = False
+    return found.model_copy(update=update)
 
 
 def stance_of_clause(sentence: str, clause: str, others: Iterable[str]) -> Stance:

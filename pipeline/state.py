@@ -60,7 +60,8 @@ class MapRecord(BaseModel):
     verified: bool = Field(
         False, description="The answer key occurs in evidence located in the chunk's text"
     )
-    relevance: int = Field(0, description="Question words in the evidence")
+    relevance: float = Field(0.0, description="How much the evidence is about the question "
+                             "(grounding.relevance, 0-1)")
     second_look: bool = Field(
         False, description="From a second look at a question-matching passage, not a chunk"
     )

@@ -76,15 +76,26 @@ def test_a_sentence_close_in_meaning_is_about_a_question_it_shares_no_word_with(
     close = FixedSimilarity({FERRY: 0.5, unrelated: 0.1})
     assert relevance(BOAT_QUESTION, FERRY) == 0
     assert not supports(FERRY, "1931", BOAT_QUESTION)  # words alone: not about it
-    assert relevance(BOAT_QUESTION, FERRY, close) == 1
+    assert relevance(BOAT_QUESTION, FERRY, close) == 0.5
     assert supports(FERRY, "1931", BOAT_QUESTION, close)
     assert supporting([unrelated, FERRY], "1931", BOAT_QUESTION, close) == [1]
     assert not supports(unrelated, "1931", BOAT_QUESTION, close)  # far in meaning
     # meaning never stands in for the answer's key
     assert not supports(FERRY, "1932", BOAT_QUESTION, close)
-    # a sentence that holds a key word of the question is scored by words, not meaning
-    shared = "The boat was repaired in 1931."
-    assert relevance(BOAT_QUESTION, shared, FixedSimilarity({shared: 0.9})) == 1
+    # a sentence that holds a key word of the question is scored by its share of them
+    shared = "The weather was bad in 1931."
+    assert relevance(BOAT_QUESTION, shared, FixedSimilarity({shared: 0.9})) == 1 / 5
+    # ... so one common word of five ranks under a close paraphrase
+    service = "Social security coverage for veterans for their period of military service."
+    assert relevance(BOAT_QUESTION, service) < relevance(BOAT_QUESTION, FERRY, close)
+
+
+def test_a_change_is_the_event_a_date_question_asks_about() -> None:
+    """"retired in 1931" answers when the boat was taken out of service; for a question
+    about the current value the same words mark a superseded one."""
+    assert stance(FERRY, ["1931"], BOAT_QUESTION).firm
+    assert stance("The code was retired in 1931.", ["1931"],
+                  "What is the code of the boat?").superseded
 
 
 def test_minilm_finds_the_paraphrase_and_not_prose_on_other_subjects() -> None:
