@@ -53,9 +53,11 @@ from longdoc.pipeline.grounding import (
     best_sentence,
     contains,
     count_keys,
+    fit_answer,
     is_steering,
     mentions,
     question_keys,
+    question_type,
     relevance,
     sentences,
     stance,
@@ -101,10 +103,19 @@ class MapInput(TypedDict):
 
 
 def ground_record(chunk: Chunk, question: str, reply: str,
-                  similar: Similarity | None = None) -> MapRecord:
+                  similar: Similarity | None = None, passage: bool = False) -> MapRecord:
     """Read one map reply and check its answer against the chunk's own text (``similar``:
-    evidence that paraphrases the question is about it, ``grounding.relevance``)."""
+    evidence that paraphrases the question is about it, ``grounding.relevance``).
+
+    ``passage``: the chunk is a second look's passage, a sentence or two chosen as the
+    best match for the question. When the question wants a date or a number and the
+    reply names none ("taken out of service following a storm", read from "... was
+    retired in 1931 after a storm ..."), the passage's own value is the answer
+    (``grounding.fit_answer`` with the passage as its evidence)."""
     parsed: MapReply = parse_map_reply(strip_protocol_echo(reply, chunk.text))
+    if passage and parsed.found and question_type(question) in ("date", "number"):
+        parsed = parsed.model_copy(update={
+            "answer": fit_answer(parsed.answer, question, [blank_injections(chunk.text)])})
     record = MapRecord(
         chunk_id=chunk.id, source=chunk.source, parsed=parsed.parsed, found=parsed.found,
         answer=parsed.answer, confidence=parsed.confidence, chunk_tokens=chunk.tokens,
@@ -497,7 +508,8 @@ async def _map(item: MapInput, runtime: Runtime[RunContext],
         return {"map_records": [record], "trace": [TraceEvent(
             node=MAP_NODE, message=f"chunk {chunk.id}: {record.status}",
             data=record.model_dump(exclude={"reply"}))]}
-    record = ground_record(chunk, question, reply, runtime.context.similarity(question))
+    record = ground_record(chunk, question, reply, runtime.context.similarity(question),
+                           passage=second_look)
     record.second_look = second_look
     data = record.model_dump(exclude={"reply"})
     data["reply"] = reply[:TRACE_REPLY_CHARS]
