@@ -279,8 +279,8 @@ class AnswerGroup:
     def firmest(self) -> Stance:
         return min(self.stances.values(), key=lambda s: s.flags, default=Stance())
 
-    def rank(self) -> tuple[int, int, int, int]:
-        """Evidence first: firmness, question words, distinct spans; confidence last."""
+    def rank(self) -> tuple[int, float, int, int]:
+        """Evidence first: firmness, aboutness, distinct spans; confidence last."""
         return (-self.weakness, self.relevance, self.support, self.confidence)
 
     def best(self) -> MapRecord:
@@ -301,7 +301,7 @@ class AnswerGroup:
                 "stance": self.firmest().labels(), "chunks": [r.chunk_id for r in self.records]}
 
 
-def record_rank(record: MapRecord) -> tuple[int, int, int]:
+def record_rank(record: MapRecord) -> tuple[int, float, int]:
     return (int(record.verified), record.relevance, CONFIDENCE_RANK[record.confidence])
 
 
@@ -688,7 +688,7 @@ def build_mapreduce() -> CompiledGraph:
     from longdoc.agents import mapreduce_summary as summary  # it imports this module
 
     graph = strategy_graph(MapReduceState)
-    graph.add_node("map", map_chunk)  # type: ignore[arg-type]  # fed by Send, not the state
+    graph.add_node("map", map_chunk)  # type: ignore[call-overload]  # fed by Send, not the state
     graph.add_node("second_look", second_look, destinations=("look", "reduce"))
     graph.add_node("look", second_look_chunk)  # type: ignore[arg-type]  # fed by Send, not the state
     graph.add_node("reduce", reduce)
