@@ -110,6 +110,12 @@ def test_minilm_finds_the_paraphrase_and_not_prose_on_other_subjects() -> None:
                   "The committee on recent social trends was appointed in 1931 by "
                   "President Hoover."]:
         assert not supports(other, "1931", BOAT_QUESTION, similar)
+    # neighbouring subjects (a river basin, a storm-recovery act) that ended auto's reading
+    # at 1M and 2M tokens with a wrong year at a threshold of 0.3
+    assert not supports("Lawrence River Basin--as recommended by me on October 3, 1945.",
+                        "1945", BOAT_QUESTION, similar)
+    assert not supports("Under the Sandy Recovery Improvement Act of 2013 (SRIA, Division B "
+                        "of P.", "2013", BOAT_QUESTION, similar)
     assert question_similarity(BOAT_QUESTION, Settings(embedder="hash")) is None
 
 
