@@ -660,3 +660,22 @@ def test_real_model_resolves_hedged_distractors(
     verified = [e for e in records if e.data["verified"]]
     assert reduce.data["demoted"] >= 1, "no invented value was rejected"
     assert 1 <= len(verified) < len(records)
+
+
+@pytest.mark.real_model
+def test_real_model_answers_a_paraphrased_question_by_meaning(
+    real_endpoint, test_data: Path, tmp_path: Path
+) -> None:
+    """The question shares no key word with the sentence that answers it (issue 22's
+    paraphrased needle): the second look re-reads the sentence closest in meaning
+    (MiniLM), and the answer is its year, cited by that sentence."""
+    doc = tmp_path / "haystack.txt"
+    doc.write_text(haystack(test_data, 3000, FERRY, depth=0.65))
+    settings = real_settings(real_endpoint, tmp_path, chunk_tokens=600, chunk_overlap=50)
+    with Pipeline(settings) as pipeline:
+        answer = pipeline.ask(doc, BOAT_QUESTION, strategy="mapreduce")
+    assert answer.answer == "1931"
+    assert answer.supported
+    assert [c.quote for c in answer.citations] == [FERRY]
+    [look] = events(answer, "mapreduce.second_look")
+    assert any(p["text"].startswith(FERRY) for p in look.data["passages"])
