@@ -10,6 +10,7 @@ from langgraph.runtime import Runtime
 
 from longdoc.pipeline.errors import InputError, OverBudgetError
 from longdoc.pipeline.injection import strip_protocol_echo
+from longdoc.pipeline.llm import message_tokens, prompt_room
 from longdoc.pipeline.models import Document, TraceEvent
 from longdoc.pipeline.protocol import ParsedReply, parse_answer
 from longdoc.pipeline.settings import Settings
@@ -67,8 +68,8 @@ def direct_budget(state: GraphState, settings: Settings, window_tokens: int) -> 
     (``window_tokens``: the served window in cl100k tokens, ``LLMClient.window_tokens``)."""
     node, fields, answer_tokens = _request(state, settings.llm.max_answer_tokens)
     rendered = get_prompt(node).render(documents="", **fields)
-    overhead = count_tokens("".join(m["content"] for m in rendered))
-    room = window_tokens - answer_tokens - overhead
+    overhead = message_tokens(rendered)
+    room = prompt_room(window_tokens, rendered, answer_tokens)
     doc_tokens = sum(count_tokens(document_block(d.source, d.text)) for d in state["documents"])
     return DirectBudget(doc_tokens, room, overhead, answer_tokens)
 

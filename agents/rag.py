@@ -18,6 +18,7 @@ from langgraph.runtime import Runtime
 
 from longdoc.pipeline.errors import InputError
 from longdoc.pipeline.injection import strip_protocol_echo
+from longdoc.pipeline.llm import message_tokens
 from longdoc.pipeline.models import Chunk, Document, Quote, TraceEvent
 from longdoc.pipeline.protocol import parse_answer
 from longdoc.pipeline.state import CompiledGraph, Draft, GraphState, RunContext, strategy_graph
@@ -116,13 +117,11 @@ async def answer(state: RagState, runtime: Runtime[RunContext]) -> dict[str, Any
     selected = state.get("selected_chunks") or []
     ranks = state.get("retrieval_ranks") or {cid: i for i, cid in enumerate(selected, 1)}
     window = llm.endpoint.context_window
-    overhead = count_tokens("".join(
-        m["content"] for m in template.render(documents="", question=question, answer_format=fmt)))
-    budget = llm.window_tokens - settings.llm.max_answer_tokens - overhead
+    fixed = template.render(documents="", question=question, answer_format=fmt)
+    budget = llm.prompt_room(fixed, settings.llm.max_answer_tokens)
     if budget <= 0:
-        raise InputError(
-            f"the prompt alone (~{overhead} tokens) leaves no room in the {window}-token window"
-        )
+        raise InputError(f"the prompt alone (~{message_tokens(fixed)} tokens) leaves no room "
+                         f"in the {window}-token window")
     passages = merge_passages(
         state["chunks"], {c: ranks.get(c, len(ranks) + 1) for c in selected},
         state["documents"])

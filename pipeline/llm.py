@@ -25,6 +25,20 @@ CALIBRATION_PARTS = 8
 MARGIN_SLACK = 1.05  # the chat template's tokens and prompts tokenizing a little differently
 
 
+def message_tokens(messages: list[Message]) -> int:
+    """A prompt's cl100k tokens, counted per message: how every budget counts a prompt."""
+    return sum(count_tokens(m["content"]) for m in messages)
+
+
+def prompt_room(window_tokens: int, messages: list[Message], answer_tokens: int) -> int:
+    """Tokens left for variable text in a prompt whose fixed part is ``messages`` (the
+    template rendered with its variable fields empty): the one budget rule of every
+    prompt. ``window_tokens`` (the served window over the token margin,
+    ``LLMClient.window_tokens``), minus the answer's tokens, minus the template's own
+    text."""
+    return window_tokens - answer_tokens - message_tokens(messages)
+
+
 class Endpoint(BaseModel):
     """Where a served model answers, and how large its context window is."""
 
@@ -125,13 +139,9 @@ class LLMClient:
         return int(self.endpoint.context_window / self.token_margin)
 
     def prompt_room(self, messages: list[Message], answer_tokens: int) -> int:
-        """Tokens left for variable text in a prompt whose fixed part is ``messages`` (the
-        template rendered with its variable fields empty): the budget rule of the map,
-        collapse, resolve, sequential and write prompts. The window over the token
-        margin, minus the answer's tokens, minus the template's own text (counted per
-        message)."""
-        return self.window_tokens - answer_tokens - sum(
-            count_tokens(m["content"]) for m in messages)
+        """``prompt_room`` in this client's window: tokens left for variable text in a
+        prompt whose fixed part is ``messages``, after ``answer_tokens``."""
+        return prompt_room(self.window_tokens, messages, answer_tokens)
 
     async def timed_chat(self, messages: list[Message], node: str,
                          **kwargs: int) -> tuple[str, dict[str, Any]]:
@@ -143,7 +153,7 @@ class LLMClient:
         # Counted after the call: counted before, the first wave's requests would wait while
         # every queued map call counted its prompt.
         return reply, {
-            "prompt_tokens": sum(count_tokens(m["content"]) for m in messages),
+            "prompt_tokens": message_tokens(messages),
             "reply_tokens": count_tokens(reply),
             "elapsed_s": round(elapsed, 3),
         }
