@@ -28,7 +28,8 @@ from longdoc.pipeline.settings import Budget
 
 PDF_SUFFIXES = (".pdf",)
 TEXT_SUFFIXES = (".txt", ".md", ".markdown", ".text")
-SUPPORTED_SUFFIXES = PDF_SUFFIXES + TEXT_SUFFIXES
+HTML_SUFFIXES = (".html", ".htm")
+SUPPORTED_SUFFIXES = PDF_SUFFIXES + TEXT_SUFFIXES + HTML_SUFFIXES
 PAGE_SEPARATOR = "\n\n"
 """Joins the pages' texts in ``Document.text``; it belongs to no page."""
 
@@ -120,15 +121,16 @@ def load_document(
     max_pages: int = 5000,
     budget: Budget | None = None,
 ) -> Document:
-    """Read ``path`` (.pdf, .txt, .md, .markdown, .text) into a :class:`Document`.
+    """Read ``path`` (.pdf, .txt, .md, .markdown, .text, .html, .htm) into a :class:`Document`.
 
     PDF pages are joined with ``PAGE_SEPARATOR``; ``Document.pages`` maps each page to its
     span of the text; extraction stops past ``budget``'s time and text limits. Text files
     are decoded by their BOM (UTF-8/16/32), else as UTF-8, else as the encoding
     charset-normalizer detects, and otherwise kept exactly, line endings included; binary
-    files (NULs, control bytes) are refused. ``budget`` (default: from ``max_file_mb`` and
-    ``max_pages``) holds every limit. Raises :class:`InputError` with a one-line message
-    starting with the file name.
+    files (NULs, control bytes) are refused; HTML files, and text files that are mostly
+    HTML markup, become plain text with their structure (``Document.from_text``).
+    ``budget`` (default: from ``max_file_mb`` and ``max_pages``) holds every limit. Raises
+    :class:`InputError` with a one-line message starting with the file name.
     """
     budget = budget or Budget(max_file_mb=max_file_mb, max_pages=max_pages)
     max_file_mb, max_pages = budget.max_file_mb, budget.max_pages
@@ -158,12 +160,15 @@ def load_document(
     if not data:
         raise InputError(f"{name}: empty document (0-byte file)")
 
-    if suffix in PDF_SUFFIXES:
-        text, pages, metadata = _read_pdf(data, name, password=password, budget=budget)
-    else:
-        text, pages, metadata = _decode_text(data, name), [], {}
-        if not text.strip():
-            raise InputError(f"{name}: empty document")
+    if suffix not in PDF_SUFFIXES:
+        text = _decode_text(data, name)
+        document = Document.from_text(text, str(path),
+                                      markup=True if suffix in HTML_SUFFIXES else None)
+        if not document.text.strip():
+            raise InputError(f"{name}: empty document" + (
+                " (no text outside its markup)" if text.strip() else ""))
+        return document
+    text, pages, metadata = _read_pdf(data, name, password=password, budget=budget)
     sha = hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
     return Document(source=str(path), text=text, pages=pages, metadata=metadata, sha256=sha)
 

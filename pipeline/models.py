@@ -8,6 +8,8 @@ from uuid import uuid4
 
 from pydantic import BaseModel, Field
 
+from longdoc.pipeline.markup import is_markup, plain_text
+
 Task = Literal["qa", "summary", "write"]
 # Request lengths in words (the one home of their defaults and ranges).
 DEFAULT_SUMMARY_WORDS = 300
@@ -34,11 +36,17 @@ class Document(BaseModel):
     sha256: str = Field(description="Hash of the extracted text")
 
     @classmethod
-    def from_text(cls, text: str, source: str = "text") -> Document:
-        """A document of ``text`` as given, read from no file (unpaged; hashed as a file's
-        extracted text is): pass it to ``Pipeline.ask``/``summarize``/``write`` instead of
-        a path. Citations name ``source``."""
-        return cls(source=source, text=text,
+    def from_text(cls, text: str, source: str = "text", *, markup: bool | None = None
+                  ) -> Document:
+        """A document of ``text``, read from no file (unpaged; hashed as a file's extracted
+        text is): pass it to ``Pipeline.ask``/``summarize``/``write`` instead of a path.
+        Citations name ``source``. HTML markup becomes plain text with its structure
+        (``markup.plain_text``) when ``markup`` is True, or when it is None and the text
+        is mostly markup (``markup.is_markup``); otherwise the text is kept as given."""
+        metadata = {}
+        if markup or (markup is None and is_markup(text)):
+            text, metadata = plain_text(text), {"converted": "html"}
+        return cls(source=source, text=text, metadata=metadata,
                    sha256=hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest())
 
     def page_at(self, offset: int) -> int | None:
