@@ -66,6 +66,7 @@ from longdoc.pipeline.injection import blank_injections, neutralize, strip_proto
 from longdoc.pipeline.llm import Unreachable
 from longdoc.pipeline.models import Chunk, Coverage, Quote, TraceEvent
 from longdoc.pipeline.protocol import MapReply, parse_map_reply
+from longdoc.pipeline.settings import Settings
 from longdoc.pipeline.state import (
     NOT_FOUND_ANSWER,
     CompiledGraph,
@@ -79,6 +80,7 @@ from longdoc.pipeline.state import (
 )
 from longdoc.pipeline.tokens import count_tokens
 from longdoc.prompts import document_block, fragments, get_prompt
+from longdoc.prompts.mapreduce import MAP_LAYOUTS
 
 MAP_NODE = "mapreduce.map"
 SUMMARY_MAP_NODE = "mapreduce.summary_map"
@@ -446,6 +448,13 @@ def prompt_room(
     return runtime.context.llm.prompt_room(get_prompt(node).render(**fields), answer_tokens)
 
 
+def map_prompt_name(settings: Settings) -> str:
+    """The QA map prompt's template in the configured layout
+    (``mapreduce.map_prompt_layout``; auto: chunk first on the vllm backend). Its calls are
+    accounted to ``MAP_NODE`` in either layout."""
+    return MAP_LAYOUTS[settings.mapreduce.map_layout(settings.backend)]
+
+
 def fan_out(state: MapReduceState, runtime: Runtime[RunContext]
             ) -> list[Send] | Literal["reduce", "collapse"]:
     """One map call per chunk to read (all, or ``selected_chunks``); none: reduce.
@@ -462,8 +471,8 @@ def fan_out(state: MapReduceState, runtime: Runtime[RunContext]
         prompt_room(runtime, SUMMARY_MAP_NODE, settings.llm.max_answer_tokens, document=block,
                     points="8")
         if summary
-        else prompt_room(runtime, MAP_NODE, settings.llm.max_answer_tokens, document=block,
-                         question=state["question"])
+        else prompt_room(runtime, map_prompt_name(settings), settings.llm.max_answer_tokens,
+                         document=block, question=state["question"])
     )
     largest = max(c.tokens for c in chunks)
     if largest > budget:
@@ -493,7 +502,7 @@ async def second_look_chunk(item: MapInput, runtime: Runtime[RunContext]) -> dic
 async def _map(item: MapInput, runtime: Runtime[RunContext],
                second_look: bool = False) -> dict[str, Any]:
     chunk, question = item["chunk"], item["question"]
-    messages = get_prompt(MAP_NODE).render(
+    messages = get_prompt(map_prompt_name(runtime.context.settings)).render(
         document=document_block(chunk.source, chunk.text), question=question
     )
     try:

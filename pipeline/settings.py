@@ -29,6 +29,7 @@ from pydantic_settings import (
 from longdoc.pipeline.errors import InputError
 
 Backend = Literal["embedded", "vllm", "openai"]
+MapPromptLayout = Literal["auto", "question_first", "chunk_first"]
 DEFAULT_CONFIG_FILE = "longdoc.toml"
 ENV_PREFIX = "LONGDOC_"
 ANSWER: dict[str, Any] = {"answer": "always"}  # answers depend on it (``answer_values``)
@@ -251,6 +252,18 @@ class MapReduceSettings(Group):
     max_collapse_rounds: int = Field(
         6, ge=1, description="Summaries: collapse rounds before the key points are cut to "
         "fit (the loop always terminates)", json_schema_extra=ANSWER_IF_CHANGED)
+    map_prompt_layout: MapPromptLayout = Field(
+        "auto", description="Order of the QA map prompt: question_first (instructions and "
+        "question, then the chunk; calls of one question share a prefix), chunk_first "
+        "(instructions, the chunk, then the question: a prefix-caching server serves each "
+        "chunk again to later questions about the document); auto: chunk_first on the vllm "
+        "backend, question_first elsewhere", json_schema_extra=ANSWER_IF_CHANGED)
+
+    def map_layout(self, backend: Backend) -> Literal["question_first", "chunk_first"]:
+        """The map prompt layout in effect on ``backend`` (``auto`` resolved)."""
+        if self.map_prompt_layout != "auto":
+            return self.map_prompt_layout
+        return "chunk_first" if backend == "vllm" else "question_first"
 
 
 class ReaderSettings(Group):

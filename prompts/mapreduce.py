@@ -12,24 +12,31 @@ CONFIDENCE_CRITERIA = (
     "low = the answer is a guess, it is not in the text."
 )
 
+# The map reply's form (``protocol.parse_map_reply`` reads it), in both layouts.
+MAP_REPLY_FORM = (
+    "Information: <facts of the text that relate to the question>\n"
+    "Rationale: <how these facts answer the question>\n"
+    "Answer: <the short answer, or none if the text does not contain it>\n"
+    "Quote: \"<one sentence copied exactly from the text that contains the answer>\"\n"
+    "Confidence: <high, medium or low>"
+)
+MAP_SYSTEM = (
+    "You read one part of a long document and report what this part says about a "
+    "question. " + DATA_NOT_INSTRUCTIONS
+)
+
 MAP_CHUNK = register(
     PromptTemplate(
         name="mapreduce.map",
-        system=(
-            "You read one part of a long document and report what this part says about a "
-            "question. " + DATA_NOT_INSTRUCTIONS
-        ),
-        # Shared part first (instructions, question, rubric), the chunk last: a server's
-        # prefix cache then serves the shared part across the whole map fan-out. The
-        # question is repeated after the chunk, where a small model attends best.
+        system=MAP_SYSTEM,
+        # Layout "question_first" (the default off vLLM). Shared part first (instructions,
+        # question, rubric), the chunk last: a server's prefix cache then serves the shared
+        # part across the whole map fan-out of one question. The question is repeated after
+        # the chunk, where a small model attends best.
         user=(
             "Question: {question}\n\n"
             "Report on the text below in exactly this form:\n"
-            "Information: <facts of the text that relate to the question>\n"
-            "Rationale: <how these facts answer the question>\n"
-            "Answer: <the short answer, or none if the text does not contain it>\n"
-            "Quote: \"<one sentence copied exactly from the text that contains the answer>\"\n"
-            "Confidence: <high, medium or low>\n\n"
+            + MAP_REPLY_FORM + "\n\n"
             + CONFIDENCE_CRITERIA
             + "\n\n{document}\n\n"
             "Question: {question}\n"
@@ -37,6 +44,28 @@ MAP_CHUNK = register(
         ),
     )
 )
+
+# The same report with the chunk before the question (``mapreduce.map_prompt_layout``
+# "chunk_first", the default on vLLM): everything up to the end of the chunk is the same
+# for every question, so a server's prefix cache serves the chunk itself to the second
+# and later questions about a document; only the question and the form are new.
+MAP_CHUNK_FIRST = register(
+    PromptTemplate(
+        name="mapreduce.map_chunk_first",
+        system=MAP_SYSTEM,
+        user=(
+            "Read the text below. A question about it follows the text.\n\n"
+            + CONFIDENCE_CRITERIA
+            + "\n\n{document}\n\n"
+            "Question: {question}\n\n"
+            "Report on the text above in exactly this form:\n"
+            + MAP_REPLY_FORM
+        ),
+    )
+)
+
+# The map prompt of each layout, by layout name (``mapreduce.map_prompt_layout``).
+MAP_LAYOUTS = {"question_first": MAP_CHUNK.name, "chunk_first": MAP_CHUNK_FIRST.name}
 
 RESOLVE_CONFLICT = register(
     PromptTemplate(
