@@ -27,6 +27,7 @@ import re
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, Literal
 
 from langgraph.graph import END, START
@@ -49,6 +50,7 @@ from longdoc.pipeline.grounding import (
     sentences,
 )
 from longdoc.pipeline.injection import blank_injections, neutralize
+from longdoc.pipeline.llm import LLMClient
 from longdoc.pipeline.models import Chunk, Quote, TraceEvent
 from longdoc.pipeline.protocol import parse_answer
 from longdoc.pipeline.settings import Settings
@@ -345,175 +347,213 @@ def reading_list(state: SequentialState, settings: Settings, spec: ReaderSpec) -
     return [c for c in chunks if c.id in wanted]
 
 
+# --- the nodes (module-level: each can be run alone with a state and a runtime) -----------
+
+
+async def prepare(state: SequentialState, runtime: Runtime[RunContext], *,
+                  spec: ReaderSpec) -> dict[str, Any]:
+    """The parts to read, checked against the step prompt's room, and the first notes."""
+    settings, llm = runtime.context.settings, runtime.context.llm
+    task = state["task"]
+    if task == "qa" and not _goal(state):
+        raise InputError("the question is empty")
+    segments = reading_list(state, settings, spec)
+    budget = spec.budget(settings)
+    if segments:
+        room = llm.prompt_room(_prompt(spec.step_node, task).render(
+            notes="", document=document_block(segments[0].source, ""),
+            question=_goal(state), words="0"), 2 * budget)
+        largest = max(c.tokens for c in segments)
+        if largest > room:
+            raise InputError(
+                f"a part of ~{largest} tokens does not fit the {spec.name} step prompt "
+                f"(~{room} tokens left in the {llm.endpoint.context_window}-token window "
+                f"after a {budget}-token {spec.budget_name} and the reply); lower "
+                f"chunk_tokens or {spec.budget_name}"
+            )
+    return {
+        "segments": segments, "step": 0, "notes": spec.initial_notes, "carried_quotes": [],
+        "trace": [TraceEvent(
+            node=f"{spec.name}.prepare",
+            message=f"reading {len(segments)} part(s) in order with a {budget}-token "
+                    f"{spec.budget_name}",
+            data={"parts": [c.id for c in segments], "budget": budget, "task": task,
+                  "initial_notes": spec.initial_notes},
+        )],
+    }
+
+
+async def fit_notes(llm: LLMClient, spec: ReaderSpec, notes: str, goal: str,
+                    kept: list[Evidence], room: int) -> tuple[str, dict[str, Any]]:
+    """``notes`` held to ``room`` tokens: compressed by a model call if over, then, if still
+    over, their sentences least relevant to the goal and the kept quotes dropped. Returns
+    the notes and what was done, for the trace (empty if they fitted)."""
+    compression: dict[str, Any] = {}
+    if count_tokens(notes) <= room:
+        return notes, compression
+    compression["notes_tokens"] = count_tokens(notes)
+    compressed = clean_reply(await llm.chat(
+        get_prompt(spec.compress_node).render(
+            notes=neutralize(notes, protocol=False), question=goal,
+            words=str(max(10, int(room * 0.75)))),
+        node=spec.compress_node, max_tokens=room,
+    ))
+    compression["compressed_tokens"] = count_tokens(compressed)
+    notes = compressed or notes
+    if count_tokens(notes) > room:
+        keys = question_keys(goal)
+        reference = " ".join([goal, *(ev.text for ev in kept)])
+
+        def rate_note(sentence: str) -> int:
+            return count_keys(keys, sentence) + overlap(sentence, reference)
+
+        notes, cut = trim_notes(notes, room, rate_note)
+        compression["dropped_note_sentences"] = cut
+    return notes, compression
+
+
+def notes_change(before: str, after: str) -> tuple[list[str], list[str]]:
+    """The sentences of ``before`` still in ``after`` (by normalized text), and those not."""
+    old = {normalize(before[s:e]).text: before[s:e] for s, e in sentences(before)}
+    new = {normalize(after[s:e]).text for s, e in sentences(after)}
+    return [t for n, t in old.items() if n in new], [t for n, t in old.items() if n not in new]
+
+
+async def step(state: SequentialState, runtime: Runtime[RunContext], *,
+               spec: ReaderSpec) -> dict[str, Any]:
+    """Read the next part: the model rewrites the notes, code adds the part's verified
+    quotes, and both are held to the budget."""
+    settings, llm = runtime.context.settings, runtime.context.llm
+    task, goal = state["task"], _goal(state)
+    index = state["step"]
+    chunk = state["segments"][index]
+    before_notes, carried = state["notes"], list(state.get("carried_quotes", []))
+    budget = spec.budget(settings)
+    room = max(16, budget - evidence_tokens(carried))
+    messages = _prompt(spec.step_node, task).render(
+        notes=render_unit(before_notes, carried),
+        document=document_block(chunk.source, chunk.text),
+        question=goal, words=str(max(10, int(room * 0.75))),
+    )
+    # The reply need not fill the budget: a small model rambles to its limit, and
+    # every generated token costs time at every step.
+    cap = settings.reader.step_reply_tokens
+    reply = await llm.chat(messages, node=spec.step_node, max_tokens=min(room, cap))
+    notes = clean_reply(reply) or before_notes
+    added, found = find_evidence(chunk, reply, goal, task, carried, notes)
+    pool = carried + added
+    kept, dropped_evidence = fit_evidence(
+        pool, int(budget * (1 - MIN_NOTES_SHARE)),
+        lambda ev: evidence_rank(ev, goal, task, pool, notes))
+    notes, compression = await fit_notes(llm, spec, notes, goal, kept,
+                                         budget - evidence_tokens(kept))
+    notes_kept, notes_dropped = notes_change(before_notes, notes)
+    data = {
+        "step": index + 1, "part": chunk.id, "previous_notes": before_notes, "notes": notes,
+        "reply": reply[:TRACE_REPLY_CHARS],
+        "notes_kept": notes_kept,
+        "notes_dropped": notes_dropped,
+        "evidence_added": [ev.model_dump() for ev in added],
+        "evidence_carried": [ev.model_dump() for ev in kept],
+        "evidence_dropped": [ev.model_dump() for ev in dropped_evidence],
+        "tokens": {"budget": budget, "notes": count_tokens(notes),
+                   "evidence": evidence_tokens(kept)},
+        **found,
+    }
+    if compression:
+        data["compression"] = compression
+    message = (f"part {chunk.id} ({index + 1}/{len(state['segments'])}): "
+               f"{len(added)} quote(s) added, {len(kept)} carried")
+    if dropped_evidence:
+        message += f", {len(dropped_evidence)} verified quote(s) dropped over budget"
+    if compression:
+        message += ", notes compressed"
+    return {"step": index + 1, "notes": notes, "carried_quotes": kept,
+            "trace": [TraceEvent(node=spec.step_node, message=message, data=data)]}
+
+
+def next_node(state: SequentialState) -> Literal["step", "answer"]:
+    """Another step while parts are left, else the answer."""
+    return "step" if state["step"] < len(state["segments"]) else "answer"
+
+
+async def answer(state: SequentialState, runtime: Runtime[RunContext], *,
+                 spec: ReaderSpec) -> dict[str, Any]:
+    """The summary, or the answer, from the last notes and the carried quotes."""
+    if state["task"] == "summary":
+        return await _summary(state, runtime, spec)
+    return await _answer_question(state, runtime, spec)
+
+
+async def _summary(state: SequentialState, runtime: Runtime[RunContext],
+                   spec: ReaderSpec) -> dict[str, Any]:
+    """A summary from the last notes; each paragraph cites the carried quotes it shares
+    most words with."""
+    llm, goal = runtime.context.llm, _goal(state)
+    notes, carried = state["notes"], list(state.get("carried_quotes", []))
+    words = state["words"]
+    reply = await llm.chat(_prompt(spec.answer_node, "summary").render(
+        notes=neutralize(notes, protocol=False), evidence=render_evidence(carried),
+        question=goal, words=str(words)), node=spec.answer_node,
+        max_tokens=max(runtime.context.settings.llm.max_answer_tokens, 2 * words))
+    summary = reply.strip()
+    quotes = [Quote(text=ev.text, source=ev.source, origin=ev.origin) for ev in carried]
+    by_paragraph = paragraph_quotes(summary, carried)
+    return {"draft": Draft(answer=summary, quotes=quotes, found=bool(summary),
+                           paragraph_quotes=by_paragraph),
+            "trace": [TraceEvent(node=spec.answer_node,
+                                 message=f"summary from the last notes and "
+                                         f"{len(carried)} carried quote(s)",
+                                 data={"reply": reply[:TRACE_REPLY_CHARS],
+                                       "paragraph_quotes": [
+                                           [q.text for q in p] for p in by_paragraph]})]}
+
+
+async def _answer_question(state: SequentialState, runtime: Runtime[RunContext],
+                           spec: ReaderSpec) -> dict[str, Any]:
+    """An answer accepted only if a carried quote holds its key; asked again without the
+    notes (the quotes alone) if the first answer is unsupported."""
+    llm, task, goal = runtime.context.llm, state["task"], _goal(state)
+    notes, carried = state["notes"], list(state.get("carried_quotes", []))
+    attempts = []
+    for shown_notes in (notes, "(see the quotes)"):
+        reply = await llm.chat(_prompt(spec.answer_node, task).render(
+            notes=neutralize(shown_notes, protocol=False), evidence=render_evidence(carried),
+            question=goal),
+            node=spec.answer_node)
+        parsed = parse_answer(reply)
+        key = answer_key(parsed.answer, goal) if parsed.found else []
+        support = [ev for ev in carried if acceptable(ev.text, key)]
+        attempts.append({"with_notes": shown_notes == notes, "reply": reply[
+            :TRACE_REPLY_CHARS], "answer": parsed.answer, "key": key,
+            "supported_by": [ev.text for ev in support]})
+        if support or not carried:
+            break
+    data: dict[str, Any] = {"attempts": attempts, "carried": len(carried)}
+    if not support:
+        data["decision"] = "not found: no carried quote holds the answer's key"
+        return {"draft": Draft(answer=NOT_FOUND_ANSWER, found=False),
+                "trace": [TraceEvent(node=spec.answer_node, message=(
+                    f"answer {parsed.answer!r} is not supported by the {len(carried)} "
+                    "carried quote(s): not found"), data=data)]}
+    cited = cite(support, carried, goal)
+    data["cited"] = [ev.text for ev in cited]
+    quotes = [Quote(text=ev.text, source=ev.source, origin=ev.origin) for ev in cited]
+    return {"draft": Draft(answer=parsed.answer, quotes=quotes, found=True),
+            "trace": [TraceEvent(node=spec.answer_node, message=(
+                f"answer {parsed.answer!r} supported by {len(support)} carried quote(s)"),
+                data=data)]}
+
+
 def build_reader(spec: ReaderSpec) -> CompiledGraph:
     """START -> prepare -> step (looping, one part per pass) -> answer -> END."""
-
-    def budget_of(settings: Settings) -> int:
-        return spec.budget(settings)
-
-    async def prepare(state: SequentialState, runtime: Runtime[RunContext]) -> dict[str, Any]:
-        settings, llm = runtime.context.settings, runtime.context.llm
-        task = state["task"]
-        if task == "qa" and not _goal(state):
-            raise InputError("the question is empty")
-        segments = reading_list(state, settings, spec)
-        budget = budget_of(settings)
-        if segments:
-            room = llm.prompt_room(_prompt(spec.step_node, task).render(
-                notes="", document=document_block(segments[0].source, ""),
-                question=_goal(state), words="0"), 2 * budget)
-            largest = max(c.tokens for c in segments)
-            if largest > room:
-                raise InputError(
-                    f"a part of ~{largest} tokens does not fit the {spec.name} step prompt "
-                    f"(~{room} tokens left in the {llm.endpoint.context_window}-token window "
-                    f"after a {budget}-token {spec.budget_name} and the reply); lower "
-                    f"chunk_tokens or {spec.budget_name}"
-                )
-        return {
-            "segments": segments, "step": 0, "notes": spec.initial_notes, "carried_quotes": [],
-            "trace": [TraceEvent(
-                node=f"{spec.name}.prepare",
-                message=f"reading {len(segments)} part(s) in order with a {budget}-token "
-                        f"{spec.budget_name}",
-                data={"parts": [c.id for c in segments], "budget": budget, "task": task,
-                      "initial_notes": spec.initial_notes},
-            )],
-        }
-
-    async def step(state: SequentialState, runtime: Runtime[RunContext]) -> dict[str, Any]:
-        settings, llm = runtime.context.settings, runtime.context.llm
-        task, goal = state["task"], _goal(state)
-        index = state["step"]
-        chunk = state["segments"][index]
-        before_notes, carried = state["notes"], list(state.get("carried_quotes", []))
-        budget = budget_of(settings)
-        room = max(16, budget - evidence_tokens(carried))
-        messages = _prompt(spec.step_node, task).render(
-            notes=render_unit(before_notes, carried),
-            document=document_block(chunk.source, chunk.text),
-            question=goal, words=str(max(10, int(room * 0.75))),
-        )
-        # The reply need not fill the budget: a small model rambles to its limit, and
-        # every generated token costs time at every step.
-        cap = settings.reader.step_reply_tokens
-        reply = await llm.chat(messages, node=spec.step_node, max_tokens=min(room, cap))
-        notes = clean_reply(reply) or before_notes
-        added, found = find_evidence(chunk, reply, goal, task, carried, notes)
-        pool = carried + added
-
-        def rank(ev: Evidence) -> tuple[int, int, int]:
-            return evidence_rank(ev, goal, task, pool, notes)
-
-        limit = int(budget * (1 - MIN_NOTES_SHARE))
-        kept, dropped_evidence = fit_evidence(pool, limit, rank)
-        room = budget - evidence_tokens(kept)
-        compression: dict[str, Any] = {}
-        if count_tokens(notes) > room:
-            compression["notes_tokens"] = count_tokens(notes)
-            compressed = clean_reply(await llm.chat(
-                get_prompt(spec.compress_node).render(
-                    notes=neutralize(notes, protocol=False), question=goal,
-                    words=str(max(10, int(room * 0.75)))),
-                node=spec.compress_node, max_tokens=room,
-            ))
-            compression["compressed_tokens"] = count_tokens(compressed)
-            notes = compressed or notes
-            if count_tokens(notes) > room:
-                keys = question_keys(goal)
-                reference = " ".join([goal, *(ev.text for ev in kept)])
-
-                def rate_note(sentence: str) -> int:
-                    return count_keys(keys, sentence) + overlap(sentence, reference)
-
-                notes, cut = trim_notes(notes, room, rate_note)
-                compression["dropped_note_sentences"] = cut
-        before = {normalize(before_notes[s:e]).text: before_notes[s:e]
-                  for s, e in sentences(before_notes)}
-        after = {normalize(notes[s:e]).text for s, e in sentences(notes)}
-        data = {
-            "step": index + 1, "part": chunk.id, "previous_notes": before_notes, "notes": notes,
-            "reply": reply[:TRACE_REPLY_CHARS],
-            "notes_kept": [t for n, t in before.items() if n in after],
-            "notes_dropped": [t for n, t in before.items() if n not in after],
-            "evidence_added": [ev.model_dump() for ev in added],
-            "evidence_carried": [ev.model_dump() for ev in kept],
-            "evidence_dropped": [ev.model_dump() for ev in dropped_evidence],
-            "tokens": {"budget": budget, "notes": count_tokens(notes),
-                       "evidence": evidence_tokens(kept)},
-            **found,
-        }
-        if compression:
-            data["compression"] = compression
-        message = (f"part {chunk.id} ({index + 1}/{len(state['segments'])}): "
-                   f"{len(added)} quote(s) added, {len(kept)} carried")
-        if dropped_evidence:
-            message += f", {len(dropped_evidence)} verified quote(s) dropped over budget"
-        if compression:
-            message += ", notes compressed"
-        return {"step": index + 1, "notes": notes, "carried_quotes": kept,
-                "trace": [TraceEvent(node=spec.step_node, message=message, data=data)]}
-
-    def route(state: SequentialState) -> Literal["step", "answer"]:
-        return "step" if state["step"] < len(state["segments"]) else "answer"
-
-    async def answer(state: SequentialState, runtime: Runtime[RunContext]) -> dict[str, Any]:
-        llm = runtime.context.llm
-        task, goal = state["task"], _goal(state)
-        notes, carried = state["notes"], list(state.get("carried_quotes", []))
-        if task == "summary":
-            words = state["words"]
-            reply = await llm.chat(_prompt(spec.answer_node, task).render(
-                notes=neutralize(notes, protocol=False), evidence=render_evidence(carried),
-                question=goal, words=str(words)), node=spec.answer_node,
-                max_tokens=max(runtime.context.settings.llm.max_answer_tokens, 2 * words))
-            summary = reply.strip()
-            quotes = [Quote(text=ev.text, source=ev.source, origin=ev.origin) for ev in carried]
-            by_paragraph = paragraph_quotes(summary, carried)
-            return {"draft": Draft(answer=summary, quotes=quotes, found=bool(summary),
-                                   paragraph_quotes=by_paragraph),
-                    "trace": [TraceEvent(node=spec.answer_node,
-                                         message=f"summary from the last notes and "
-                                                 f"{len(carried)} carried quote(s)",
-                                         data={"reply": reply[:TRACE_REPLY_CHARS],
-                                               "paragraph_quotes": [
-                                                   [q.text for q in p] for p in by_paragraph]})]}
-        attempts = []
-        for shown_notes in (notes, "(see the quotes)"):
-            reply = await llm.chat(_prompt(spec.answer_node, task).render(
-                notes=neutralize(shown_notes, protocol=False), evidence=render_evidence(carried),
-                question=goal),
-                node=spec.answer_node)
-            parsed = parse_answer(reply)
-            key = answer_key(parsed.answer, goal) if parsed.found else []
-            support = [ev for ev in carried if acceptable(ev.text, key)]
-            attempts.append({"with_notes": shown_notes == notes, "reply": reply[
-                :TRACE_REPLY_CHARS], "answer": parsed.answer, "key": key,
-                "supported_by": [ev.text for ev in support]})
-            if support or not carried:
-                break
-        data = {"attempts": attempts, "carried": len(carried)}
-        if not support:
-            data["decision"] = "not found: no carried quote holds the answer's key"
-            return {"draft": Draft(answer=NOT_FOUND_ANSWER, found=False),
-                    "trace": [TraceEvent(node=spec.answer_node, message=(
-                        f"answer {parsed.answer!r} is not supported by the {len(carried)} "
-                        "carried quote(s): not found"), data=data)]}
-        cited = cite(support, carried, goal)
-        data["cited"] = [ev.text for ev in cited]
-        quotes = [Quote(text=ev.text, source=ev.source, origin=ev.origin) for ev in cited]
-        return {"draft": Draft(answer=parsed.answer, quotes=quotes, found=True),
-                "trace": [TraceEvent(node=spec.answer_node, message=(
-                    f"answer {parsed.answer!r} supported by {len(support)} carried quote(s)"),
-                    data=data)]}
-
     graph = strategy_graph(SequentialState)
-    graph.add_node("prepare", prepare)
-    graph.add_node("step", step)
-    graph.add_node("answer", answer)
+    graph.add_node("prepare", partial(prepare, spec=spec))
+    graph.add_node("step", partial(step, spec=spec))
+    graph.add_node("answer", partial(answer, spec=spec))
     graph.add_edge(START, "prepare")
-    graph.add_conditional_edges("prepare", route, ["step", "answer"])
-    graph.add_conditional_edges("step", route, ["step", "answer"])
+    graph.add_conditional_edges("prepare", next_node, ["step", "answer"])
+    graph.add_conditional_edges("step", next_node, ["step", "answer"])
     graph.add_edge("answer", END)
     return graph.compile().with_config(recursion_limit=RECURSION_LIMIT)
 

@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import pytest
+from langgraph.runtime import Runtime
 
+from longdoc.agents.chain import CHAIN
 from longdoc.agents.sequential import (
     bridge_keys,
     fit_evidence,
     reply_candidates,
+    step,
     trim_notes,
 )
 from longdoc.pipeline.api import Pipeline
-from longdoc.pipeline.state import NOT_FOUND_ANSWER, Evidence
+from longdoc.pipeline.llm import Endpoint, LLMClient
+from longdoc.pipeline.state import NOT_FOUND_ANSWER, Evidence, RunContext
 from longdoc.pipeline.tokens import count_tokens
 from tests.conftest import haystack, real_settings, sim_settings
 from tests.sequential_cases import (
@@ -90,6 +95,44 @@ def test_needle_survives_invented_notes_with_exact_citation(sim, tmp_path: Path)
     assert first["with_notes"] and first["supported_by"] == []
     assert second["supported_by"] == [NEEDLE]
     assert [e.node for e in answer.trace][-1] == "verify"
+
+
+def test_the_step_node_alone_carries_the_parts_verified_quote_and_holds_notes_to_budget(
+        sim, tmp_path: Path) -> None:
+    """One ``step`` call, outside any graph: the worker's reply becomes the notes, the
+    needle it quotes is carried with its offsets in the document, the invented value is
+    not; notes over the budget go through one compress call."""
+    chatty = " ".join(f"The archive had shelf {i} of old ledgers." for i in range(40))
+    server = sim(responder(SYSTEMS, lambda user: f'Found it: "{NEEDLE}" {chatty} '
+                           f"Maybe the passkey is {invented(user)}.",
+                           answer=lambda user: "unused",
+                           compress=lambda user: "The passkey card was found."))
+    chunks = chunks_of(tmp_path)
+    index = next(i for i, c in enumerate(chunks) if NEEDLE in c.text)
+    settings = sim_settings(server, tmp_path).with_values(cu_tokens=120)
+    state = {"task": "qa", "question": QUESTION, "words": 0, "segments": chunks,
+             "step": index, "notes": CHAIN.initial_notes, "carried_quotes": []}
+
+    async def one_step() -> dict:
+        llm = LLMClient(Endpoint(base_url=server.base_url, model=server.model,
+                                 context_window=server.context_window), settings)
+        try:
+            return await step(state, Runtime(context=RunContext(settings=settings, llm=llm)),
+                              spec=CHAIN)
+        finally:
+            await llm.close()
+
+    out = asyncio.run(one_step())
+    chunk = chunks[index]
+    assert out["step"] == index + 1
+    [carried] = out["carried_quotes"]
+    assert carried.text == NEEDLE and carried.source == chunk.source
+    assert chunk.text[carried.start - chunk.start:carried.end - chunk.start] == NEEDLE
+    assert out["notes"] == "The passkey card was found."
+    [event] = out["trace"]
+    assert event.node == WORKER and event.data["compression"]["notes_tokens"] > 120
+    assert event.data["tokens"]["notes"] + event.data["tokens"]["evidence"] <= 120
+    assert [len(requests_of(server, SYSTEMS[k])) for k in ("step", "compress")] == [1, 1]
 
 
 def test_distractor_values_without_the_question_words_are_not_carried(
