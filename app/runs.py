@@ -17,7 +17,7 @@ from longdoc.app.verdicts import DocumentRef
 from longdoc.pipeline.api import Pipeline, read_documents
 from longdoc.pipeline.backends import Backend as ModelBackend
 from longdoc.pipeline.backends import SharedServers, endpoint_settings
-from longdoc.pipeline.errors import InputError, LongdocError
+from longdoc.pipeline.errors import InputError
 from longdoc.pipeline.ingest import SUPPORTED_SUFFIXES
 from longdoc.pipeline.models import Answer, Document, Task
 from longdoc.pipeline.settings import Backend, Settings, load_settings, private_dir
@@ -153,13 +153,8 @@ def run_strategy(pipeline: Pipeline, request: ReviewRequest, strategy: str,
     """Run ``strategy`` on ``request``; expected failures become a one-line ``error``, as do
     unexpected ones (logged with their traceback)."""
     paths = [d.source for d in request.documents]
-    try:
-        answer = pipeline.run(request.task, paths, question=request.question,
-                              words=request.words, strategy=strategy, password=password)
-    except LongdocError as error:
-        return StrategyRun(strategy=strategy, error=str(error))
-    except Exception as exc:
-        log.exception("strategy %s failed", strategy)
-        return StrategyRun(strategy=strategy,
-                           error=f"internal error: {type(exc).__name__}: {exc}")
-    return StrategyRun(strategy=strategy, answer=answer)
+    outcome = pipeline.attempt(request.task, paths, question=request.question,
+                               words=request.words, strategy=strategy, password=password)
+    if outcome.failure == "internal":
+        log.error("strategy %s failed", strategy, exc_info=outcome.exception)
+    return StrategyRun(strategy=strategy, answer=outcome.answer, error=outcome.error or None)

@@ -10,17 +10,18 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel
 
 from longdoc.agents import DEFAULT_STRATEGY, STRATEGIES
 from longdoc.pipeline.backends import Backend
-from longdoc.pipeline.errors import BackendError, InputError
+from longdoc.pipeline.errors import BackendError, InputError, OverBudgetError
 from longdoc.pipeline.graph import build_graph, compiled_graph
 from longdoc.pipeline.ingest import load_document
-from longdoc.pipeline.llm import Endpoint, LLMClient, ResponseCache
+from longdoc.pipeline.llm import Endpoint, LLMClient, RejectedRequest, ResponseCache
 from longdoc.pipeline.models import (
     DEFAULT_SUMMARY_WORDS,
     DEFAULT_WRITE_WORDS,
@@ -49,6 +50,66 @@ RUNS_DB = "runs.sqlite"
 RUN_STEP_LIMIT = 100_000  # sequential strategies take a few steps per chunk
 DYING_WAIT_S = 0.5  # after a backend error, how long to wait for a managed server to die
 LOADED_KEPT = 16  # documents a pipeline keeps read (the app runs several strategies on them)
+BACKEND_STREAK = 2  # backend failures in a row, beyond the requests in flight, that stop a run
+FailureKind = Literal["input", "over_budget", "request", "backend", "internal"]
+_FAILURE_PREFIX: dict[FailureKind, str] = {
+    "input": "", "over_budget": "over budget: ", "request": "model backend: ",
+    "backend": "model backend: ", "internal": "internal error: "}
+
+
+def failure_kind(exc: BaseException) -> FailureKind:
+    """What a request's exception says about it: bad input (``over_budget``: the input is
+    over a strategy's window), a request the model server refused (this request's fault,
+    not an outage), a backend failure, or a bug (``internal``)."""
+    if isinstance(exc, OverBudgetError):
+        return "over_budget"
+    if isinstance(exc, InputError):
+        return "input"
+    if isinstance(exc, RejectedRequest):
+        return "request"
+    if isinstance(exc, BackendError):
+        return "backend"
+    return "internal"
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """One request's result as batch, eval and the review app record it: its answer, or
+    the kind of failure and a one-line message (``exception`` for a traceback)."""
+
+    answer: Answer | None = None
+    failure: FailureKind | None = None
+    error: str = ""
+    elapsed_s: float = 0.0
+    exception: BaseException | None = None
+
+    @classmethod
+    def failed(cls, exc: BaseException, elapsed_s: float = 0.0) -> Outcome:
+        """The outcome of a request that raised ``exc``."""
+        kind = failure_kind(exc)
+        message = f"{type(exc).__name__}: {exc}" if kind == "internal" else str(exc)
+        return cls(failure=kind, error=_FAILURE_PREFIX[kind] + message,
+                   elapsed_s=round(elapsed_s, 3), exception=exc)
+
+
+class BackendStreak:
+    """Backend failures in a row over a series of requests: a BackendError once they reach
+    ``BACKEND_STREAK`` more than the requests in flight (one outage fails those at once);
+    any other outcome ends the streak."""
+
+    def __init__(self, in_flight: int = 1, unit: str = "requests") -> None:
+        self.count = 0
+        self.limit = in_flight + BACKEND_STREAK
+        self.unit = unit  # what the message counts ("documents", "runs")
+
+    def record(self, failure: FailureKind | None, error: str = "", done: str = "") -> None:
+        """Count one outcome; raise when the backend keeps failing (``done``: what was kept,
+        for the message)."""
+        self.count = self.count + 1 if failure == "backend" else 0
+        if self.count >= self.limit:
+            raise BackendError(f"the model backend failed on {self.count} {self.unit} in a row; "
+                               f"stopped{f' ({done})' if done else ''}; rerun to resume: "
+                               f"{error}")
 
 
 def answer_config(settings: Settings, endpoint: Endpoint) -> dict[str, Any]:
@@ -274,6 +335,22 @@ class Pipeline:
     def run(self, task: Task, paths: Source | Sequence[Source], **kwargs: Any) -> Answer:
         """Synchronous ``arun``."""
         return asyncio.run(self.arun(task, paths, **kwargs))
+
+    async def aattempt(self, task: Task, paths: Source | Sequence[Source],
+                       **kwargs: Any) -> Outcome:
+        """``arun`` (same arguments) that never raises for the request's own failure: its
+        answer, or the failure's kind and message (``Outcome.failed``). Interruptions
+        (Ctrl-C, cancellation) still raise."""
+        started = time.perf_counter()
+        try:
+            answer = await self.arun(task, paths, **kwargs)
+        except Exception as exc:  # one request's failure, bug included, is its outcome
+            return Outcome.failed(exc, time.perf_counter() - started)
+        return Outcome(answer=answer, elapsed_s=round(time.perf_counter() - started, 3))
+
+    def attempt(self, task: Task, paths: Source | Sequence[Source], **kwargs: Any) -> Outcome:
+        """Synchronous ``aattempt``."""
+        return asyncio.run(self.aattempt(task, paths, **kwargs))
 
     async def _run(self, paths: Source | Sequence[Source], task: Task, strategy: str,
                    **request: Any) -> Answer:

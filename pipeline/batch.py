@@ -19,13 +19,11 @@ configured with); either way only the driver writes the output.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import json
 import logging
 import os
 import re
-import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
@@ -39,17 +37,21 @@ from rich.progress import Progress, TextColumn
 
 from longdoc.agents import DEFAULT_STRATEGY
 from longdoc.pipeline.api import (
+    BackendStreak,
+    FailureKind,
+    Outcome,
     Pipeline,
     answer_config,
     check_request,
 )
 from longdoc.pipeline.backends import endpoint_settings
-from longdoc.pipeline.errors import BackendError, InputError
-from longdoc.pipeline.ingest import SUPPORTED_SUFFIXES
-from longdoc.pipeline.llm import Endpoint, RejectedRequest
+from longdoc.pipeline.errors import InputError
+from longdoc.pipeline.ingest import SUPPORTED_SUFFIXES, text_document
+from longdoc.pipeline.llm import Endpoint
 from longdoc.pipeline.models import (
     DEFAULT_SUMMARY_WORDS,
     Citation,
+    Document,
     Task,
     Usage,
 )
@@ -58,8 +60,6 @@ from longdoc.pipeline.settings import Settings, load_settings
 
 JSONL_SUFFIX = ".jsonl"
 DEFAULT_JOBS = 4
-BACKEND_STREAK = 2  # backend failures in a row beyond those in flight that stop a batch
-ErrorKind = Literal["input", "backend", "request", "internal"]
 
 
 class BatchItem(BaseModel):
@@ -110,7 +110,7 @@ class BatchResult(BaseModel):
     request_key: str = Field(description="BatchJob.key: a rerun reuses results with the same")
     status: Literal["ok", "error"]
     error: str | None = None
-    error_kind: ErrorKind | None = None
+    error_kind: FailureKind | None = None
     answer: str = ""
     citations: list[Citation] = Field(default_factory=list)
     dropped_quotes: int = 0
@@ -252,34 +252,21 @@ def make_job(task: Task, settings: Settings, endpoint: Endpoint, *, strategy: st
 async def run_item(pipeline: Pipeline, item: BatchItem, job: BatchJob) -> BatchResult:
     """Run ``job`` on one document; any failure becomes an error result, never an exception.
 
-    A JSONL line's text is written to a temporary ``<id>.txt`` first (the name the model
-    sees); citations name the item's source either way.
+    A JSONL line's text is read as a text file named ``<id>.txt`` would be (the name the
+    model sees); citations name the item's source either way.
     """
-    started = time.perf_counter()
-
-    def failed(kind: ErrorKind, message: str) -> BatchResult:
-        return result_of(item, job, status="error", error=message, error_kind=kind,
-                         elapsed_s=round(time.perf_counter() - started, 3))
-
     try:
-        with contextlib.ExitStack() as stack:
-            path = item.path
-            if path is None:
-                folder = Path(stack.enter_context(tempfile.TemporaryDirectory(
-                    prefix="longdoc-batch-")))
-                path = folder / (re.sub(r"[^\w.-]+", "_", item.id)[:80] + ".txt")
-                path.write_text(item.text or "", encoding="utf-8", newline="")
-            answer = await pipeline.arun(job.task, path, question=job.question,
-                                         words=job.words, strategy=job.strategy,
-                                         password=job.password)
+        source = item.path or item_document(item, pipeline.settings)
     except InputError as exc:
-        return failed("input", str(exc))
-    except RejectedRequest as exc:  # this document's request, not an outage
-        return failed("request", f"model backend: {exc}")
-    except BackendError as exc:
-        return failed("backend", f"model backend: {exc}")
-    except Exception as exc:  # a bug on one document must not end the batch
-        return failed("internal", f"internal error: {type(exc).__name__}: {exc}")
+        outcome = Outcome.failed(exc)
+    else:
+        outcome = await pipeline.aattempt(job.task, source, question=job.question,
+                                          words=job.words, strategy=job.strategy,
+                                          password=job.password)
+    answer = outcome.answer
+    if answer is None:
+        return result_of(item, job, status="error", error=outcome.error,
+                         error_kind=outcome.failure, elapsed_s=outcome.elapsed_s)
     from longdoc.agents.write import Article
 
     return result_of(
@@ -288,8 +275,15 @@ async def run_item(pipeline: Pipeline, item: BatchItem, job: BatchJob) -> BatchR
         citations=[c.model_copy(update={"source": item.source}) for c in answer.citations],
         dropped_quotes=answer.dropped_quotes, supported=answer.supported, usage=answer.usage,
         counts=answer.counts.model_dump() if isinstance(answer, Article) else None,
-        elapsed_s=round(time.perf_counter() - started, 3),
+        elapsed_s=outcome.elapsed_s,
     )
+
+
+def item_document(item: BatchItem, settings: Settings) -> Document:
+    """A JSONL line's text as the document of a text file ``<id>.txt`` (the id made safe
+    for a file name), within the settings' size limit."""
+    name = re.sub(r"[^\w.-]+", "_", item.id)[:80] + ".txt"
+    return text_document(item.text or "", name, budget=settings.budget)
 
 
 def result_of(item: BatchItem, job: BatchJob, **fields: Any) -> BatchResult:
@@ -307,17 +301,16 @@ def result_of(item: BatchItem, job: BatchJob, **fields: Any) -> BatchResult:
 
 class _Recorder:
     """Writes each result, keeps the counts, drives the progress bar; stops the batch when
-    the backend keeps failing (``BACKEND_STREAK`` more documents than can be in flight)."""
+    the backend keeps failing (``BackendStreak``)."""
 
     def __init__(self, log: JsonLog[BatchResult], bar: Progress, bar_id: Any, *, verbose: bool):
         self.log, self.bar, self.bar_id, self.verbose = log, bar, bar_id, verbose
         self.results: list[BatchResult] = []
-        self.backend_streak = 0
-        self.stop_after = BACKEND_STREAK
+        self.streak = BackendStreak(unit="documents")
 
     def expect(self, in_flight: int) -> None:
         """Documents run ``in_flight`` at a time: one outage may fail that many at once."""
-        self.stop_after = in_flight + BACKEND_STREAK
+        self.streak = BackendStreak(in_flight, unit="documents")
 
     def __call__(self, result: BatchResult) -> None:
         self.log.append(result)
@@ -329,13 +322,9 @@ class _Recorder:
             self.bar.console.print(f"[red]failed[/red] {escape(result.id)}: "
                                    f"{escape(result.error or '')}", highlight=False,
                                    soft_wrap=True)
-        self.backend_streak = self.backend_streak + 1 if result.error_kind == "backend" else 0
-        if self.backend_streak >= self.stop_after:
-            ok = sum(r.status == "ok" for r in self.results)
-            raise BackendError(
-                f"the model backend failed on {self.backend_streak} documents in a row; "
-                f"stopped ({ok} done, {failed} failed in this run are in {self.log.path}; "
-                f"rerun to resume): {result.error}")
+        ok = sum(r.status == "ok" for r in self.results)
+        self.streak.record(result.error_kind, result.error or "",
+                           f"{ok} done, {failed} failed in this run are in {self.log.path}")
 
 
 def run_batch(

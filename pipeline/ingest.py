@@ -161,16 +161,30 @@ def load_document(
         raise InputError(f"{name}: empty document (0-byte file)")
 
     if suffix not in PDF_SUFFIXES:
-        text = _decode_text(data, name)
-        document = Document.from_text(text, str(path),
-                                      markup=True if suffix in HTML_SUFFIXES else None)
-        if not document.text.strip():
-            raise InputError(f"{name}: empty document" + (
-                " (no text outside its markup)" if text.strip() else ""))
-        return document
+        return text_document(_decode_text(data, name), str(path),
+                             markup=True if suffix in HTML_SUFFIXES else None)
     text, pages, metadata = _read_pdf(data, name, password=password, budget=budget)
     sha = hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
     return Document(source=str(path), text=text, pages=pages, metadata=metadata, sha256=sha)
+
+
+def text_document(text: str, source: str, *, markup: bool | None = None,
+                  budget: Budget | None = None) -> Document:
+    """The document a text file holding ``text`` becomes (``Document.from_text``), without
+    the file: binary-looking text (NUL bytes, control characters) and an empty document
+    are refused as a file's would be. With ``budget`` the text's UTF-8 size is held to
+    ``max_file_mb`` (a file's size is checked before it is decoded). InputError names
+    ``source``'s file name."""
+    name = Path(source).name or source
+    if budget is not None and \
+            len(text.encode("utf-8", "surrogatepass")) > budget.max_file_mb * _MB:
+        raise InputError(f"{name}: text over the {budget.max_file_mb:g} MB limit (max_file_mb)")
+    _refuse_binary(text, name)
+    document = Document.from_text(text, source, markup=markup)
+    if not document.text.strip():
+        raise InputError(f"{name}: empty document" + (
+            " (no text outside its markup)" if text.strip() else ""))
+    return document
 
 
 def load_documents(paths: Iterable[str | Path], **kwargs: Any) -> list[Document]:
@@ -196,8 +210,7 @@ _LEGACY_HIGH_SHARE = 0.3  # more bytes >= 0x80 than this: not Western text, dete
 def _decode_text(data: bytes, name: str) -> str:
     """The text of a text file: by its BOM, else UTF-8, else UTF-16 when every other byte
     is NUL (no BOM), else what charset-normalizer detects (Windows-1252 or Latin-1 when it
-    cannot tell). InputError for binary data: NUL bytes or more than ``MAX_CONTROL_SHARE``
-    control characters."""
+    cannot tell). Binary data is refused by ``text_document``."""
     text = None
     for bom, encoding in _BOMS:
         if data.startswith(bom):
@@ -209,13 +222,18 @@ def _decode_text(data: bytes, name: str) -> str:
             break
     if text is None:
         text = _without_bom(data, name)
+    return text
+
+
+def _refuse_binary(text: str, name: str) -> None:
+    """InputError for text that is binary data: NUL bytes or more than
+    ``MAX_CONTROL_SHARE`` control characters."""
     if "\x00" in text:
         raise InputError(f"{name}: binary file (NUL bytes), not text")
     controls = sum(1 for c in text if c < " " and c not in _TEXT_CONTROLS)
     if controls > MAX_CONTROL_SHARE * max(len(text), 1):
         raise InputError(f"{name}: binary file ({controls:,} control characters in "
                          f"{len(text):,}), not text")
-    return text
 
 
 def _without_bom(data: bytes, name: str) -> str:

@@ -380,7 +380,8 @@ def test_app_shows_errors_as_messages(sim, app_env) -> None:
     run_question(at, KENNEDY_QUESTION, ["direct", "rag"])
     # direct is over its budget: a message in its column; rag still answers.
     (error,) = at.error
-    assert error.value.startswith("the documents have ~1668 tokens but the direct path fits")
+    assert error.value.startswith("over budget: the documents have ~1668 tokens but the direct "
+                               "path fits")
     assert list(at.dataframe[0].value["status"]) == ["error", "ok"]
     assert len(marks(at)) == 1
 

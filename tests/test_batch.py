@@ -440,3 +440,47 @@ def test_refused_requests_do_not_stop_the_batch(sim, tmp_path: Path) -> None:
                         settings=sim_settings(server, tmp_path))
     assert (summary.ok, summary.failed) == (0, 6)
     assert {r.error_kind for r in read_lines(tmp_path / "out.jsonl")} == {"request"}
+
+
+def test_jsonl_texts_are_read_as_named_text_files_without_writing_them(
+        sim, tmp_path: Path) -> None:
+    """A JSONL line's text goes to the pipeline as a document named ``<id>.txt`` (the name
+    the model sees), checked as a text file is: NUL bytes are refused as binary."""
+    server = sim(ProtocolModel())
+    jsonl = tmp_path / "lines.jsonl"
+    good = text_of("harbour")
+    jsonl.write_text(json.dumps({"id": "report 1", "input": good}) + "\n"
+                     + json.dumps({"id": "bin", "input": "a\x00b" * 50}) + "\n")
+    out = tmp_path / "out.jsonl"
+    run_batch([jsonl], out, task="qa", question="What did the harbour master record?",
+              strategy="direct", progress=False, settings=sim_settings(server, tmp_path))
+    results = {r.id: r for r in read_lines(out)}
+    assert results["report 1"].status == "ok"
+    assert_exact_citations(results["report 1"], good)
+    assert (results["bin"].error_kind, results["bin"].error) == (
+        "input", "bin.txt: binary file (NUL bytes), not text")
+    [request] = server.requests
+    assert '<document name="report_1.txt">' in request["messages"][-1]["content"]
+
+
+def test_failures_are_classified_and_a_backend_streak_stops_a_run() -> None:
+    """One classification for batch, eval and the app; the streak allows the requests in
+    flight plus two backend failures in a row, and anything else resets it."""
+    from longdoc.pipeline.api import BackendStreak, Outcome
+    from longdoc.pipeline.errors import OverBudgetError
+    from longdoc.pipeline.llm import RejectedRequest
+
+    cases = [(InputError("x.txt: empty document"), "input", "x.txt: empty document"),
+             (OverBudgetError("too long"), "over_budget", "over budget: too long"),
+             (RejectedRequest("HTTP 400"), "request", "model backend: HTTP 400"),
+             (BackendError("timed out"), "backend", "model backend: timed out"),
+             (KeyError("k"), "internal", "internal error: KeyError: 'k'")]
+    for exc, kind, message in cases:
+        outcome = Outcome.failed(exc, 1.23456)
+        assert (outcome.failure, outcome.error, outcome.elapsed_s) == (kind, message, 1.235)
+        assert outcome.answer is None and outcome.exception is exc
+    streak = BackendStreak(in_flight=2, unit="documents")
+    for failure in ("backend", "backend", "request", "backend", "backend", "backend"):
+        streak.record(failure, "model backend: timed out")
+    with pytest.raises(BackendError, match=r"failed on 4 documents in a row; stopped \(3 done"):
+        streak.record("backend", "model backend: timed out", "3 done")

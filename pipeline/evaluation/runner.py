@@ -8,8 +8,6 @@ strategy) and retries failed ones (e.g. backend timeouts); reports use the last 
 
 from __future__ import annotations
 
-import tempfile
-import time
 from collections.abc import Callable, Sequence
 from contextlib import ExitStack
 from pathlib import Path
@@ -17,15 +15,13 @@ from pathlib import Path
 from rich.console import Console
 
 from longdoc.agents import STRATEGY_NAMES
-from longdoc.pipeline.api import Pipeline
-from longdoc.pipeline.errors import BackendError, InputError, OverBudgetError
+from longdoc.pipeline.api import BackendStreak, Pipeline
+from longdoc.pipeline.errors import InputError
 from longdoc.pipeline.evaluation.metrics import EvalResult, evaluate, failed
 from longdoc.pipeline.evaluation.tasks import EvalTask
-from longdoc.pipeline.models import Answer
+from longdoc.pipeline.models import Answer, Document
 from longdoc.pipeline.runs import JsonLog, progress_bar
 from longdoc.pipeline.settings import Settings, load_settings
-
-MAX_BACKEND_FAILURES = 3  # consecutive: the backend is down, stop instead of recording more
 
 
 def check_strategies(strategies: Sequence[str]) -> list[str]:
@@ -49,31 +45,27 @@ def results_log(path: Path) -> JsonLog[EvalResult]:
     return JsonLog(path, EvalResult, option="--results")
 
 
-def run_one(pipeline: Pipeline, task: EvalTask, strategy: str, document: Path,
-            model: str | None = None,
-            on_answer: Callable[[Answer], None] | None = None) -> EvalResult:
-    """Run ``task`` with ``strategy`` and score it. A refused input (e.g. ``direct`` over
-    the window) is recorded as "refused"; any other failure but a backend one as "error".
-    ``on_answer`` receives the pipeline's answer (with its trace) before it is scored."""
-    started = time.perf_counter()
-    try:
-        answer = pipeline.run("summary" if task.kind == "summary" else "qa", document,
-                              question=task.question or "", words=task.words,
-                              strategy=strategy)
-    except OverBudgetError as exc:
-        return failed(task, strategy, "refused", f"over budget: {exc}",
-                      time.perf_counter() - started, model)
-    except InputError as exc:
-        return failed(task, strategy, "refused", str(exc), time.perf_counter() - started, model)
-    except BackendError:
-        raise
-    except Exception as exc:  # a bug in one strategy must not end a long evaluation
-        return failed(task, strategy, "error", f"{type(exc).__name__}: {exc}",
-                      time.perf_counter() - started, model)
-    wall_s = time.perf_counter() - started
+def run_one(pipeline: Pipeline, task: EvalTask, strategy: str,
+            document: Path | Document | None = None, model: str | None = None,
+            on_answer: Callable[[Answer], None] | None = None,
+            streak: BackendStreak | None = None) -> EvalResult:
+    """Run ``task`` with ``strategy`` on its text (``task.document()``, or ``document``)
+    and score it. A refused input (e.g. ``direct`` over the window) is recorded as
+    "refused"; any other failure as "error", and counted in ``streak``, which raises
+    once the backend keeps failing. ``on_answer`` receives the pipeline's answer (with
+    its trace) before it is scored."""
+    outcome = pipeline.attempt("summary" if task.kind == "summary" else "qa",
+                               document or task.document(), question=task.question or "",
+                               words=task.words, strategy=strategy)
+    if streak is not None:
+        streak.record(outcome.failure, outcome.error)
+    if outcome.answer is None:
+        refused = outcome.failure in ("input", "over_budget")
+        return failed(task, strategy, "refused" if refused else "error", outcome.error,
+                      outcome.elapsed_s, model)
     if on_answer is not None:
-        on_answer(answer)
-    return evaluate(task, strategy, answer, wall_s, model)
+        on_answer(outcome.answer)
+    return evaluate(task, strategy, outcome.answer, outcome.elapsed_s, model)
 
 
 def _line(result: EvalResult) -> str:
@@ -118,23 +110,13 @@ def run_tasks(
             pipeline = stack.enter_context(
                 Pipeline(settings or load_settings(use_cache=False)))
         model = pipeline.backend.start().model
-        folder = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="longdoc-eval-")))
         bar = stack.enter_context(progress_bar(console, disable=not progress))
         skipped = len(tasks) * len(strategies) - len(pending)
         bar_id = bar.add_task(f"eval ({skipped} done before)", total=len(pending))
-        backend_failures = 0
+        streak = BackendStreak(unit="runs")
         for task, strategy in pending:
             bar.update(bar_id, description=f"{task.id} {strategy}")
-            document = task.write(folder)
-            try:
-                result = run_one(pipeline, task, strategy, document, model)
-                backend_failures = 0
-            except BackendError as exc:
-                backend_failures += 1
-                if backend_failures >= MAX_BACKEND_FAILURES:
-                    raise BackendError(f"{backend_failures} backend failures in a row, "
-                                       f"stopping (rerun to resume): {exc}") from exc
-                result = failed(task, strategy, "error", f"backend: {exc}", 0.0, model)
+            result = run_one(pipeline, task, strategy, model=model, streak=streak)
             log.append(result)
             new.append(result)
             if progress:

@@ -47,7 +47,8 @@ from longdoc.pipeline.evaluation.conflicts import (
     ConflictSplit,
     phrasings,
 )
-from longdoc.pipeline.ingest import SUPPORTED_SUFFIXES, load_document
+from longdoc.pipeline.ingest import SUPPORTED_SUFFIXES, load_document, text_document
+from longdoc.pipeline.models import Document
 from longdoc.pipeline.tokens import count_tokens, token_char_offsets
 
 TaskKind = Literal[
@@ -138,6 +139,11 @@ class EvalTask(BaseModel):
 
     def file_name(self) -> str:
         return f"{self.id.replace('/', '_')}-{self.digest[:8]}.txt"
+
+    def document(self) -> Document:
+        """The task's text as the document of its file (``file_name``), read from no file:
+        what ``write`` and reading the file back would give."""
+        return text_document(self.text, self.file_name())
 
     def write(self, folder: Path) -> Path:
         """Write the document (exactly, so citation offsets index ``text``) into ``folder``."""
