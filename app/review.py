@@ -9,6 +9,7 @@ import os
 import sys
 import uuid
 from pathlib import Path
+from typing import Any
 
 import streamlit as st
 
@@ -37,7 +38,14 @@ from longdoc.app.runs import (
     sample_documents,
     save_upload,
 )
-from longdoc.app.verdicts import MARKS, VERDICTS_FILE, Verdict, VerdictStore, verdicts_path
+from longdoc.app.verdicts import (
+    MARKS,
+    VERDICTS_FILE,
+    Mark,
+    Verdict,
+    VerdictStore,
+    verdicts_path,
+)
 from longdoc.pipeline.api import (
     Pipeline,
 )
@@ -49,6 +57,7 @@ from longdoc.pipeline.models import (
     MAX_WRITE_WORDS,
     MIN_SUMMARY_WORDS,
     MIN_WRITE_WORDS,
+    Answer,
 )
 from longdoc.pipeline.settings import Settings, load_settings
 
@@ -138,7 +147,7 @@ def request_form(base: Settings) -> tuple[ReviewRequest | None, list[Path], str 
         question = st.text_input("Topic", key="topic")
         words = int(st.number_input("Article length (words)", MIN_WRITE_WORDS, MAX_WRITE_WORDS,
                                     DEFAULT_WRITE_WORDS, step=100, key="write_words"))
-        options, default = ("write",), ["write"]
+        options, default = ["write"], ["write"]
     else:
         words = int(st.number_input("Summary length (words)", MIN_SUMMARY_WORDS,
                                     MAX_SUMMARY_WORDS, DEFAULT_SUMMARY_WORDS, step=50,
@@ -187,8 +196,7 @@ def run_review(request: ReviewRequest, paths: list[Path], password: str | None,
     }
 
 
-def show_trace(run: StrategyRun, key: str) -> None:
-    answer = run.answer
+def show_trace(answer: Answer, key: str) -> None:
     with st.expander(f"Trace and usage ({len(answer.trace)} events)"):
         if answer.route:
             st.text(f"route: {answer.route.get('chosen')} — {answer.route.get('reason', '')}")
@@ -202,7 +210,7 @@ def show_trace(run: StrategyRun, key: str) -> None:
             st.json(event.data, expanded=True)
 
 
-def show_run(run: StrategyRun, review: dict, index: int, reviewer: str,
+def show_run(run: StrategyRun, review: dict[str, Any], index: int, reviewer: str,
              store: VerdictStore) -> None:
     """One strategy's answer, its citations in context, the verdict form and the trace."""
     key = f"{review['id']}-{index}"
@@ -227,14 +235,14 @@ def show_run(run: StrategyRun, review: dict, index: int, reviewer: str,
             st.warning("No verified citation.")
         if not answer.supported:
             st.warning("Unsupported: no citation in the source supports this answer.")
-        marks = []
+        marks: list[tuple[Mark | None, str]] = []
         for n, citation in enumerate(answer.citations, 1):
             st.html(citation_html(n, citation, review["texts"].get(citation.source),
                                   names.get(citation.source)))
             mark = st.radio(f"Citation [{n}]", (NOT_REVIEWED, *MARKS), horizontal=True,
                             key=f"cite-{key}-{n}")
             note = st.text_input(f"Comment on [{n}]", key=f"cite-note-{key}-{n}")
-            marks.append((None if mark == NOT_REVIEWED else mark, note))
+            marks.append((next((m for m in MARKS if m == mark), None), note))
         verdict = st.radio("Verdict on the answer", MARKS, index=None, horizontal=True,
                            key=f"verdict-{key}")
         comment = st.text_area("Comment", key=f"comment-{key}", height=68)
@@ -251,10 +259,10 @@ def show_run(run: StrategyRun, review: dict, index: int, reviewer: str,
                 st.success(f"Verdict recorded in {store.path}")
             except LongdocError as error:
                 st.error(str(error))
-    show_trace(run, key)
+    show_trace(answer, key)
 
 
-def show_review(review: dict, reviewer: str, store: VerdictStore) -> None:
+def show_review(review: dict[str, Any], reviewer: str, store: VerdictStore) -> None:
     request: ReviewRequest = review["request"]
     runs: list[StrategyRun] = review["runs"]
     asked = (f"Question: {request.question}" if request.task == "qa"

@@ -33,6 +33,7 @@ class DenseIndex:
               config: RetrievalConfig) -> DenseIndex:
         vectors = np.ascontiguousarray(vectors, dtype=np.float32)
         dim = vectors.shape[1]
+        index: faiss.Index
         if len(vectors) > config.ann_threshold:
             index = faiss.IndexHNSWFlat(dim, config.hnsw_m, faiss.METRIC_INNER_PRODUCT)
             index.hnsw.efConstruction = config.hnsw_ef_construction

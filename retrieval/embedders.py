@@ -114,7 +114,8 @@ class Embedder(ABC):
 
     def embed_query(self, text: str) -> np.ndarray:
         """The unit vector of one question (not memoized, not counted)."""
-        return normalize_rows(self._embed_batch([text]))[0]
+        vector: np.ndarray = normalize_rows(self._embed_batch([text]))[0]
+        return vector
 
     @property
     def dim(self) -> int:
@@ -206,10 +207,11 @@ class MiniLMEmbedder(Embedder):
         return [len(e.ids) for e in self._tokenizer.encode_batch(texts, add_special_tokens=False)]
 
     def _embed_batch(self, texts: list[str]) -> np.ndarray:
-        return self._model.encode(
+        vectors: np.ndarray = self._model.encode(
             texts, batch_size=len(texts), convert_to_numpy=True, show_progress_bar=False,
             normalize_embeddings=True,
         )
+        return vectors
 
 
 class OpenAIEmbedder(Embedder):

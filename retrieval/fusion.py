@@ -10,24 +10,28 @@ the dense list ranks it low (issue 22: a 1M-token needle).
 from __future__ import annotations
 
 from collections.abc import Hashable, Sequence
-from typing import get_args
+from typing import TypeVar, get_args
 
 import numpy as np
 
 from longdoc.pipeline.settings import FusionMethod
 
+__all__ = ["FUSION_METHODS", "FusionMethod", "Item", "Scored", "fuse", "keep_leaders",
+           "reciprocal_rank_fusion", "zscore_fusion"]
+
 FUSION_METHODS: tuple[FusionMethod, ...] = get_args(FusionMethod)
 
-Scored = Sequence[tuple[Hashable, float]]
+Item = TypeVar("Item", bound=Hashable)  # a ranked thing: a chunk position, a chunk id
+Scored = Sequence[tuple[Item, float]]
 
 
 def reciprocal_rank_fusion(
-    rankings: Sequence[Sequence[Hashable]], k: int = 60
-) -> list[tuple[Hashable, float]]:
+    rankings: Sequence[Sequence[Item]], k: int = 60
+) -> list[tuple[Item, float]]:
     """Items of all ``rankings`` (best first, ranks from 1) by fused score, best first.
     Ties keep the order in which items were first seen, scanning the lists rank by rank."""
-    scores: dict[Hashable, float] = {}
-    first_seen: dict[Hashable, tuple[int, int]] = {}
+    scores: dict[Item, float] = {}
+    first_seen: dict[Item, tuple[int, int]] = {}
     for list_index, ranking in enumerate(rankings):
         for rank, item in enumerate(ranking, start=1):
             scores[item] = scores.get(item, 0.0) + 1.0 / (k + rank)
@@ -36,8 +40,8 @@ def reciprocal_rank_fusion(
 
 
 def keep_leaders(
-    fused: list[tuple[Hashable, float]], rankings: Sequence[Sequence[Hashable]], leaders: int = 1
-) -> list[tuple[Hashable, float]]:
+    fused: list[tuple[Item, float]], rankings: Sequence[Sequence[Item]], leaders: int = 1
+) -> list[tuple[Item, float]]:
     """``fused`` with each ranking's first ``leaders`` items moved to the front (in their
     fused order): whatever one retriever ranks first is in every top-k with
     ``k >= leaders * len(rankings)``."""
@@ -45,13 +49,13 @@ def keep_leaders(
     return [kv for kv in fused if kv[0] in front] + [kv for kv in fused if kv[0] not in front]
 
 
-def zscore_fusion(lists: Sequence[Scored]) -> list[tuple[Hashable, float]]:
+def zscore_fusion(lists: Sequence[Scored[Item]]) -> list[tuple[Item, float]]:
     """Items by the sum over lists of their score's z-score within that list (an item
     absent from a list gets that list's lowest z-score): a score far above a list's
     usual scores counts for much, a near-tie for little. Ties: first seen."""
-    totals: dict[Hashable, float] = {}
+    totals: dict[Item, float] = {}
     floors: list[float] = []
-    normalised: list[dict[Hashable, float]] = []
+    normalised: list[dict[Item, float]] = []
     for scored in lists:
         if not scored:
             continue
@@ -60,7 +64,7 @@ def zscore_fusion(lists: Sequence[Scored]) -> list[tuple[Hashable, float]]:
         z = {item: (score - float(values.mean())) / spread for item, score in scored}
         normalised.append(z)
         floors.append(min(z.values()))
-    order: dict[Hashable, int] = {}
+    order: dict[Item, int] = {}
     for z in normalised:
         for item in z:
             order.setdefault(item, len(order))
@@ -69,8 +73,8 @@ def zscore_fusion(lists: Sequence[Scored]) -> list[tuple[Hashable, float]]:
     return sorted(totals.items(), key=lambda kv: (-kv[1], order[kv[0]]))
 
 
-def fuse(lists: Sequence[Scored], method: FusionMethod = "leaders",
-         rrf_k: int = 60) -> list[tuple[Hashable, float]]:
+def fuse(lists: Sequence[Scored[Item]], method: FusionMethod = "leaders",
+         rrf_k: int = 60) -> list[tuple[Item, float]]:
     """Fuse scored rankings (each best first) by ``method``: ``rrf``, ``zscore``, or
     ``leaders`` (RRF with each list's first place kept at the front)."""
     if method == "zscore":

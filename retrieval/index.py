@@ -10,6 +10,7 @@ import shutil
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from pydantic import BaseModel, Field
@@ -70,14 +71,14 @@ class ChunkIndex:
 
     def __init__(self, *, key: str, chunk_ids: list[str], config: RetrievalConfig,
                  embedder: Embedder | None, dense: DenseIndex | None, bm25: BM25Index,
-                 stats: dict | None = None):
+                 stats: dict[str, Any] | None = None):
         self.key = key
         self.chunk_ids = chunk_ids
         self.config = config
         self.embedder = embedder
         self.dense = dense
         self.bm25 = bm25
-        self.stats: dict = stats or {}
+        self.stats: dict[str, Any] = stats or {}
         self.path: Path | None = None
         self.reused = False
         self.last_timings: dict[str, float] = {}
@@ -207,7 +208,7 @@ class ChunkIndex:
 def build_index(chunks: list[Chunk], *, embedder: Embedder | None,
                 config: RetrievalConfig, key: str = "") -> ChunkIndex:
     """Embed every chunk's windows (if there is an embedder) and index chunks for BM25."""
-    stats: dict = {"chunks": len(chunks)}
+    stats: dict[str, Any] = {"chunks": len(chunks)}
     dense = None
     if embedder is not None and chunks:
         t = time.perf_counter()

@@ -9,5 +9,5 @@ bash scripts/setup_vllm.sh
 # Debian's Chromium and ChromeDriver, for the review app's browser test.
 bash scripts/setup_browser.sh
 .venv/bin/ruff check .
-bash scripts/typecheck.sh   # mypy, strict on pipeline/ and agents/ (pyproject.toml)
+bash scripts/typecheck.sh   # mypy, strict on every source folder (pyproject.toml)
 .venv/bin/python -m pytest --fail-on-skip -rs "$@"
