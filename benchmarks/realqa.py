@@ -41,6 +41,7 @@ from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
+from longdoc.agents import STRATEGY_NAMES
 from longdoc.pipeline.api import Pipeline
 from longdoc.pipeline.errors import BackendError
 from longdoc.pipeline.evaluation.metrics import EvalResult, failed, rescore
@@ -64,7 +65,7 @@ SETS: dict[str, tuple[str, int]] = {  # name -> (file, questions in the subset)
     "nq": ("leval_natural_question.jsonl", 24),
     "financial": ("leval_financial_qa.jsonl", 12),
 }
-STRATEGIES = ("direct", "rag", "mapreduce", "chain", "memory", "auto")
+STRATEGIES = STRATEGY_NAMES  # the registry: direct, rag, mapreduce, chain, memory, auto
 SYSTEMS = (*STRATEGIES, "langchain")
 LABELS = {"direct": "direct --truncate", "langchain": "LangChain map-reduce recipe"}
 
