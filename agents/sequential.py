@@ -262,6 +262,29 @@ def render_unit(notes: str, evidence: list[Evidence]) -> str:
                                          quotes=render_evidence(evidence))
 
 
+def evidence_spans(evidence: list[Evidence]) -> list[tuple[int, int]]:
+    """Where each quote's text lies in ``render_evidence(evidence)``."""
+    before, _, after = fragments.CARRIED_QUOTE.partition("{quote}")
+    spans, at = [], 0
+    for ev in evidence:
+        start = at + len(before)
+        end = start + len(neutralize(ev.text))
+        spans.append((start, end))
+        at = end + len(after) + 1  # and the newline between quotes
+    return spans
+
+
+def unit_regions(notes: str, evidence: list[Evidence]) -> dict[str, list[tuple[int, int]]]:
+    """Where the notes and each quote lie in ``render_unit(notes, evidence)`` (the step
+    prompt's ``Regions``, for a simulated model)."""
+    shown = [(0, len(neutralize(notes, protocol=False)))]
+    if not evidence:
+        return {"notes": shown, "quotes": []}
+    head = len(fragments.CARRIED_UNIT.partition("{quotes}")[0].format(
+        notes=neutralize(notes, protocol=False)))
+    return {"notes": shown, "quotes": [(head + s, head + e) for s, e in evidence_spans(evidence)]}
+
+
 def evidence_tokens(evidence: list[Evidence]) -> int:
     return sum(count_tokens(f'- "{ev.text}"\n') for ev in evidence)
 
@@ -438,7 +461,8 @@ async def step(state: SequentialState, runtime: Runtime[RunContext], *,
     # The reply need not fill the budget: a small model rambles to its limit, and
     # every generated token costs time at every step.
     cap = settings.reader.step_reply_tokens
-    reply = await llm.chat(messages, node=spec.step_node, max_tokens=min(room, cap))
+    reply = await llm.chat(messages, node=spec.step_node, max_tokens=min(room, cap),
+                           regions={"notes": unit_regions(before_notes, carried)})
     notes = clean_reply(reply) or before_notes
     added, found = find_evidence(chunk, reply, goal, task, carried, notes)
     pool = carried + added
@@ -495,7 +519,8 @@ async def _summary(state: SequentialState, runtime: Runtime[RunContext],
     reply = await llm.chat(_prompt(spec.answer_node, "summary").render(
         notes=neutralize(notes, protocol=False), evidence=render_evidence(carried),
         question=goal, words=str(words)), node=spec.answer_node,
-        max_tokens=max(runtime.context.settings.llm.max_answer_tokens, 2 * words))
+        max_tokens=max(runtime.context.settings.llm.max_answer_tokens, 2 * words),
+        regions={"evidence": {"quotes": evidence_spans(carried)}})
     summary = reply.strip()
     quotes = [Quote(text=ev.text, source=ev.source, origin=ev.origin) for ev in carried]
     by_paragraph = paragraph_quotes(summary, carried)
@@ -520,7 +545,7 @@ async def _answer_question(state: SequentialState, runtime: Runtime[RunContext],
         reply = await llm.chat(_prompt(spec.answer_node, task).render(
             notes=neutralize(shown_notes, protocol=False), evidence=render_evidence(carried),
             question=goal),
-            node=spec.answer_node)
+            node=spec.answer_node, regions={"evidence": {"quotes": evidence_spans(carried)}})
         parsed = parse_answer(reply)
         key = answer_key(parsed.answer, goal) if parsed.found else []
         support = [ev for ev in carried if acceptable(ev.text, key)]

@@ -20,6 +20,12 @@ from longdoc.pipeline.settings import Settings, private_dir, private_file
 from longdoc.pipeline.tokens import ServedTokenizer, count_tokens
 
 Message = dict[str, str]
+# Where the parts of a prompt's fields lie: field -> part -> character spans in the field's
+# value (e.g. {"notes": {"notes": [(0, 120)], "quotes": [(129, 170)]}}). Sent beside the
+# prompt as the REGIONS_HEADER header, which model servers ignore; the simulated server of
+# the tests reads it instead of parsing the prompt's prose.
+Regions = dict[str, dict[str, list[tuple[int, int]]]]
+REGIONS_HEADER = "X-Longdoc-Regions"
 CALIBRATION_CHARS = 200_000  # text measured with the served tokenizer, in evenly spread parts
 CALIBRATION_PARTS = 8
 MARGIN_SLACK = 1.05  # the chat template's tokens and prompts tokenizing a little differently
@@ -144,11 +150,11 @@ class LLMClient:
         return prompt_room(self.window_tokens, messages, answer_tokens)
 
     async def timed_chat(self, messages: list[Message], node: str,
-                         **kwargs: int) -> tuple[str, dict[str, Any]]:
+                         max_tokens: int | None = None) -> tuple[str, dict[str, Any]]:
         """``chat``, and the call's data for a trace event: cl100k tokens in and out and
         the seconds it took (the per-node accounting stays in ``calls``)."""
         started = time.perf_counter()
-        reply = await self.chat(messages, node=node, **kwargs)
+        reply = await self.chat(messages, node=node, max_tokens=max_tokens)
         elapsed = time.perf_counter() - started
         # Counted after the call: counted before, the first wave's requests would wait while
         # every queued map call counted its prompt.
@@ -179,9 +185,11 @@ class LLMClient:
         return ratio
 
     async def chat(
-        self, messages: list[Message], *, node: str, max_tokens: int | None = None
+        self, messages: list[Message], *, node: str, max_tokens: int | None = None,
+        regions: Regions | None = None,
     ) -> str:
-        """The model's reply to ``messages``; ``node`` names the graph node for accounting.
+        """The model's reply to ``messages``; ``node`` names the graph node for accounting;
+        ``regions`` go with the request as a header (not part of the prompt or its cache key).
 
         Raises ``RejectedRequest`` when the server refuses the request, else
         ``BackendError`` once the retries or ``call_budget_s`` are spent.
@@ -191,6 +199,8 @@ class LLMClient:
             "seed": self.settings.llm.seed,
             "max_tokens": max_tokens or self.settings.llm.max_answer_tokens,
         }
+        headers = {REGIONS_HEADER: json.dumps(regions, separators=(",", ":"))} if regions \
+            else {}
         budget = self.settings.llm.call_budget_s
         deadline = time.monotonic() + budget
         key: str | None = None
@@ -216,7 +226,8 @@ class LLMClient:
                     async with asyncio.timeout(remaining):
                         response = await self._client.chat.completions.create(  # type: ignore[call-overload]
                             model=self.endpoint.model, messages=messages,
-                            **({"timeout": remaining} if short else {}), **params,
+                            **({"timeout": remaining} if short else {}),
+                            **({"extra_headers": headers} if headers else {}), **params,
                         )
                     text = _reply_text(response)
                 except TimeoutError:

@@ -28,6 +28,7 @@ import threading
 import time
 import urllib.request
 from collections.abc import Callable
+from contextvars import ContextVar
 from dataclasses import asdict, dataclass, field
 from functools import lru_cache
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -36,13 +37,13 @@ from string import Formatter
 from typing import Any, TypeVar
 
 from longdoc.pipeline.grounding import sentences
+from longdoc.pipeline.llm import REGIONS_HEADER, Regions
 from longdoc.pipeline.tokens import count_tokens, encoding
-from longdoc.prompts import fragments
 
 Messages = list[dict[str, str]]
 REPO_ROOT = Path(__file__).resolve().parents[1]
-# Lines of a carried unit that are structure, not notes (the names prompts/fragments.py uses).
-UNIT_LABELS = {fragments.QUOTES_LABEL.casefold(), fragments.NO_CARRIED_QUOTES.casefold()}
+# The regions of the request being answered (its REGIONS_HEADER; set per request thread).
+_REGIONS: ContextVar[Regions] = ContextVar("regions")
 T = TypeVar("T")
 STATS_PATH = "/sim/stats"
 RESET_PATH = "/sim/reset"
@@ -285,18 +286,41 @@ def _int(value: str | None, default: int) -> int:
         return default
 
 
-def _notes_only(notes: str) -> str:
-    """Carried notes without the quote list code appends to them (``fragments.CARRIED_UNIT``)."""
-    return notes.split(f"\n{fragments.QUOTES_LABEL}\n", 1)[0]
+def read_regions(header: str | None) -> Regions:
+    """The ``Regions`` a request carries in its REGIONS_HEADER (none if absent or bad)."""
+    try:
+        regions = json.loads(header or "{}")
+    except ValueError:
+        return {}
+    return regions if isinstance(regions, dict) else {}
+
+
+def region(fields: dict[str, str], field: str, part: str) -> list[str] | None:
+    """The texts of ``part`` of ``field`` by the request's regions, or None if it sent none."""
+    spans = _REGIONS.get({}).get(field, {}).get(part)
+    if spans is None:
+        return None
+    return [fields[field][start:end] for start, end in spans]
+
+
+def _notes_only(fields: dict[str, str]) -> str:
+    """A step prompt's carried notes without the quotes code appends to them."""
+    notes = region(fields, "notes", "notes")
+    return fields["notes"] if notes is None else "\n".join(notes)
+
+
+def _carried_quotes(fields: dict[str, str]) -> list[str]:
+    """An answer prompt's carried quotes."""
+    return region(fields, "evidence", "quotes") or []
 
 
 def plain(*texts: str) -> str:
-    """Notes and quote lists as plain paragraphs: no list labels, markers or quote marks."""
+    """Notes and quotes as plain paragraphs: no list markers or quote marks."""
     lines = []
     for text in texts:
         for line in text.splitlines():
             line = re.sub(r"^[-*•]\s*", "", line.strip()).strip("\"“” ")
-            if line and line.casefold() not in UNIT_LABELS:
+            if line:
                 lines.append(line)
     return "\n\n".join(lines)
 
@@ -428,7 +452,7 @@ class ProtocolModel:
 
     def _notes_step(self, f: dict[str, str]) -> str:
         """chain.worker / memory.update: carry every sentence that answers the question."""
-        found = facts(_notes_only(f["notes"]), f["question"])
+        found = facts(_notes_only(f), f["question"])
         found += [s for s in facts(document_text(f["document"]), f["question"]) if s not in found]
         if not found:
             return "No information about the question so far."
@@ -437,7 +461,7 @@ class ProtocolModel:
     _chain_worker = _memory_update = _notes_step
 
     def _final_answer(self, f: dict[str, str]) -> str:
-        fact = find_fact(plain(f["notes"], f["evidence"]), f["question"])
+        fact = find_fact(plain(f["notes"], *_carried_quotes(f)), f["question"])
         return fact.sentence if fact else "Not found."
 
     _chain_manager = _memory_answer = _final_answer
@@ -473,8 +497,8 @@ class ProtocolModel:
     def _summary_step(self, f: dict[str, str]) -> str:
         """chain.worker.summary / memory.update.summary: earlier notes plus one key
         sentence of this part, oldest dropped first to fit."""
-        earlier = [" ".join(_notes_only(f["notes"])[s:e].split())
-                   for s, e in sentences(_notes_only(f["notes"]))]
+        notes = _notes_only(f)
+        earlier = [" ".join(notes[s:e].split()) for s, e in sentences(notes)]
         kept = [*earlier, *key_sentences(document_text(f["document"]), 1)]
         words = _int(f.get("words"), 100)
         while len(kept) > 1 and len(" ".join(kept).split()) > words:
@@ -484,7 +508,7 @@ class ProtocolModel:
     _chain_worker_summary = _memory_update_summary = _summary_step
 
     def _summary_answer(self, f: dict[str, str]) -> str:
-        text = plain(f["notes"], f["evidence"])
+        text = plain(f["notes"], *_carried_quotes(f))
         words = _int(f.get("words"), 200)
         return prose(key_sentences(text, max(1, words // 15)), words, 1)
 
@@ -611,6 +635,7 @@ class SimServer:
             index = len(self.requests)
         messages = request.get("messages", [])
         kind = identify(messages)[0]
+        regions = _REGIONS.set(read_regions(handler.headers.get(REGIONS_HEADER)))
         if self._slots:
             self._slots.acquire()
         started = time.monotonic()
@@ -628,6 +653,7 @@ class SimServer:
                 self._slots.release()
             with self._lock:
                 self.log.append(entry)
+            _REGIONS.reset(regions)
         handler._send(status, body, headers)  # type: ignore[attr-defined]
 
     def _respond(

@@ -269,3 +269,42 @@ def test_langchain_recipe_runs_on_the_simulated_server(sim) -> None:
     server.reset()  # a second run in the same event loop counts its own tokens
     again = langchain_compare.ask_recipe(server.base_url, server.model, text, QUESTION)
     assert again.prompt_tokens == sum(r.prompt_tokens for r in server.log) > 0
+
+
+def test_the_sim_tells_notes_from_quotes_by_the_request_regions(sim, tmp_path: Path) -> None:
+    """A step prompt's carried unit is split by the regions the client sends as a header,
+    not by the prompt's labels: the prompt is the same, the header decides what is notes.
+    The spans name exactly the notes and each quote in the rendered unit."""
+    from longdoc.agents.sequential import evidence_spans, render_evidence, render_unit, unit_regions
+    from longdoc.pipeline.state import Evidence
+
+    carried = [Evidence(source="d.txt", start=0, end=len(NEEDLE), text=NEEDLE, origin="model"),
+               Evidence(source="d.txt", start=40, end=52, text='a "quoted" {brace}',
+                        origin="located")]
+    notes = "Nothing found yet.\nStill looking."
+    unit, regions = render_unit(notes, carried), unit_regions(notes, carried)
+    assert [unit[s:e] for s, e in regions["notes"]] == [notes]
+    assert [unit[s:e] for s, e in regions["quotes"]] == [NEEDLE, 'a "quoted" {brace}']
+    shown = render_evidence(carried)
+    assert [shown[s:e] for s, e in evidence_spans(carried)] == [NEEDLE, 'a "quoted" {brace}']
+    assert unit_regions(notes, []) == {"notes": [(0, len(notes))], "quotes": []}
+
+    server = sim(ProtocolModel())
+    messages = get_prompt("chain.worker").render(
+        notes=unit, document=document_block("d.txt", CHUNK_WITHOUT), question=QUESTION,
+        words="50")
+
+    async def ask(regions: dict | None) -> str:
+        llm = LLMClient(Endpoint(base_url=server.base_url, model=server.model,
+                                 context_window=server.context_window),
+                        sim_settings(server, tmp_path, use_cache=False))
+        try:
+            return await llm.chat(messages, node="chain.worker", regions=regions)
+        finally:
+            await llm.close()
+
+    # Told where the notes are, the worker finds nothing new in them or in the part...
+    assert asyncio.run(ask({"notes": regions})) == "No information about the question so far."
+    # ...without regions the whole field reads as notes, quotes included.
+    assert "48213" in asyncio.run(ask(None))
+    assert [r["messages"] for r in server.requests] == [messages, messages]
