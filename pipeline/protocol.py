@@ -15,7 +15,7 @@ _QUOTE_LINE = re.compile(
     rf"^\s*[*_#>\-\s]*{_LABEL}\s*[*_]*\s*[:\-]\s*[*_]*\s*(.*)$", re.I | re.M
 )
 _ANSWER_LABEL = re.compile(
-    r"^\s*[*_#\s]*(?:(?:the\s+)?(?:final\s+)?answer(?:\s+to\s+(?:the|your)\s+question)?"
+    r"^\s*[*_#\s]*(?:(?:the\s+)?(?:final\s+)?answer(?:\s+to\s+(?:the|this|your)\s+question)?"
     r"(?:\s+is)?)\s*[*_]*\s*[:\-]\s*[*_]*\s*",
     re.I,
 )

@@ -45,6 +45,8 @@ def test_empty_reply() -> None:
 def test_answer_preamble_is_stripped() -> None:
     assert parse_answer("The answer to the question is: It rose to 60.").answer == "It rose to 60."
     assert parse_answer("Final answer - 42").answer == "42"
+    # seen from the embedded model on a real question (L-Eval NQ, development set)
+    assert parse_answer("The answer to this question is: 10").answer == "10"
 
 
 @pytest.mark.parametrize(("reply", "answer"), [
