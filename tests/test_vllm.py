@@ -284,3 +284,51 @@ def test_tokenize_counts_with_the_served_tokenizer(vllm_endpoint: Endpoint,
     assert ratio == pytest.approx(count / count_tokens(text), rel=0.01)
     assert llm.window_tokens == int(vllm_endpoint.context_window / llm.token_margin)
     assert httpx.get(f"{vllm_endpoint.base_url}/models").json()["data"][0]["owned_by"] == "vllm"
+
+
+@pytest.mark.vllm
+def test_chunk_first_serves_the_chunks_to_a_second_question(vllm_endpoint: Endpoint,
+                                                            tmp_path: Path) -> None:
+    """The map prompt in the layout the vllm backend gets (auto: chunk_first): the second
+    question about the same chunks is served each chunk from vLLM's prefix cache, the
+    first question's calls only the instructions; question_first serves a second question
+    no chunk. Prompt processing only (one reply token), calls one at a time."""
+    from longdoc.agents.mapreduce import MAP_NODE, map_prompt_name
+    from longdoc.pipeline.chunking import chunk_documents
+    from longdoc.pipeline.models import Document
+    from longdoc.prompts import document_block, get_prompt
+
+    # text no other test sends (a prefix seen before would be served on the first question)
+    text = f"Ledger {tmp_path.name}.\n\n" + haystack(TEST_DATA, 1200, PASSKEY, depth=0.3)
+    chunks = chunk_documents([Document.from_text(text, source="ledger.txt")],
+                             chunk_tokens=500, overlap=0)[:3]
+    assert len(chunks) == 3
+    questions = (QUESTION, "Which nation does the speaker address?")
+    layouts = {"chunk_first": map_prompt_name(Settings(backend="vllm")),
+               "question_first": map_prompt_name(Settings(backend="vllm",
+                                                          map_prompt_layout="question_first"))}
+    assert layouts["chunk_first"] == "mapreduce.map_chunk_first"
+
+    async def stage(llm: LLMClient, template: str, question: str) -> tuple[int, int]:
+        llm.calls.clear()
+        for chunk in chunks:
+            await llm.chat(get_prompt(template).render(
+                document=document_block(chunk.source, chunk.text), question=question),
+                node=MAP_NODE, max_tokens=1)
+        return (sum(c.cached_prompt_tokens for c in llm.calls),
+                sum(c.prompt_tokens for c in llm.calls))
+
+    async def run() -> dict[str, list[tuple[int, int]]]:
+        llm = LLMClient(vllm_endpoint, Settings(use_cache=False, max_retries=1))
+        try:
+            return {layout: [await stage(llm, template, q) for q in questions]
+                    for layout, template in layouts.items()}
+        finally:
+            await llm.close()
+
+    found = asyncio.run(run())
+    (first_cached, first_prompt), (second_cached, second_prompt) = found["chunk_first"]
+    assert second_cached > 0
+    assert second_cached / second_prompt > 0.7 > first_cached / first_prompt, found
+    (_, _), (other_cached, other_prompt) = found["question_first"]
+    assert other_cached / other_prompt < 0.5, found
