@@ -171,15 +171,25 @@ async def measure_questions(args: argparse.Namespace, llm: LLMClient) -> list[tu
     return rows
 
 
+def print_table(columns: list[str], rows: list[list[object]]) -> None:
+    """A Markdown table of ``rows`` (cells already formatted)."""
+    print("| " + " | ".join(columns) + " |")
+    print("|" + "---|" * len(columns))
+    for row in rows:
+        print("| " + " | ".join(str(cell) for cell in row) + " |")
+
+
+def cached_share(usage: Usage) -> str:
+    return f"{usage.cached_prompt_tokens / max(1, usage.prompt_tokens):.2f}"
+
+
 def print_question_rows(rows: list[tuple]) -> None:
-    print("| chunk tokens | map calls | layout | question | prompt tokens | cached | "
-          "cached fraction | completion tokens | wall s |")
-    print("|---|---|---|---|---|---|---|---|---|")
-    for size, calls, layout, number, usage, wall in rows:
-        fraction = usage.cached_prompt_tokens / max(1, usage.prompt_tokens)
-        print(f"| {size} | {calls} | {layout} | {number} | {usage.prompt_tokens:,} | "
-              f"{usage.cached_prompt_tokens:,} | {fraction:.2f} | {usage.completion_tokens} | "
-              f"{wall:.1f} |")
+    print_table(["chunk tokens", "map calls", "layout", "question", "prompt tokens", "cached",
+                 "cached fraction", "completion tokens", "wall s"],
+                [[size, calls, layout, number, f"{usage.prompt_tokens:,}",
+                  f"{usage.cached_prompt_tokens:,}", cached_share(usage),
+                  usage.completion_tokens, f"{wall:.1f}"]
+                 for size, calls, layout, number, usage, wall in rows])
 
 
 def reused_tokens(log: Path, offset: int) -> tuple[int, int]:
@@ -224,12 +234,11 @@ def measure_embedded(args: argparse.Namespace) -> list[tuple]:
 
 
 def print_embedded_rows(rows: list[tuple]) -> None:
-    print("| strategy | ran | question | seconds | LLM calls | prompt tokens | reused by "
-          "llama.cpp | reused fraction |")
-    print("|---|---|---|---|---|---|---|---|")
-    for strategy, number, route, seconds, calls, prompt, reused in rows:
-        print(f"| {strategy} | {route} | {number} | {seconds:.1f} | {calls} | {prompt:,} | "
-              f"{reused:,} | {reused / max(1, prompt):.2f} |")
+    print_table(["strategy", "ran", "question", "seconds", "LLM calls", "prompt tokens",
+                 "reused by llama.cpp", "reused fraction"],
+                [[strategy, route, number, f"{seconds:.1f}", calls, f"{prompt:,}",
+                  f"{reused:,}", f"{reused / max(1, prompt):.2f}"]
+                 for strategy, number, route, seconds, calls, prompt, reused in rows])
 
 
 def main() -> None:
@@ -293,14 +302,13 @@ def main() -> None:
     if args.questions:
         print_question_rows(rows)
         return
-    print("| chunk tokens | map calls | shared prefix (cl100k) | order | prompt tokens | "
-          "cached | cached fraction | completion tokens | wall s (median) |")
-    print("|---|---|---|---|---|---|---|---|---|")
-    for size, calls, shared, name, usage, seconds in rows:
-        fraction = usage.cached_prompt_tokens / max(1, usage.prompt_tokens)
-        print(f"| {size} | {calls} | {shared} | {name} | {usage.prompt_tokens} | "
-              f"{usage.cached_prompt_tokens} | {fraction:.2f} | {usage.completion_tokens} | "
-              f"{statistics.median(seconds):.1f} |")
+    print_table(["chunk tokens", "map calls", "shared prefix (cl100k)", "order",
+                 "prompt tokens", "cached", "cached fraction", "completion tokens",
+                 "wall s (median)"],
+                [[size, calls, shared, name, usage.prompt_tokens, usage.cached_prompt_tokens,
+                  cached_share(usage), usage.completion_tokens,
+                  f"{statistics.median(seconds):.1f}"]
+                 for size, calls, shared, name, usage, seconds in rows])
 
 if __name__ == "__main__":
     main()
