@@ -54,6 +54,7 @@ from longdoc.pipeline.models import (
     Document,
     Task,
     Usage,
+    text_sha256,
 )
 from longdoc.pipeline.runs import JsonLog, progress_bar
 from longdoc.pipeline.settings import Settings, load_settings
@@ -232,8 +233,7 @@ def _jsonl_items(path: Path) -> Iterator[BatchItem]:
         doc_id = str(given) if isinstance(given, str | int) and str(given) else \
             f"{path.name}:{number}"
         text = record["input"]
-        digest = hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
-        yield BatchItem(id=doc_id, source=where, sha256=digest, text=text)
+        yield BatchItem(id=doc_id, source=where, sha256=text_sha256(text), text=text)
 
 
 # --- one document -----------------------------------------------------------------------------

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import codecs
 import contextlib
-import hashlib
 import io
 import logging
 import threading
@@ -23,7 +22,7 @@ from pypdf.errors import DependencyError, PyPdfError
 from pypdf.generic import DictionaryObject, NameObject
 
 from longdoc.pipeline.errors import InputError
-from longdoc.pipeline.models import Document, Page
+from longdoc.pipeline.models import Document, Page, text_sha256
 from longdoc.pipeline.settings import Budget
 
 PDF_SUFFIXES = (".pdf",)
@@ -164,8 +163,8 @@ def load_document(
         return text_document(_decode_text(data, name), str(path),
                              markup=True if suffix in HTML_SUFFIXES else None)
     text, pages, metadata = _read_pdf(data, name, password=password, budget=budget)
-    sha = hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
-    return Document(source=str(path), text=text, pages=pages, metadata=metadata, sha256=sha)
+    return Document(source=str(path), text=text, pages=pages, metadata=metadata,
+                    sha256=text_sha256(text))
 
 
 def text_document(text: str, source: str, *, markup: bool | None = None,

@@ -11,6 +11,12 @@ from pydantic import BaseModel, Field
 from longdoc.pipeline.markup import is_markup, plain_text
 
 Task = Literal["qa", "summary", "write"]
+
+
+def text_sha256(text: str) -> str:
+    """The hash a document's text is known by (``Document.sha256``)."""
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+
 # Request lengths in words (the one home of their defaults and ranges).
 DEFAULT_SUMMARY_WORDS = 300
 MIN_SUMMARY_WORDS, MAX_SUMMARY_WORDS = 20, 5000
@@ -47,7 +53,7 @@ class Document(BaseModel):
         if markup or (markup is None and is_markup(text)):
             text, metadata = plain_text(text), {"converted": "html"}
         return cls(source=source, text=text, metadata=metadata,
-                   sha256=hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest())
+                   sha256=text_sha256(text))
 
     def page_at(self, offset: int) -> int | None:
         """The page number holding character ``offset``, or None for unpaged text."""
