@@ -77,3 +77,20 @@ def test_an_html_file_with_no_text_is_refused_clearly(tmp_path: Path) -> None:
     empty.write_text("<html><body><div></div></body></html>", encoding="utf-8")
     with pytest.raises(InputError, match=r"empty\.html: empty document \(no text outside"):
         load_document(empty)
+
+
+@pytest.mark.real_model
+def test_real_model_reads_an_html_page_and_cites_its_table_row(real_endpoint,
+                                                               tmp_path: Path) -> None:
+    """The embedded model over an HTML page: the infobox row is read as "header | value"
+    text, and the answer is cited from the converted document, never from a tag."""
+    from longdoc.pipeline.api import Pipeline
+    from tests.conftest import real_settings
+
+    page = tmp_path / "page.html"
+    page.write_text(f"<html><body>{PAGE}</body></html>", encoding="utf-8")
+    with Pipeline(real_settings(real_endpoint, tmp_path)) as pipeline:
+        answer = pipeline.ask(page, "Where was the series filmed?", strategy="direct")
+    assert answer.supported and "Vancouver" in answer.answer
+    assert all("<" not in c.quote for c in answer.citations)
+    assert any("Vancouver , British Columbia" in c.quote for c in answer.citations)
