@@ -1,9 +1,11 @@
 """The ``auto`` strategy: a router that picks how to read each request, with a reason, and
 a reader that widens step by step instead of reading everything.
 
-- the whole input fits the direct prompt: ``direct`` (one call, nothing lost);
-- a summary that does not fit, or a document of at most ``full_read_chunks`` chunks (cheap
-  to read whole): ``mapreduce`` over every chunk;
+- a question over 2 to ``full_read_chunks`` chunks: ``mapreduce`` over every chunk, even
+  when the whole input fits the direct prompt (on the real-QA development table, reading
+  such documents chunk by chunk beat one call; ``benchmarks/realqa.py routes``);
+- any other input that fits the direct prompt: ``direct`` (one call, nothing lost);
+- a summary that does not fit: ``mapreduce`` over every chunk;
 - a question over a larger document: the chunks ranked by retrieval are read with
   ``mapreduce`` in widening rounds (the best 5, then the next 10, then the next 30, ...),
   stopping at the first round whose draft is a supported answer (``answered``) or at the
@@ -112,7 +114,8 @@ async def route(state: GraphState, runtime: Runtime[RunContext]) -> dict[str, An
     update: dict[str, Any] = {}
     data: dict[str, Any] = {"doc_tokens": budget.doc_tokens, "direct_room": budget.room,
                   "chunks": len(chunks)}
-    if budget.fits:
+    few = 1 < len(chunks) <= settings.auto.full_read_chunks
+    if budget.fits and not (few and state["task"] == "qa"):
         chosen = "direct"
         reason = f"the input (~{budget.doc_tokens} tokens) fits the window (~{budget.room})"
         update["coverage"] = coverage(state["documents"], chunks, None, "whole",
@@ -120,10 +123,12 @@ async def route(state: GraphState, runtime: Runtime[RunContext]) -> dict[str, An
     elif state["task"] == "summary":
         chosen = "mapreduce"
         reason = f"a summary of ~{budget.doc_tokens} tokens, over the window: read every chunk"
-    elif len(chunks) <= settings.auto.full_read_chunks:
+    elif few:
         chosen = "mapreduce"
-        reason = (f"~{budget.doc_tokens} tokens in {len(chunks)} chunk(s), few enough to read "
-                  f"every one (full_read_chunks {settings.auto.full_read_chunks})")
+        reason = (f"~{budget.doc_tokens} tokens in {len(chunks)} chunks, few enough to read "
+                  f"every one (full_read_chunks {settings.auto.full_read_chunks})"
+                  + (": it fits the window, but questions read chunk by chunk scored higher "
+                     "than in one call on the development table" if budget.fits else ""))
     else:
         chosen = "mapreduce"
         depth = min(len(chunks), settings.auto.max_chunks)

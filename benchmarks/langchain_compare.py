@@ -70,6 +70,7 @@ from langchain_core.prompts import ChatPromptTemplate
 from langgraph.graph import END, START, StateGraph
 from langgraph.types import Send
 
+from longdoc.pipeline import models
 from longdoc.pipeline.api import Pipeline
 from longdoc.pipeline.llm import Endpoint
 from longdoc.pipeline.settings import Settings
@@ -251,9 +252,10 @@ def ask_recipe(base_url: str, model: str, text: str, question: str,
         completion_tokens=sum(u["output_tokens"] for u in totals))
 
 
-def ask_longdoc(pipeline: Pipeline, path: Path, question: str) -> tuple[Outcome, Any]:
+def ask_longdoc(pipeline: Pipeline, document: models.Document, question: str
+                ) -> tuple[Outcome, Any]:
     started = time.monotonic()
-    answer = pipeline.ask(path, question, strategy="mapreduce")
+    answer = pipeline.ask(document, question, strategy="mapreduce")
     wall = time.monotonic() - started
     u = answer.usage
     return Outcome(system=SYSTEMS[0], task="", tokens=0, answer=answer.answer, wall_s=wall,
@@ -291,18 +293,17 @@ def speed(token_counts: Sequence[int] = SPEED_TOKENS) -> str:
                             context_window=sim.context_window)
         settings = longdoc_settings(endpoint, Path(tmp) / "cache", use_cache=True,
                                     concurrency=DEFAULT_CONCURRENCY)
-        warm = Path(tmp) / "warm.txt"
-        warm.write_text(document(600), encoding="utf-8")
+        warm = document(600)
         with Pipeline(settings) as pipeline:
-            ask_longdoc(pipeline, warm, QUESTION)  # one-time imports, client set-up
-            ask_recipe(sim.base_url, sim.model, warm.read_text(encoding="utf-8"), QUESTION)
+            # one-time imports, client set-up
+            ask_longdoc(pipeline, models.Document.from_text(warm, "warm.txt"), QUESTION)
+            ask_recipe(sim.base_url, sim.model, warm, QUESTION)
             for tokens in token_counts:
-                path = Path(tmp) / f"doc-{tokens}.txt"
                 text = document(tokens)
-                path.write_text(text, encoding="utf-8")
+                doc = models.Document.from_text(text, f"doc-{tokens}.txt")
                 for system in SYSTEMS:
                     sim.reset()
-                    outcome = (ask_longdoc(pipeline, path, QUESTION)[0] if system == SYSTEMS[0]
+                    outcome = (ask_longdoc(pipeline, doc, QUESTION)[0] if system == SYSTEMS[0]
                                else ask_recipe(sim.base_url, sim.model, text, QUESTION))
                     logs = sim.log()  # the server's counts: the same rule for both
                     critical = critical_path(logs, DEFAULT_CONCURRENCY, None
@@ -376,10 +377,9 @@ def accuracy(token_counts: Sequence[int] = ACCURACY_TOKENS, runs: int = len(ACCU
         with tempfile.TemporaryDirectory() as tmp, Backend(backend_settings) as endpoint, \
                 Pipeline(longdoc_settings(endpoint, Path(tmp) / "cache")) as pipeline:
             for task, system in todo:
-                path = task.write(Path(tmp))
                 question = task.question or ""
                 if system == SYSTEMS[0]:
-                    outcome, answer = ask_longdoc(pipeline, path, question)
+                    outcome, answer = ask_longdoc(pipeline, task.document(), question)
                     outcome.cited = any(contains_value(c.quote, task.answers[0])
                                         for c in answer.citations)
                 else:

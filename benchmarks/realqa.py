@@ -3,16 +3,19 @@
 Usage (from the repository root; the embedded model, so under the shared model lock):
     flock /tmp/longdoc-model.lock nice -n 5 .venv/bin/python -m benchmarks.realqa run \\
         [--systems direct rag mapreduce chain memory auto langchain] [--sets nq financial] \\
-        [--questions N]
+        [--questions N] [--only nq/d05 ...]
     .venv/bin/python -m benchmarks.realqa table [--write]
     .venv/bin/python -m benchmarks.realqa worth    # what fitting the answers changed
+    .venv/bin/python -m benchmarks.realqa routes   # the table by auto's route classes
 
 The development subset is fixed by a seeded rule (``dev_subset``): per set, the
 documents in a seeded order, each document's questions in a seeded order, then questions
 taken round-robin over the documents (one from each, then a second from each, ...) up to
 the set's count: 24 of ``leval_natural_question.jsonl`` (so spread over 20 pages) and 12
 of ``leval_financial_qa.jsonl`` (all 8 calls). ``--questions N`` runs only the first N of
-each set's order (a slice whose table still compares every system on the same questions).
+each set's order (a slice whose table still compares every system on the same questions);
+``--only`` keeps the questions whose id contains one of its strings (an experiment on some
+documents; its table covers those questions only).
 
 Each system answers each question once, question by question (so a stopped run leaves
 comparable rows): ``direct`` with ``--truncate``, the other longdoc strategies with the
@@ -34,12 +37,12 @@ from __future__ import annotations
 import argparse
 import json
 import random
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from longdoc.agents import STRATEGY_NAMES
 from longdoc.pipeline.api import Pipeline
@@ -137,14 +140,22 @@ def _trace_writer(path: Path, task: EvalTask, system: str) -> Callable[[Answer],
     return write
 
 
+def chosen(by_set: dict[str, list[EvalTask]], only: Sequence[str] = ()
+           ) -> dict[str, list[EvalTask]]:
+    """The questions whose id contains one of ``only`` (all of them if it is empty)."""
+    return {name: [t for t in tasks if not only or any(o in t.id for o in only)]
+            for name, tasks in by_set.items()}
+
+
 def run(systems: Sequence[str] = SYSTEMS, sets: Sequence[str] = tuple(SETS),
         questions: int | None = None, results: Path = RESULTS, traces: Path = TRACES,
-        settings: Settings | None = None, data: Path = DATA) -> list[EvalResult]:
+        settings: Settings | None = None, data: Path = DATA,
+        only: Sequence[str] = ()) -> list[EvalResult]:
     """Answer every (question, system) ``results`` lacks (errors are retried), appending
     each result at once; returns this call's results."""
     from benchmarks.langchain_compare import recipe_result
 
-    tasks = interleave(subset(sets, questions, data))
+    tasks = interleave(chosen(subset(sets, questions, data), only))
     log = results_log(results)
     done = log.done(lambda r: r.status != "error")
     pending = [(t, s) for t in tasks for s in systems if (t.digest, s) not in done]
@@ -157,15 +168,13 @@ def run(systems: Sequence[str] = SYSTEMS, sets: Sequence[str] = tuple(SETS),
         out = stack.enter_context(log)
         pipeline = stack.enter_context(Pipeline(settings or run_settings()))
         endpoint = pipeline.backend.start()
-        folder = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="realqa-")))
         for n, (task, system) in enumerate(pending, 1):
-            document = task.write(folder)
             started = time.perf_counter()
             try:
                 if system == "langchain":
                     result = recipe_result(task, endpoint.base_url, endpoint.model)
                 else:
-                    result = run_one(pipeline, task, system, document, endpoint.model,
+                    result = run_one(pipeline, task, system, model=endpoint.model,
                                      on_answer=_trace_writer(traces, task, system))
             except BackendError as exc:
                 result = failed(task, system, "error", f"backend: {exc}", 0.0, endpoint.model)
@@ -285,6 +294,52 @@ def worth(traces: Path = TRACES) -> str:
     return "\n".join(out)
 
 
+def route_class(task: EvalTask, settings: Settings) -> str:
+    """Which reading ``auto``'s rules weigh for the question's document: it fits the direct
+    prompt, it has at most ``auto.full_read_chunks`` chunks, or more (the served window
+    taken as ``server.n_ctx``, the embedded default)."""
+    from longdoc.agents.direct import direct_budget
+    from longdoc.pipeline.chunking import chunk_documents
+
+    documents = [task.document()]
+    state: Any = {"task": "qa", "question": task.question, "documents": documents}
+    window = int(settings.server.n_ctx / settings.llm.token_margin)
+    if direct_budget(state, settings, window).fits:
+        return "fits the window"
+    chunks = chunk_documents(documents, chunk_tokens=settings.documents.chunk_tokens,
+                             overlap=settings.documents.chunk_overlap)
+    limit = settings.auto.full_read_chunks
+    return f"<= {limit} chunks" if len(chunks) <= limit else f"> {limit} chunks"
+
+
+def routes(results: Path = RESULTS, systems: Sequence[str] = SYSTEMS) -> str:
+    """Item 3's evidence: per set and class of document (``route_class``), each system's
+    mean token F1, cited share, calls and seconds on the questions all of them answered."""
+    settings = run_settings()
+    lines = latest(results_log(results).read())
+    out = ["| set | documents | questions | system | token F1 | cited | calls / q | s / q |",
+           "|---|---|---|---|---|---|---|---|"]
+    for name, tasks in subset().items():
+        present = [s for s in systems if any((t.digest, s) in lines for t in tasks)]
+        groups: dict[str, list[EvalTask]] = {}
+        for task in tasks:
+            if all((task.digest, s) in lines for s in present):
+                groups.setdefault(route_class(task, settings), []).append(task)
+        for group, members in sorted(groups.items(), key=lambda g: g[0][0] != "f"):
+            for system in present:
+                runs = [rescore(lines[(t.digest, system)], t) for t in members]
+                ok = [r for r in runs if r.status == "ok"]
+                mean = Row(system, runs).mean
+                f1 = mean([r.score or 0.0 if r.status == "ok" else 0.0 for r in runs])
+                cited = ("–" if system == "langchain" else
+                         f"{sum(bool(r.claimed_supported) for r in ok)}/{len(runs)}")
+                out.append(f"| {name} | {group} | {len(members)} | {LABELS.get(system, system)} "
+                           f"| {f1:.3f} "
+                           f"| {cited} | {mean([r.llm_calls for r in ok]):.1f} "
+                           f"| {mean([r.wall_s for r in ok]):.0f} |")
+    return "\n".join(out)
+
+
 def results_section(results: Path = RESULTS) -> str:
     """The RESULTS.md section: the command, the subset rule, the table."""
     by_set = subset()
@@ -313,20 +368,25 @@ def write_section(results: Path = RESULTS) -> None:
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("what", choices=["run", "table", "worth"])
+    parser.add_argument("what", choices=["run", "table", "worth", "routes"])
     parser.add_argument("--systems", nargs="+", default=list(SYSTEMS), choices=SYSTEMS)
     parser.add_argument("--sets", nargs="+", default=list(SETS), choices=list(SETS))
     parser.add_argument("--questions", type=int, help="the first N questions of each set")
     parser.add_argument("--results", type=Path, default=RESULTS)
     parser.add_argument("--traces", type=Path, default=TRACES)
+    parser.add_argument("--only", nargs="+", default=[],
+                        help="run: only the questions whose id contains one of these")
     parser.add_argument("--write", action="store_true", help="table: into RESULTS.md")
     args = parser.parse_args(argv)
     if args.what == "run":
-        run(args.systems, args.sets, args.questions, args.results, args.traces)
-        print(table(results_log(args.results).read(), subset(args.sets, args.questions),
-                    args.systems))
+        run(args.systems, args.sets, args.questions, args.results, args.traces,
+            only=args.only)
+        print(table(results_log(args.results).read(),
+                    chosen(subset(args.sets, args.questions), args.only), args.systems))
     elif args.what == "worth":
         print(worth(args.traces))
+    elif args.what == "routes":
+        print(routes(args.results, args.systems))
     elif args.write:
         write_section(args.results)
         print(f"wrote the realqa section of {Path('benchmarks/RESULTS.md')}")

@@ -52,6 +52,24 @@ def test_small_input_goes_direct(sim, tmp_path: Path) -> None:
     assert len(server.requests) == 1
 
 
+def test_question_over_few_chunks_is_read_chunk_by_chunk_even_when_it_fits(
+        sim, tmp_path: Path) -> None:
+    """A question over 2..full_read_chunks chunks reads every chunk (measured better than
+    one call on the real-QA table); a summary of the same input still goes direct."""
+    server = sim(map_reply)
+    doc = long_doc(tmp_path, repeats=30)  # ~800 tokens: fits the window, 3 chunks of 300
+    settings = sim_settings(server, tmp_path, embedder="hash", chunk_tokens=300,
+                            chunk_overlap=0)
+    with Pipeline(settings) as pipeline:
+        answer = pipeline.ask(doc, "What is the vault combination?")
+        summary = pipeline.summarize(doc, words=60, strategy="auto")
+    assert answer.route["chosen"] == "mapreduce"
+    assert "fits the window, but" in answer.route["reason"]
+    assert answer.coverage is None or answer.coverage.chunks_read == answer.coverage.chunks_total
+    assert "90417" in answer.answer
+    assert summary.route["chosen"] == "direct"
+
+
 def test_large_input_reads_retrieved_chunks_with_mapreduce(sim, tmp_path: Path) -> None:
     server = sim(map_reply, context_window=2048)
     settings = sim_settings(server, tmp_path, embedder="hash", chunk_tokens=300,

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.realqa import SETS, dev_subset, interleave, run, table
+from benchmarks.realqa import SETS, chosen, dev_subset, interleave, route_class, run, table
 from longdoc.pipeline.evaluation.metrics import evaluate, exact_match, token_f1
 from longdoc.pipeline.graph import fit_to_question
 from longdoc.pipeline.grounding import (
@@ -26,6 +26,7 @@ from longdoc.pipeline.protocol import (
     restates_question,
     unfit_answer,
 )
+from longdoc.pipeline.settings import Settings
 from longdoc.pipeline.state import NOT_FOUND_ANSWER
 from tests.conftest import sim_settings
 
@@ -235,6 +236,19 @@ def test_interleave_and_table_compare_common_questions(tmp_path: Path) -> None:
     assert "1 of 4 questions answered by every system" in text
     assert "| direct --truncate | 1.000 | 1.000 | 0/1 | 1.0 | 100 | 10 | 2 | – |" in text
     assert "| auto | 0.000 | 0.000 | 1/1 |" in text
+
+
+def test_only_keeps_matching_questions_and_route_class_follows_auto(tmp_path: Path) -> None:
+    tasks = dev_subset("nq", write_set(tmp_path / "set.jsonl", docs=3, questions=2), 6)
+    kept = chosen({"nq": tasks}, ["/d01/"])["nq"]
+    assert kept and all("/d01/" in t.id for t in kept) and len(kept) < len(tasks)
+    assert chosen({"nq": tasks})["nq"] == tasks
+    settings = Settings(chunk_tokens=50, chunk_overlap=0)
+    small, long = tasks[0], tasks[0].model_copy(update={"text": "Some long text. " * 4000})
+    assert route_class(small, settings) == "fits the window"
+    assert route_class(long, settings) == "> 8 chunks"
+    assert route_class(long, Settings(chunk_tokens=2000, chunk_overlap=0, full_read_chunks=20)
+                       ) == "<= 20 chunks"
 
 
 def test_exact_match_normalizes() -> None:
