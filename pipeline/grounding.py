@@ -78,6 +78,29 @@ class Similarity(Protocol):
 # line wraps (PDF text), not sentence ends, nor is a decimal point ("$6.8 billion").
 _SENTENCE = re.compile(r"(?:[^.!?。！？\n]|(?<=\d)\.(?=\d)|\n(?![ \t]*\n))+"
                        r"(?:[.!?。！？]+[\"')\]]*|\n[ \t]*\n|$)")
+# Periods that end no sentence: after a title ("Mr. Smith") when the line goes on; after
+# an initial inside a name or an abbreviation ("John F. Kennedy", "U.S.") or after a
+# company, date or number abbreviation ("Inc.", "Corp.'s", "No. 5") when the text goes on
+# in lower case, digits or punctuation ("U.S. Visudyne" still ends at "U.S.").
+_TITLE = re.compile(r"\b(?:Dr|Mr|Mrs|Ms|Prof|Rev|Gov|Sen|Rep|Lt|Sgt|Capt|Col|Gen|St|Mt|Ft|vs)"
+                    r"\.$")
+_INITIAL = re.compile(r"(?:\b[A-Z][a-z]+[ \t]+|\b)[A-Z]\.$")
+_NAME_INITIAL = re.compile(r"\b[A-Z][a-z]+[ \t]+[A-Z]\.$")
+_ABBREVIATION = re.compile(r"\b(?:Inc|Corp|Co|Ltd|Bros|Jr|Sr|No|Jan|Feb|Mar|Apr|Aug|Sept?|"
+                           r"Oct|Nov|Dec)\.[\"')\]’]*$")
+_LINE_GOES_ON = re.compile(r"[ \t]*\S")
+_GOES_ON = re.compile(r"[ \t]*[a-z0-9'’,;:(&%$-]|[A-Za-z]\.")
+
+
+def _ends_sentence(text: str, start: int, end: int) -> bool:
+    """Whether the period that ends ``text[start:end]`` ends a sentence."""
+    if _TITLE.search(text, start, end) or _NAME_INITIAL.search(text, start, end):
+        return not _LINE_GOES_ON.match(text, end)
+    if _INITIAL.search(text, start, end) or _ABBREVIATION.search(text, start, end):
+        return not _GOES_ON.match(text, end)
+    return True
+
+
 _WORD = re.compile(r"[^\W_]+")
 _NUMBER = re.compile(r"\d[\d,.:/-]*\d|\d")
 STOPWORDS = frozenset(STOPWORDS_EN_PLUS) | frozenset(
@@ -89,11 +112,18 @@ STOPWORDS = frozenset(STOPWORDS_EN_PLUS) | frozenset(
 
 
 def sentences(text: str, start: int = 0, end: int | None = None) -> list[tuple[int, int]]:
-    """Spans of the sentences (or lines) of ``text[start:end]``, whitespace trimmed."""
+    """Spans of the sentences (or lines) of ``text[start:end]``, whitespace trimmed. A
+    period after an abbreviation or an initial ("Inc.", "Corp.", "U.S.", "John F.") ends
+    no sentence."""
     end = len(text) if end is None else end
     spans = []
+    opened: int | None = None
     for m in _SENTENCE.finditer(text, start, end):
-        s, e = m.start(), m.end()
+        s, e = m.start() if opened is None else opened, m.end()
+        if e < end and not _ends_sentence(text, s, e):
+            opened = s
+            continue
+        opened = None
         while s < e and text[s].isspace():
             s += 1
         while e > s and text[e - 1].isspace():
@@ -379,12 +409,14 @@ def explanation_spans(texts: list[str], question: str, answer: str = "",
         score = sum(math.log(total / frequency[w]) for w in found & asked) + \
             0.5 * sum(math.log(total / frequency[w]) for w in found & told)
         scored.append((score, span))
-    chosen, used = [], 0
+    chosen, used, seen = [], 0, set()
     for _, (i, s, e) in sorted(scored, key=lambda item: (-item[0], item[1])):
         if used >= budget:
             break
-        if is_steering(texts[i][s:e]):
+        said = " ".join(words(texts[i][s:e]))
+        if is_steering(texts[i][s:e]) or said in seen:  # a repeated sentence says nothing new
             continue
+        seen.add(said)
         chosen.append((i, s, e))
         used += len(words(texts[i][s:e]))
     return sorted(chosen)
@@ -431,8 +463,6 @@ def question_type(question: str) -> QuestionType:
 
 
 _SENTENCE_BREAK = re.compile(r"[.!?]+[\"')\]”’]*\s+(?=[A-Z\"“‘(])|\n")
-_ABBREVIATION = re.compile(r"(?:\b(?:Dr|Mr|Mrs|Ms|St|Jr|Sr|Inc|Co|No|vs|Mt|Ft|Gen|Col|Capt|"
-                           r"Prof|Rev|Gov|Sen|Rep|Lt|Sgt)|\b[A-Z])\.$")
 
 
 def first_sentence(text: str) -> str:
@@ -440,7 +470,7 @@ def first_sentence(text: str) -> str:
     one."""
     text = text.strip()
     for m in _SENTENCE_BREAK.finditer(text):
-        if m.group(0) != "\n" and _ABBREVIATION.search(text[:m.start() + 1]):
+        if m.group(0) != "\n" and not _ends_sentence(text, 0, m.start() + 1):
             continue
         return text[:m.start() + (0 if m.group(0) == "\n" else 1)].strip()
     return text

@@ -13,6 +13,8 @@ from longdoc.pipeline.grounding import (
     STOPWORDS,
     answer_key,
     content_words,
+    explanation_spans,
+    first_sentence,
     is_sibling,
     relevance,
     sentences,
@@ -39,6 +41,26 @@ def test_a_decimal_point_does_not_end_a_sentence() -> None:
     text = "Revenue was $6.8 billion in 2020. Growth was 3.5 percent.\n\nIt ended."
     assert [text[s:e] for s, e in sentences(text)] == [
         "Revenue was $6.8 billion in 2020.", "Growth was 3.5 percent.", "It ended."]
+
+
+def test_abbreviations_and_initials_end_a_sentence_only_where_one_ends() -> None:
+    text = ("Welcome to FS KKR Capital Corp.'s call. QLT Inc. grew in the U.S. market. "
+            "John F. Kennedy spoke to Mr. Smith. He sold Acme Inc. The year was good. "
+            "It was in the U.S. The number is 5.\nDr.\nRoom No. 5 is free.")
+    assert [text[s:e] for s, e in sentences(text)] == [
+        "Welcome to FS KKR Capital Corp.'s call.", "QLT Inc. grew in the U.S. market.",
+        "John F. Kennedy spoke to Mr. Smith.", "He sold Acme Inc.", "The year was good.",
+        "It was in the U.S.", "The number is 5.", "Room No. 5 is free."]
+    assert first_sentence("John F. Kennedy was president. Then more.") == (
+        "John F. Kennedy was president.")
+
+
+def test_an_explanation_cites_a_repeated_sentence_once() -> None:
+    said = "Margins fell because freight costs rose sharply."
+    text = f"{said} Other things happened. {said} Margins and freight were discussed."
+    spans = explanation_spans([text], "Why did margins fall while freight costs rose?")
+    quotes = [text[s:e] for _, s, e in spans]
+    assert quotes.count(said) == 1 and len(quotes) == 2
 
 
 def test_an_answer_key_in_off_topic_sentences_is_not_support() -> None:
