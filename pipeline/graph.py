@@ -21,6 +21,7 @@ from longdoc.pipeline.grounding import (
     best_sentence,
     explanation_spans,
     fit_answer,
+    question_core,
     question_type,
     supporting,
     supports,
@@ -95,7 +96,8 @@ async def verify(state: GraphState, runtime: Runtime[RunContext]) -> dict[str, A
     draft = state["draft"]
     question = state["question"]
     if state["task"] == "qa" and question_type(question) in ("explain", "passages"):
-        return explain(state["documents"], draft, question)
+        return explain(state["documents"], draft, question,
+                       runtime.context.similarity(question_core(question)))
     if not draft.found:
         return _verified([], 0, 0, False, "no answer found: nothing to cite", {})
     verifier = CitationVerifier(state["documents"])
@@ -162,14 +164,16 @@ def check_answer(verifier: CitationVerifier, draft: Draft, question: str,
                        unsupported=unsupported, located=located, answer=fitted, refused=why)
 
 
-def explain(documents: list[Document], draft: Draft, question: str) -> dict[str, Any]:
+def explain(documents: list[Document], draft: Draft, question: str,
+            similar: Similarity | None = None) -> dict[str, Any]:
     """The answer to a question that wants an explanation or asks for passages: the
     document's own sentences about it (``grounding.explanation_spans``, ranked by the
-    question's words and the draft's), verbatim and each cited; the draft answer stays in
-    the trace."""
+    question's words and the draft's, then by closeness in meaning to the question when
+    ``similar`` is given), verbatim and each cited; the draft answer stays in the
+    trace."""
     verifier = CitationVerifier(documents)
     texts = [injection.blank_injections(d.text) for d in documents]
-    spans = explanation_spans(texts, question, draft.answer if draft.found else "")
+    spans = explanation_spans(texts, question, draft.answer if draft.found else "", similar=similar)
     citations = [verifier.citation(documents[i], s, e, origin="located") for i, s, e in spans]
     answer = " ".join(c.quote for c in citations) or NOT_FOUND_ANSWER
     update = _verified(citations, 0, 0, bool(citations),

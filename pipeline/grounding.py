@@ -379,18 +379,23 @@ _COPULA = re.compile(r"\s(?:is|are|was|were|is called|was called|are called|name
 
 
 EXPLANATION_WORDS = 60  # an explanation answer: the best sentences up to this many words
+EXPLANATION_RERANK = 50  # with a sentence embedder, the lexical best this many are reranked
 
 
 def explanation_spans(texts: list[str], question: str, answer: str = "",
-                      budget: int = EXPLANATION_WORDS) -> list[tuple[int, int, int]]:
+                      budget: int = EXPLANATION_WORDS, similar: Similarity | None = None
+                      ) -> list[tuple[int, int, int]]:
     """The sentences of ``texts`` that explain the answer to ``question``, as (text index,
     start, end) in document order.
 
     Each sentence scores the inverse sentence frequency of the question's content words
-    (``stems``) it holds (the ``answer``'s other words at half weight: what the strategy read points
-    at its evidence); a sentence must hold at least two of the question's words (one if
-    the question has only one) and no steering text. The best are taken until ``budget``
-    words.
+    (``stems``) it holds (the ``answer``'s other words at half weight: what the strategy
+    read points at its evidence); a sentence must hold at least two of the question's
+    words (one if the question has only one) and no steering text. With ``similar`` (a
+    sentence embedder's closeness to the question), the best ``EXPLANATION_RERANK`` by
+    that score are ranked by closeness in meaning instead (tuned on the financial
+    questions outside the real-QA subset: token F1 0.288 -> 0.312). The best are taken
+    until ``budget`` words.
     """
     asked = stems(question_core(question))
     told = stems(answer) - asked
@@ -402,15 +407,21 @@ def explanation_spans(texts: list[str], question: str, answer: str = "",
             frequency[word] = frequency.get(word, 0) + 1
     total = len(spans) + 1
     need = min(2, len(asked))
-    scored = []
+    scored: list[tuple[float, tuple[int, int, int]]] = []
     for span, found in zip(spans, held, strict=True):
         if not asked or len(found & asked) < need:
             continue
         score = sum(math.log(total / frequency[w]) for w in found & asked) + \
             0.5 * sum(math.log(total / frequency[w]) for w in found & told)
         scored.append((score, span))
+    scored.sort(key=lambda item: (-item[0], item[1]))
+    if similar is not None and scored:
+        best = scored[:EXPLANATION_RERANK]
+        closeness = similar.many([texts[i][s:e] for _, (i, s, e) in best])
+        scored = [(c, span) for c, (_, span) in zip(closeness, best, strict=True)]
+        scored.sort(key=lambda item: (-item[0], item[1]))
     chosen, used, seen = [], 0, set()
-    for _, (i, s, e) in sorted(scored, key=lambda item: (-item[0], item[1])):
+    for _, (i, s, e) in scored:
         if used >= budget:
             break
         said = " ".join(words(texts[i][s:e]))

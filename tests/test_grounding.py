@@ -63,6 +63,30 @@ def test_an_explanation_cites_a_repeated_sentence_once() -> None:
     assert quotes.count(said) == 1 and len(quotes) == 2
 
 
+class _Closeness:
+    """A stand-in sentence embedder: closeness is whether a sentence mentions ``word``."""
+
+    def __init__(self, word: str) -> None:
+        self.word = word
+
+    def __call__(self, text: str) -> float:
+        return float(self.word in text)
+
+    def many(self, texts: list[str]) -> list[float]:
+        return [self(t) for t in texts]
+
+
+def test_an_embedder_reranks_the_explanation_sentences_by_meaning() -> None:
+    text = ("Margins and freight costs and margins again were on the agenda. "
+            "Margins fell because freight costs doubled after the strike.")
+    question = "Why did margins fall as freight costs rose?"
+    first = [text[s:e] for _, s, e in explanation_spans([text], question, budget=5)]
+    assert first == ["Margins and freight costs and margins again were on the agenda."]
+    reranked = [text[s:e] for _, s, e in explanation_spans(
+        [text], question, budget=5, similar=_Closeness("because"))]
+    assert reranked == ["Margins fell because freight costs doubled after the strike."]
+
+
 def test_an_answer_key_in_off_topic_sentences_is_not_support() -> None:
     """Seen: map-reduce answered "10" with seven unrelated sentences that contain "10"."""
     unrelated = ["The council met 10 times that year.", "About 10 ships left the harbour.",
