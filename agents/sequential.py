@@ -48,6 +48,7 @@ from longdoc.pipeline.grounding import (
     question_keys,
     relevance,
     sentences,
+    stance,
 )
 from longdoc.pipeline.injection import blank_injections, neutralize
 from longdoc.pipeline.llm import LLMClient
@@ -534,39 +535,61 @@ async def _summary(state: SequentialState, runtime: Runtime[RunContext],
                                            [q.text for q in p] for p in by_paragraph]})]}
 
 
+def firm_support(support: list[Evidence], key: list[str], question: str) -> bool:
+    """Whether a quote of ``support`` states the answer ``key`` firmly (``grounding.stance``:
+    not hedged, attributed, superseded or about a neighbouring entity)."""
+    return any(stance(ev.text, key, question).firm for ev in support)
+
+
 async def _answer_question(state: SequentialState, runtime: Runtime[RunContext],
                            spec: ReaderSpec) -> dict[str, Any]:
     """An answer accepted only if a carried quote holds its key; asked again without the
-    notes (the quotes alone) if the first answer is unsupported."""
+    notes (the quotes alone) if the first answer is unsupported, and with the firm quotes
+    alone if it rests only on hedged, attributed or superseded ones (a rumour read late
+    must not overwrite a plain statement read early) - a weak answer stands only when no
+    firm one is found."""
     llm, task, goal = runtime.context.llm, state["task"], _goal(state)
     notes, carried = state["notes"], list(state.get("carried_quotes", []))
-    attempts = []
-    for shown_notes in (notes, "(see the quotes)"):
+    firm = [ev for ev in carried if stance(ev.text, [], goal).firm]
+    attempts: list[dict[str, Any]] = []
+
+    async def ask(shown_notes: str, shown: list[Evidence]) -> tuple[str, list[Evidence], bool]:
         reply = await llm.chat(_prompt(spec.answer_node, task).render(
-            notes=neutralize(shown_notes, protocol=False), evidence=render_evidence(carried),
+            notes=neutralize(shown_notes, protocol=False), evidence=render_evidence(shown),
             question=goal),
-            node=spec.answer_node, regions={"evidence": {"quotes": evidence_spans(carried)}})
+            node=spec.answer_node, regions={"evidence": {"quotes": evidence_spans(shown)}})
         parsed = parse_answer(reply)
         key = answer_key(parsed.answer, goal) if parsed.found else []
-        support = [ev for ev in carried if acceptable(ev.text, key)]
-        attempts.append({"with_notes": shown_notes == notes, "reply": reply[
-            :TRACE_REPLY_CHARS], "answer": parsed.answer, "key": key,
-            "supported_by": [ev.text for ev in support]})
-        if support or not carried:
-            break
+        support = [ev for ev in shown if acceptable(ev.text, key)]
+        steady = bool(support) and firm_support(support, key, goal)
+        attempts.append({"with_notes": shown_notes == notes, "quotes_shown": len(shown),
+                         "reply": reply[:TRACE_REPLY_CHARS], "answer": parsed.answer,
+                         "key": key, "supported_by": [ev.text for ev in support],
+                         "firm": steady})
+        return parsed.answer, support, steady
+
+    answer, support, steady = await ask(notes, carried)
+    if not support and carried:
+        answer, support, steady = await ask("(see the quotes)", carried)
+    accepted = (answer, support) if support else None
+    if support and not steady and 0 < len(firm) < len(carried):
+        firm_answer, firm_found, firm_steady = await ask("(see the quotes)", firm)
+        if firm_steady:
+            accepted = (firm_answer, firm_found)
     data: dict[str, Any] = {"attempts": attempts, "carried": len(carried)}
-    if not support:
+    if accepted is None:
         data["decision"] = "not found: no carried quote holds the answer's key"
         return {"draft": Draft(answer=NOT_FOUND_ANSWER, found=False),
                 "trace": [TraceEvent(node=spec.answer_node, message=(
-                    f"answer {parsed.answer!r} is not supported by the {len(carried)} "
-                    "carried quote(s): not found"), data=data)]}
+                    f"answer {answer!r} is not supported by the "
+                    f"{len(carried)} carried quote(s): not found"), data=data)]}
+    answer, support = accepted
     cited = cite(support, carried, goal)
     data["cited"] = [ev.text for ev in cited]
     quotes = [Quote(text=ev.text, source=ev.source, origin=ev.origin) for ev in cited]
-    return {"draft": Draft(answer=parsed.answer, quotes=quotes, found=True),
+    return {"draft": Draft(answer=answer, quotes=quotes, found=True),
             "trace": [TraceEvent(node=spec.answer_node, message=(
-                f"answer {parsed.answer!r} supported by {len(support)} carried quote(s)"),
+                f"answer {answer!r} supported by {len(support)} carried quote(s)"),
                 data=data)]}
 
 

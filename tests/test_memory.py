@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import re
 from pathlib import Path
 
 import pytest
@@ -210,3 +211,24 @@ def test_real_model_memory_finds_passkey(real_endpoint, test_data: Path,
         assert text[citation.start:citation.end] == citation.quote
     memories = [e.data["notes"] for e in answer.trace if e.node == "memory.update"]
     assert len(memories) >= 3
+
+
+RUMOUR = "A rumour had it that the secret passkey was 77777, though this was never confirmed."
+
+
+def test_a_rumour_read_late_does_not_overwrite_the_plain_statement(sim, tmp_path: Path) -> None:
+    """The model answers with the last value it was shown (the rumour); that answer rests
+    on a hedged quote only, so it is asked again with the firm quotes alone."""
+    def last_number(user: str) -> str:
+        numbers = re.findall(r"(?<!\d)\d{5}(?!\d)", section(user, "Quotes kept", "Question"))
+        return f"The passkey is {numbers[-1]}." if numbers else "No idea."
+
+    server = sim(responder(SYSTEMS, lambda user: "Nothing new.", last_number))
+    path, _ = write(tmp_path, [*PARAGRAPHS, f"Years later, at the fair. {RUMOUR}"])
+    answer = run(server, tmp_path, path, QUESTION, "memory")
+    assert answer.answer == "48213"
+    assert [c.quote for c in answer.citations] == [NEEDLE]
+    attempts = next(e for e in answer.trace if e.node == ANSWER).data["attempts"]
+    assert [(a["answer"], a["firm"]) for a in attempts] == [
+        ("The passkey is 77777.", False), ("The passkey is 48213.", True)]
+    assert attempts[1]["quotes_shown"] < attempts[0]["quotes_shown"]
