@@ -20,9 +20,11 @@ from longdoc.pipeline.grounding import (
     answer_key,
     best_sentence,
     explanation_spans,
+    firm_value,
     fit_answer,
     question_core,
     question_type,
+    stance,
     supporting,
     supports,
     supports_paragraph,
@@ -114,6 +116,10 @@ async def verify(state: GraphState, runtime: Runtime[RunContext]) -> dict[str, A
                f"in the source, {check.unsupported} not supporting the answer")
     data = {"offered": len(draft.quotes), "located_in_code": check.located,
             "question_type": question_type(question), "draft_answer": draft.answer}
+    if check.weak_answer is not None:
+        message += (f"; {check.weak_answer!r} was only stated weakly and {check.answer!r} "
+                    "firmly: the firm value is the answer")
+        data["weak_answer"] = check.weak_answer
     if check.refused:
         message += f"; the answer {check.refused}: refused"
         data["refused"] = check.refused
@@ -134,6 +140,8 @@ class AnswerCheck(BaseModel):
     located: int = Field(0, description="Supporting sentences found in code instead")
     answer: str
     refused: str | None = None
+    weak_answer: str | None = Field(None, description="The draft's answer, replaced because "
+                                    "it was only stated weakly and another value firmly")
 
     @property
     def supported(self) -> bool:
@@ -159,9 +167,20 @@ def check_answer(verifier: CitationVerifier, draft: Draft, question: str,
     if not citations:
         citations = locate_support(verifier, draft.answer, question, similar)
         located = len(citations)
-    fitted, why = fit_to_question(draft.answer, question, citations)
+    answer, weak_answer = draft.answer, None
+    key = answer_key(answer, question)
+    if citations and not any(stance(c.quote, key, question).firm for c in citations):
+        documents = list(verifier.documents.values())
+        firm = firm_value([injection.blank_injections(d.text) for d in documents], key,
+                          question, [c.quote for c in citations])
+        if firm is not None:
+            value, i, start, end = firm
+            weak_answer, answer = answer, value
+            citations = [verifier.citation(documents[i], start, end, origin="located")]
+    fitted, why = fit_to_question(answer, question, citations)
     return AnswerCheck(citations=[] if why else citations, dropped=dropped,
-                       unsupported=unsupported, located=located, answer=fitted, refused=why)
+                       unsupported=unsupported, located=located, answer=fitted, refused=why,
+                       weak_answer=weak_answer)
 
 
 def explain(documents: list[Document], draft: Draft, question: str,

@@ -689,6 +689,33 @@ class Stance(BaseModel):
                 if getattr(self, name)]
 
 
+def firm_value(texts: list[str], key: list[str], question: str, weak: list[str]
+               ) -> tuple[str, int, int, int] | None:
+    """When an answer's numeric ``key`` rests only on the ``weak`` sentences (hedged,
+    attributed or superseded: ``stance``), the one other number that sentences as much
+    about the question (as many of its key words) state firmly, with its sentence (text
+    index, start, end): a plain statement outweighs a rumour, wherever each was read.
+    None when the key is no number, or no other value or several are stated firmly."""
+    if not key or not all(_NUMBER.fullmatch(k) for k in key):
+        return None
+    keys = question_keys(question)
+    need = max((count_keys(keys, w) for w in weak), default=0)
+    asked = set(_NUMBER.findall(question))
+    found: dict[str, tuple[int, int, int]] = {}
+    for i, text in enumerate(texts):
+        for s, e in sentences(text):
+            sentence = text[s:e]
+            if count_keys(keys, sentence) < max(need, min(2, len(keys)), 1):
+                continue
+            for value in set(_NUMBER.findall(sentence)) - asked - set(key):
+                if stance(sentence, [value], question).firm:
+                    found.setdefault(value, (i, s, e))
+    if len(found) != 1:
+        return None
+    value, (i, s, e) = next(iter(found.items()))
+    return value, i, s, e
+
+
 def clause_of(sentence: str, key: list[str], others: Iterable[str] = ()) -> str:
     """The clause of ``sentence`` that holds ``key`` when another value (``others``) is
     named in the same sentence; otherwise the whole sentence."""

@@ -275,16 +275,37 @@ DOC = (
 )
 
 
-def _ask(sim, tmp_path: Path, reply: str, question: str) -> Answer:
+def _ask(sim, tmp_path: Path, reply: str, question: str, doc: str = "") -> Answer:
     server = sim(lambda messages: reply)
     path = tmp_path / "doc.txt"
-    path.write_text(DOC)
+    path.write_text(doc or DOC)
     settings = sim_settings(server, tmp_path, strategy="direct", use_cache=False)
     with Pipeline(settings) as pipeline:
         return pipeline.ask(path, question)
 
 
 QUESTION_MAGIC = "What is the special magic number for quiet-cathedral?"
+
+
+RUMOUR = ("A rumour had it that the special magic number for quiet-cathedral was 77310, though "
+          "this was never confirmed.")
+
+
+def test_an_answer_stated_only_weakly_gives_way_to_the_firm_value(sim, tmp_path: Path) -> None:
+    answer = _ask(sim, tmp_path, f'It is 77310.\nQuote: "{RUMOUR}"', QUESTION_MAGIC,
+                  doc=DOC + "\n\n" + RUMOUR)
+    assert answer.answer == "65096" and answer.supported
+    assert [c.quote for c in answer.citations] == [
+        "The special magic number for quiet-cathedral is 65096."]
+    verify = next(e for e in answer.trace if e.node == "verify")
+    assert verify.data["weak_answer"] == "It is 77310."
+
+
+def test_a_weak_answer_stands_when_two_values_are_stated_firmly(sim, tmp_path: Path) -> None:
+    other = "The special magic number for quiet-cathedral is 11842 since the spring."
+    answer = _ask(sim, tmp_path, f'It is 77310.\nQuote: "{RUMOUR}"', QUESTION_MAGIC,
+                  doc=DOC + "\n\n" + RUMOUR + " " + other)
+    assert answer.answer == "77310" and [c.quote for c in answer.citations] == [RUMOUR]
 
 
 def test_wrong_answer_quoting_off_topic_sentences_is_unsupported(sim, tmp_path: Path) -> None:
