@@ -53,6 +53,7 @@ from longdoc.pipeline.grounding import (
     best_sentence,
     contains,
     count_keys,
+    firmly_stated,
     fit_answer,
     is_steering,
     mentions,
@@ -193,7 +194,7 @@ def needs_second_look(records: list[MapRecord], question: str) -> bool:
     by its chunk's reading, and the passages that match the question best are worth a
     look."""
     return not any(r.verified and any(mentions(question, ev.text) for ev in r.evidence)
-                   and any(stance(ev.text, r.answer_key, question).firm for ev in r.evidence)
+                   and firmly_stated([ev.text for ev in r.evidence], r.answer_key, question)
                    for r in records)
 
 

@@ -43,6 +43,7 @@ from longdoc.pipeline.grounding import (
     answer_keys,
     content_tokens,
     count_keys,
+    firmly_stated,
     is_steering,
     overlap,
     question_keys,
@@ -535,12 +536,6 @@ async def _summary(state: SequentialState, runtime: Runtime[RunContext],
                                            [q.text for q in p] for p in by_paragraph]})]}
 
 
-def firm_support(support: list[Evidence], key: list[str], question: str) -> bool:
-    """Whether a quote of ``support`` states the answer ``key`` firmly (``grounding.stance``:
-    not hedged, attributed, superseded or about a neighbouring entity)."""
-    return any(stance(ev.text, key, question).firm for ev in support)
-
-
 async def _answer_question(state: SequentialState, runtime: Runtime[RunContext],
                            spec: ReaderSpec) -> dict[str, Any]:
     """An answer accepted only if a carried quote holds its key; asked again without the
@@ -561,7 +556,7 @@ async def _answer_question(state: SequentialState, runtime: Runtime[RunContext],
         parsed = parse_answer(reply)
         key = answer_key(parsed.answer, goal) if parsed.found else []
         support = [ev for ev in shown if acceptable(ev.text, key)]
-        steady = bool(support) and firm_support(support, key, goal)
+        steady = firmly_stated([ev.text for ev in support], key, goal)
         attempts.append({"with_notes": shown_notes == notes, "quotes_shown": len(shown),
                          "reply": reply[:TRACE_REPLY_CHARS], "answer": parsed.answer,
                          "key": key, "supported_by": [ev.text for ev in support],

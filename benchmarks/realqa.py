@@ -208,13 +208,22 @@ class Row:
     def ok(self) -> list[EvalResult]:
         return [r for r in self.runs if r.status == "ok"]
 
+    @property
+    def f1(self) -> float:
+        """Mean token F1, an unanswered question counting 0."""
+        return self.mean([r.score or 0.0 if r.status == "ok" else 0.0 for r in self.runs])
+
+    @property
+    def cited(self) -> str:
+        """Answers with a supporting citation, of all runs ("–" for the recipe)."""
+        return ("–" if self.system == "langchain" else
+                f"{sum(bool(r.claimed_supported) for r in self.ok)}/{len(self.runs)}")
+
     def cells(self) -> list[str]:
         runs, ok = self.runs, self.ok
-        f1 = self.mean([r.score or 0.0 if r.status == "ok" else 0.0 for r in runs])
+        f1, cited = self.f1, self.cited
         em = self.mean([r.details.get("exact_match", 0.0) if r.status == "ok" else 0.0
                         for r in runs])
-        cited = ("–" if self.system == "langchain" else
-                 f"{sum(bool(r.claimed_supported) for r in ok)}/{len(runs)}")
         calls = sum(r.llm_calls for r in ok)
         per_call = f"{sum(r.completion_tokens for r in ok) / calls:.0f}" if calls else "–"
         not_answered = len(runs) - len(ok)
@@ -327,16 +336,11 @@ def routes(results: Path = RESULTS, systems: Sequence[str] = SYSTEMS) -> str:
                 groups.setdefault(route_class(task, settings), []).append(task)
         for group, members in sorted(groups.items(), key=lambda g: g[0][0] != "f"):
             for system in present:
-                runs = [rescore(lines[(t.digest, system)], t) for t in members]
-                ok = [r for r in runs if r.status == "ok"]
-                mean = Row(system, runs).mean
-                f1 = mean([r.score or 0.0 if r.status == "ok" else 0.0 for r in runs])
-                cited = ("–" if system == "langchain" else
-                         f"{sum(bool(r.claimed_supported) for r in ok)}/{len(runs)}")
+                row = Row(system, [rescore(lines[(t.digest, system)], t) for t in members])
                 out.append(f"| {name} | {group} | {len(members)} | {LABELS.get(system, system)} "
-                           f"| {f1:.3f} "
-                           f"| {cited} | {mean([r.llm_calls for r in ok]):.1f} "
-                           f"| {mean([r.wall_s for r in ok]):.0f} |")
+                           f"| {row.f1:.3f} | {row.cited} "
+                           f"| {row.mean([r.llm_calls for r in row.ok]):.1f} "
+                           f"| {row.mean([r.wall_s for r in row.ok]):.0f} |")
     return "\n".join(out)
 
 

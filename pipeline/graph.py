@@ -21,10 +21,10 @@ from longdoc.pipeline.grounding import (
     best_sentence,
     explanation_spans,
     firm_value,
+    firmly_stated,
     fit_answer,
     question_core,
     question_type,
-    stance,
     supporting,
     supports,
     supports_paragraph,
@@ -169,7 +169,7 @@ def check_answer(verifier: CitationVerifier, draft: Draft, question: str,
         located = len(citations)
     answer, weak_answer = draft.answer, None
     key = answer_key(answer, question)
-    if citations and not any(stance(c.quote, key, question).firm for c in citations):
+    if citations and not firmly_stated([c.quote for c in citations], key, question):
         documents = list(verifier.documents.values())
         firm = firm_value([injection.blank_injections(d.text) for d in documents], key,
                           question, [c.quote for c in citations])

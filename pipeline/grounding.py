@@ -84,7 +84,7 @@ _SENTENCE = re.compile(r"(?:[^.!?。！？\n]|(?<=\d)\.(?=\d)|\n(?![ \t]*\n))+"
 # in lower case, digits or punctuation ("U.S. Visudyne" still ends at "U.S.").
 _TITLE = re.compile(r"\b(?:Dr|Mr|Mrs|Ms|Prof|Rev|Gov|Sen|Rep|Lt|Sgt|Capt|Col|Gen|St|Mt|Ft|vs)"
                     r"\.$")
-_INITIAL = re.compile(r"(?:\b[A-Z][a-z]+[ \t]+|\b)[A-Z]\.$")
+_INITIAL = re.compile(r"\b[A-Z]\.$")  # not in a name: _NAME_INITIAL is tried first
 _NAME_INITIAL = re.compile(r"\b[A-Z][a-z]+[ \t]+[A-Z]\.$")
 _ABBREVIATION = re.compile(r"\b(?:Inc|Corp|Co|Ltd|Bros|Jr|Sr|No|Jan|Feb|Mar|Apr|Aug|Sept?|"
                            r"Oct|Nov|Dec)\.[\"')\]’]*$")
@@ -687,6 +687,12 @@ class Stance(BaseModel):
     def labels(self) -> list[str]:
         return [name for name in ("uncertain", "attributed", "superseded", "sibling")
                 if getattr(self, name)]
+
+
+def firmly_stated(texts: Iterable[str], key: list[str], question: str) -> bool:
+    """Whether one of ``texts`` states the answer ``key`` firmly (``stance``: not hedged,
+    attributed, superseded or about a neighbouring entity)."""
+    return any(stance(text, key, question).firm for text in texts)
 
 
 def firm_value(texts: list[str], key: list[str], question: str, weak: list[str]
