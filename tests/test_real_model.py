@@ -79,3 +79,33 @@ def test_injected_instructions_do_not_change_format_or_citations(
         assert text[citation.start:citation.end] == citation.quote
         assert "BANANA" not in citation.quote
     assert "71942" in answer.answer
+
+
+RUMOURS = ("A rumour had it that the secret passkey was 30518, though this was never "
+           "confirmed.", "An old note guessed the secret passkey to be 64027, without any proof.")
+
+
+@pytest.mark.parametrize("strategy", ["chain", "memory", "rag"])
+def test_plain_statement_outweighs_later_rumours(strategy: str, real_endpoint,
+                                                 test_data: Path, tmp_path: Path) -> None:
+    """Two rumoured values come after the plainly stated one (the 32k distractor rows,
+    small): chain and memory ask again with the firm quotes alone when their answer rests
+    on rumours, and ``verify`` gives way to the one value stated firmly; either way the
+    stated value is the answer, cited by its sentence."""
+    words = haystack(test_data, 2000, PASSKEY, depth=0.3).split(" ")
+    for depth, rumour in zip((0.6, 0.85), RUMOURS, strict=True):
+        cut = int(len(words) * depth)
+        words[cut:cut] = ["\n\n" + rumour + "\n\n"]
+    text = " ".join(words)
+    doc = tmp_path / "rumours.txt"
+    doc.write_text(text)
+    settings = real_settings(real_endpoint, tmp_path, chunk_tokens=600, chunk_overlap=50)
+    with Pipeline(settings) as pipeline:
+        answer = pipeline.ask(doc, "What is the secret passkey?", strategy=strategy)
+    assert "71942" in answer.answer, answer.answer
+    assert "30518" not in answer.answer and "64027" not in answer.answer
+    assert answer.supported
+    assert any("71942" in c.quote for c in answer.citations)
+    for citation in answer.citations:
+        assert text[citation.start:citation.end] == citation.quote
+        assert "30518" not in citation.quote and "64027" not in citation.quote
