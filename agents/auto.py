@@ -105,6 +105,12 @@ def coverage(documents: list[Document], chunks: list[Chunk], read: set[str] | No
     )
 
 
+def reads_every_chunk(chunk_count: int, settings: Settings) -> bool:
+    """Whether a question over ``chunk_count`` chunks reads every one (2 to
+    ``auto.full_read_chunks``), even when the input fits the direct prompt."""
+    return 1 < chunk_count <= settings.auto.full_read_chunks
+
+
 async def route(state: GraphState, runtime: Runtime[RunContext]) -> dict[str, Any]:
     """Choose how to read: direct, every chunk, or widening rounds over ranked chunks (put
     best first in ``selected_chunks``)."""
@@ -114,7 +120,7 @@ async def route(state: GraphState, runtime: Runtime[RunContext]) -> dict[str, An
     update: dict[str, Any] = {}
     data: dict[str, Any] = {"doc_tokens": budget.doc_tokens, "direct_room": budget.room,
                   "chunks": len(chunks)}
-    few = 1 < len(chunks) <= settings.auto.full_read_chunks
+    few = reads_every_chunk(len(chunks), settings)
     if budget.fits and not (few and state["task"] == "qa"):
         chosen = "direct"
         reason = f"the input (~{budget.doc_tokens} tokens) fits the window (~{budget.room})"

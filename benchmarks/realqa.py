@@ -304,9 +304,11 @@ def worth(traces: Path = TRACES) -> str:
 
 
 def route_class(task: EvalTask, settings: Settings) -> str:
-    """Which reading ``auto``'s rules weigh for the question's document: it fits the direct
-    prompt, it has at most ``auto.full_read_chunks`` chunks, or more (the served window
-    taken as ``server.n_ctx``, the embedded default)."""
+    """Which reading ``auto``'s rules weigh for the question's document (its own tests:
+    ``direct_budget`` and ``reads_every_chunk``): it fits the direct prompt, it has at most
+    ``auto.full_read_chunks`` chunks, or more (the served window taken as
+    ``server.n_ctx``, the embedded default)."""
+    from longdoc.agents.auto import reads_every_chunk
     from longdoc.agents.direct import direct_budget
     from longdoc.pipeline.chunking import chunk_documents
 
@@ -318,7 +320,7 @@ def route_class(task: EvalTask, settings: Settings) -> str:
     chunks = chunk_documents(documents, chunk_tokens=settings.documents.chunk_tokens,
                              overlap=settings.documents.chunk_overlap)
     limit = settings.auto.full_read_chunks
-    return f"<= {limit} chunks" if len(chunks) <= limit else f"> {limit} chunks"
+    return f"<= {limit} chunks" if reads_every_chunk(len(chunks), settings) else f"> {limit} chunks"
 
 
 def routes(results: Path = RESULTS, systems: Sequence[str] = SYSTEMS) -> str:
