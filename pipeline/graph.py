@@ -101,7 +101,12 @@ async def verify(state: GraphState, runtime: Runtime[RunContext]) -> dict[str, A
         return explain(state["documents"], draft, question,
                        runtime.context.similarity(question_core(question)))
     if not draft.found:
-        return _verified([], 0, 0, False, "no answer found: nothing to cite", {})
+        # A refusal in the model's own words ("The document does not contain the answer")
+        # is returned as the one refusal message; the words stay in the trace.
+        update = ({"draft": draft.model_copy(update={"answer": NOT_FOUND_ANSWER})}
+                  if state["task"] == "qa" else {})
+        return _verified([], 0, 0, False, "no answer found: nothing to cite",
+                         {"draft_answer": draft.answer}) | update
     verifier = CitationVerifier(state["documents"])
     if draft.paragraph_quotes:
         return verify_summary(verifier, draft)

@@ -156,3 +156,21 @@ def test_strategy_registry_is_what_the_graph_and_the_app_offer() -> None:
     for name in STRATEGIES:  # auto is a router in front of the strategies it picks
         nodes = build_graph(name).get_graph().nodes
         assert {"route", "direct", "mapreduce"} <= set(nodes) if name == "auto" else name in nodes
+
+
+@pytest.mark.parametrize("reply", ["The document does not contain the answer.",
+                                   "Answer: not found.",
+                                   "The passkey is not found in the document."])
+def test_a_refusal_in_the_models_words_is_the_one_refusal_message(sim, tmp_path: Path,
+                                                                   reply: str) -> None:
+    """The returned answer never echoes the prompt's refusal wording (issue 20's traces:
+    "The document does not contain the answer."); the model's words stay in the trace."""
+    from longdoc.pipeline.state import NOT_FOUND_ANSWER
+
+    server = sim(lambda m: reply)
+    with Pipeline(sim_settings(server, tmp_path, strategy="direct")) as pipeline:
+        answer = pipeline.ask(write(tmp_path), "What is the passkey?")
+    assert answer.answer == NOT_FOUND_ANSWER
+    assert not answer.supported and answer.citations == []
+    [verify] = [e for e in answer.trace if e.node == "verify"]
+    assert verify.data["draft_answer"] in reply
