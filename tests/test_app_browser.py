@@ -24,6 +24,10 @@ from longdoc.pipeline.backends import free_port
 from tests.conftest import SAMPLES
 
 webdriver = pytest.importorskip("selenium.webdriver")
+from selenium.common.exceptions import (  # noqa: E402
+    NoSuchElementException,
+    StaleElementReferenceException,
+)
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
 
@@ -82,12 +86,16 @@ def _body(driver: object) -> str:
 
 
 def _click(driver: object, text: str) -> None:
-    """Click the button (or radio option) whose label is ``text``."""
-    WebDriverWait(driver, 60).until(lambda d: d.find_elements(
-        By.XPATH, f"//button[normalize-space(.)='{text}'] | //label[normalize-space(.)='{text}']"))
-    driver.find_element(  # type: ignore[attr-defined]
-        By.XPATH, f"//button[normalize-space(.)='{text}'] | //label[normalize-space(.)='{text}']"
-    ).click()
+    """Click the button (or radio option) whose label is ``text``; a re-render between
+    finding and clicking it (a stale element) means trying again."""
+    xpath = f"//button[normalize-space(.)='{text}'] | //label[normalize-space(.)='{text}']"
+
+    def clicked(d: object) -> bool:
+        d.find_element(By.XPATH, xpath).click()  # type: ignore[attr-defined]
+        return True
+
+    WebDriverWait(driver, 60, ignored_exceptions=(NoSuchElementException,
+                                                  StaleElementReferenceException)).until(clicked)
 
 
 def _run_and_wait(driver: object) -> str:
