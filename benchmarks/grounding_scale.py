@@ -64,9 +64,8 @@ def measure(tokens: int, repeat: int, meaning: bool) -> dict[str, Any]:
     row["locate_s"], found = best_of(repeat, lambda: locate_support(verifier, "58213",
                                                                    QUESTION))
     row["locate_ok"] = [c.quote for c in found] == [FIRM]
-    row["explain_s"], spans = best_of(
+    row["explain_s"], _ = best_of(
         repeat, lambda: explanation_spans([text], WHY, similar=similar))
-    row["explain_sentences"] = len(spans)
     row["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return row
 
